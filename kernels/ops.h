@@ -1,0 +1,164 @@
+// The op set: the single list of compute operations Strata's model, optimizer and parallel layers
+// use. Each op takes Tensors, checks their shapes, dtypes and devices (a mismatch throws an Error
+// that names the op, the argument and both shapes), and runs the implementation for the tensors'
+// device: kernels/cpu (the reference: plain loops, OpenMP, OpenBLAS for gemm) or kernels/cuda.
+//
+// Conventions, the same for every op:
+// - Outputs are passed in, allocated by the caller with the documented shape and dtype.
+// - Activation gradients (dx, dq, ...) are overwritten. Parameter gradients (dweight, dbias,
+//   dtable) are accumulated (+=), so microbatches add into one gradient buffer.
+// - Floating tensors of one call share one dtype (f32 or f64 on the CPU) unless noted; statistics
+//   saved for backward (mean, rstd, lse) are f32 for f32/bf16/f16 inputs and f64 for f64 inputs.
+// - Index tensors (token ids, targets) are i32 or i64; a negative target means "ignore".
+// - Shapes in comments: rows = every leading dimension flattened.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+#include "core/tensor.h"
+
+namespace strata::ops {
+
+// The dtype that statistics saved for backward take for inputs of `dtype` (f64 stays f64).
+DType stats_dtype(DType dtype);
+
+// ---- matrix products ----------------------------------------------------------------------
+
+struct GemmArgs {
+  bool trans_a = false;  // use a^T
+  bool trans_b = false;  // use b^T
+  double alpha = 1.0;
+  double beta = 0.0;  // c = alpha * op(a) @ op(b) + beta * c
+};
+// c[m, n] = alpha * op(a)[m, k] @ op(b)[k, n] + beta * c. 2-D tensors, or 3-D with a leading batch
+// dimension on all three (a strided batch: one product per batch index). Contiguous.
+void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args = {});
+
+// ---- normalisation ------------------------------------------------------------------------
+
+// y = (x - mean) * rstd * weight + bias over the last dimension.
+// x, y: [rows, d]; weight, bias: [d] (bias may be undefined); mean, rstd: [rows] (stats dtype).
+void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
+                       Tensor& y, Tensor& mean, Tensor& rstd);
+// dx overwritten; dweight, dbias accumulated (dbias may be undefined when there is no bias).
+void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
+                        const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias);
+
+// y = x * rstd * weight, rstd = 1 / sqrt(mean(x^2) + eps). x, y: [rows, d]; weight: [d].
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd);
+void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
+                      Tensor& dx, Tensor& dweight);
+
+// ---- activations --------------------------------------------------------------------------
+
+// GPT-2's tanh approximation: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Any shape.
+void gelu_forward(const Tensor& x, Tensor& y);
+void gelu_backward(const Tensor& dy, const Tensor& x, Tensor& dx);
+
+// y = silu(gate) * up, silu(g) = g / (1 + exp(-g)). gate, up, y: same shape.
+void swiglu_forward(const Tensor& gate, const Tensor& up, Tensor& y);
+void swiglu_backward(const Tensor& dy, const Tensor& gate, const Tensor& up, Tensor& dgate,
+                     Tensor& dup);
+
+// ---- rotary position embedding ------------------------------------------------------------
+
+// x, y: [batch, seq, heads, head_dim], head_dim even. Position of row s is position_offset + s.
+// Pairs element j with j + head_dim/2 (the "rotate half" form Hugging Face Llama uses), angle
+// pos * theta^(-2j/head_dim). backward applies the inverse rotation to dy. y may alias x.
+void rope_forward(const Tensor& x, int64_t position_offset, double theta, Tensor& y);
+void rope_backward(const Tensor& dy, int64_t position_offset, double theta, Tensor& dx);
+
+// ---- attention ----------------------------------------------------------------------------
+
+struct AttentionArgs {
+  bool causal = true;
+  // Global positions of the first query and first key row: with causal on, query at q_offset + i
+  // sees key at k_offset + j iff k_offset + j <= q_offset + i. Ring attention calls the op on
+  // blocks of the sequence with their offsets.
+  int64_t q_offset = 0;
+  int64_t k_offset = 0;
+  double scale = 0.0;  // 0 means 1 / sqrt(head_dim)
+};
+// Flash form: tiled over keys with an online softmax; saves only the log-sum-exp.
+// q, out: [batch, seq_q, n_heads, head_dim]; k, v: [batch, seq_k, n_kv_heads, head_dim];
+// n_kv_heads divides n_heads (query head h uses kv head h / (n_heads / n_kv_heads)).
+// lse: [batch, n_heads, seq_q] (stats dtype) = log sum_j exp(scale q.k_j); a query row that sees no
+// key gets lse = -inf and out = 0, so partial results merge by their lse.
+void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,
+                       Tensor& out, Tensor& lse);
+// Gradients of one (q block, k/v block) pair given the *final* out and lse of the query rows (for
+// one full attention these are this call's own; for ring attention, the merged ones). dq, dk, dv
+// overwritten.
+void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, const Tensor& v,
+                        const Tensor& out, const Tensor& lse, const AttentionArgs& args, Tensor& dq,
+                        Tensor& dk, Tensor& dv);
+// Merges a partial result (out_b, lse_b) into (out, lse) in place: lse' = logaddexp(lse, lse_b),
+// out' = out * exp(lse - lse') + out_b * exp(lse_b - lse'). Shapes as attention_forward's.
+void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_b, const Tensor& lse_b);
+
+// ---- cross-entropy ------------------------------------------------------------------------
+
+// Per-row statistics of one vocabulary shard: logits [rows, vocab_shard] hold the columns
+// [vocab_start, vocab_start + vocab_shard) of the full vocabulary. For each row:
+//   max = max_j logit_j, sum_exp = sum_j exp(logit_j - max),
+//   target_logit = logit of the target if it falls in this shard, else 0.
+// max, sum_exp, target_logit: [rows] (stats dtype); targets: [rows] i32/i64.
+void cross_entropy_stats(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                         Tensor& max, Tensor& sum_exp, Tensor& target_logit);
+// Combines the statistics of several shards (stacked on a leading dim: [shards, rows]) into the
+// loss per row: lse = M + log sum_s sum_exp_s exp(max_s - M), loss = lse - sum_s target_logit_s;
+// ignored rows get loss 0. loss, lse: [rows].
+void cross_entropy_combine(const Tensor& max, const Tensor& sum_exp, const Tensor& target_logit,
+                           const Tensor& targets, Tensor& loss, Tensor& lse);
+// Whole vocabulary in one call: loss, lse: [rows].
+void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor& lse);
+// dlogits = (softmax(logits) - onehot(target)) * dloss for one shard, using the global lse.
+// dloss: [rows] (stats dtype); ignored rows get zero gradient. dlogits overwritten.
+void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
+                            const Tensor& lse, const Tensor& dloss, Tensor& dlogits);
+
+// ---- embedding ----------------------------------------------------------------------------
+
+// out[i] = table[ids[i] - vocab_start] when that row is in this shard, else 0 (vocab-parallel).
+// ids: [n] i32/i64; table: [vocab_shard, d]; out: [n, d].
+void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_start, Tensor& out);
+// dtable[ids[i] - vocab_start] += dout[i] for ids in this shard.
+void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_start, Tensor& dtable);
+
+// ---- optimizer ----------------------------------------------------------------------------
+
+struct AdamWArgs {
+  double lr = 1e-3;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  int64_t step = 1;  // 1-based, for bias correction
+  double grad_scale = 1.0;  // grad is multiplied by this first (unscaling, clipping)
+};
+// Loshchilov & Hutter's decoupled weight decay, fused in one pass:
+//   g = grad * grad_scale; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//   param -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * param).
+// param, m, v: f32 or f64 (master precision); grad: same dtype, or bf16/f16.
+void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWArgs& args);
+
+// ---- elementwise and reductions -----------------------------------------------------------
+
+// dst = src converted to dst's dtype (floating dtypes; round to nearest even when narrowing).
+void cast(const Tensor& src, Tensor& dst);
+// out = a + b (same shape; out may alias a or b).
+void add(const Tensor& a, const Tensor& b, Tensor& out);
+// x *= alpha.
+void scale(Tensor& x, double alpha);
+// y += alpha * x.
+void axpy(double alpha, const Tensor& x, Tensor& y);
+// Sum and sum of squares of all elements, accumulated in f64.
+double sum(const Tensor& x);
+double sum_squares(const Tensor& x);
+double l2_norm(const Tensor& x);
+// The k largest values of each row and their column indices, largest first (ties: lower index
+// first). x: [rows, n]; values: [rows, k] (x's dtype); indices: [rows, k] i32.
+void topk(const Tensor& x, int64_t k, Tensor& values, Tensor& indices);
+
+}  // namespace strata::ops

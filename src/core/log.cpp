@@ -1,0 +1,43 @@
+#include "core/log.h"
+
+#include <cstdio>
+#include <mutex>
+
+namespace strata::log {
+namespace {
+// The log's settings are process-wide by nature (there is one stderr); they are written once at
+// start-up and read under a mutex so lines from threads do not interleave.
+std::mutex g_mutex;
+Options g_options;
+bool g_configured = false;
+}  // namespace
+
+void configure(const Options& options) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  g_options = options;
+  g_configured = true;
+}
+
+Options current() {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  return g_options;
+}
+
+void write(Level level, const std::string& message) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (level < g_options.level) return;
+  if (level <= Level::info && g_options.rank != 0 && !g_options.all_ranks) return;
+  const char* tag = level == Level::debug  ? "debug"
+                    : level == Level::info ? "info"
+                    : level == Level::warn ? "warning"
+                                           : "error";
+  if (g_configured && g_options.world > 1) {
+    std::fprintf(stderr, "[rank %d/%d] %s: %s\n", g_options.rank, g_options.world, tag,
+                 message.c_str());
+  } else {
+    std::fprintf(stderr, "%s: %s\n", tag, message.c_str());
+  }
+  std::fflush(stderr);
+}
+
+}  // namespace strata::log

@@ -1,0 +1,191 @@
+#include "core/tensor.h"
+
+#include <cstring>
+#include <sstream>
+
+#if STRATA_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda/cuda_check.h"
+#endif
+
+namespace strata {
+
+std::string shape_string(const Shape& shape) {
+  std::ostringstream out;
+  out << "[";
+  for (size_t i = 0; i < shape.size(); ++i) out << (i ? ", " : "") << shape[i];
+  out << "]";
+  return out.str();
+}
+
+int64_t shape_numel(const Shape& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    STRATA_CHECK(d >= 0, "negative dimension in shape ", shape_string(shape));
+    n *= d;
+  }
+  return n;
+}
+
+std::vector<int64_t> contiguous_strides(const Shape& shape) {
+  std::vector<int64_t> strides(shape.size());
+  int64_t s = 1;
+  for (size_t i = shape.size(); i-- > 0;) {
+    strides[i] = s;
+    s *= shape[i];
+  }
+  return strides;
+}
+
+Storage::Storage(Allocator& allocator, size_t bytes)
+    : allocator_(&allocator), data_(allocator.allocate(bytes)), bytes_(bytes) {}
+
+Storage::~Storage() { allocator_->deallocate(data_, bytes_); }
+
+Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
+  Tensor t;
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  t.numel_ = shape_numel(shape);
+  t.dtype_ = dtype;
+  t.dtype_set_ = true;
+  t.device_ = allocator.device();
+  t.storage_ = std::make_shared<Storage>(allocator, t.nbytes());
+  t.data_ = t.storage_->data();
+  return t;
+}
+
+Tensor Tensor::zeros(const Shape& shape, DType dtype, Allocator& allocator) {
+  Tensor t = empty(shape, dtype, allocator);
+  if (t.device_.is_cpu()) {
+    std::memset(t.data_, 0, t.nbytes());
+  } else {
+#if STRATA_CUDA
+    STRATA_CUDA_CHECK(cudaMemset(t.data_, 0, t.nbytes()));
+#endif
+  }
+  return t;
+}
+
+Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device) {
+  Tensor t;
+  t.shape_ = shape;
+  t.strides_ = contiguous_strides(shape);
+  t.numel_ = shape_numel(shape);
+  t.dtype_ = dtype;
+  t.dtype_set_ = true;
+  t.device_ = device;
+  t.data_ = data;
+  return t;
+}
+
+int64_t Tensor::size(int dim) const {
+  int n = ndim();
+  int d = dim < 0 ? dim + n : dim;
+  STRATA_CHECK(d >= 0 && d < n, "dimension ", dim, " out of range for ", describe());
+  return shape_[static_cast<size_t>(d)];
+}
+
+bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+
+Tensor Tensor::view(const Shape& shape) const {
+  STRATA_CHECK(is_contiguous(), "view of non-contiguous tensor ", describe());
+  Shape resolved = shape;
+  int64_t known = 1;
+  int infer = -1;
+  for (size_t i = 0; i < resolved.size(); ++i) {
+    if (resolved[i] == -1) {
+      STRATA_CHECK(infer < 0, "view: more than one -1 in ", shape_string(shape));
+      infer = static_cast<int>(i);
+    } else {
+      known *= resolved[i];
+    }
+  }
+  if (infer >= 0) {
+    STRATA_CHECK(known > 0 && numel_ % known == 0, "view: cannot infer -1 in ", shape_string(shape),
+                 " for ", describe());
+    resolved[static_cast<size_t>(infer)] = numel_ / known;
+  }
+  STRATA_CHECK(shape_numel(resolved) == numel_, "view: shape ", shape_string(resolved),
+               " does not hold the ", numel_, " elements of ", describe());
+  Tensor t = *this;
+  t.shape_ = resolved;
+  t.strides_ = contiguous_strides(resolved);
+  return t;
+}
+
+Tensor Tensor::slice(int dim, int64_t start, int64_t end) const {
+  int n = ndim();
+  int d = dim < 0 ? dim + n : dim;
+  STRATA_CHECK(d >= 0 && d < n, "slice: dimension ", dim, " out of range for ", describe());
+  size_t du = static_cast<size_t>(d);
+  STRATA_CHECK(0 <= start && start <= end && end <= shape_[du], "slice [", start, ", ", end,
+               ") out of range for dimension ", d, " of ", describe());
+  Tensor t = *this;
+  t.shape_[du] = end - start;
+  t.numel_ = shape_numel(t.shape_);
+  t.data_ = static_cast<char*>(data_) + start * strides_[du] * static_cast<int64_t>(element_size());
+  return t;
+}
+
+namespace {
+// Copies a strided CPU tensor element by element into contiguous memory at `out`.
+void gather_strided(const Tensor& t, char* out) {
+  const size_t elem = t.element_size();
+  const int n = t.ndim();
+  std::vector<int64_t> index(static_cast<size_t>(n), 0);
+  const char* base = static_cast<const char*>(t.raw());
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    int64_t offset = 0;
+    for (int d = 0; d < n; ++d) offset += index[static_cast<size_t>(d)] * t.strides()[static_cast<size_t>(d)];
+    std::memcpy(out + static_cast<size_t>(i) * elem, base + offset * static_cast<int64_t>(elem), elem);
+    for (int d = n - 1; d >= 0; --d) {
+      size_t du = static_cast<size_t>(d);
+      if (++index[du] < t.shape()[du]) break;
+      index[du] = 0;
+    }
+  }
+}
+}  // namespace
+
+Tensor Tensor::contiguous() const {
+  if (is_contiguous()) return *this;
+  STRATA_CHECK(device_.is_cpu(), "contiguous() of a strided ", device_.name(),
+               " tensor is not supported: ", describe());
+  Tensor out = empty(shape_, dtype_);
+  gather_strided(*this, static_cast<char*>(out.raw()));
+  return out;
+}
+
+void Tensor::copy_from(const Tensor& src) {
+  STRATA_CHECK(shape_ == src.shape_ && dtype_ == src.dtype_, "copy_from: destination ", describe(),
+               " and source ", src.describe(), " differ in shape or dtype");
+  STRATA_CHECK(is_contiguous() && src.is_contiguous(), "copy_from: both tensors must be contiguous (",
+               describe(), " <- ", src.describe(), ")");
+  if (nbytes() == 0) return;
+  if (device_.is_cpu() && src.device_.is_cpu()) {
+    std::memmove(data_, src.data_, nbytes());
+    return;
+  }
+#if STRATA_CUDA
+  STRATA_CUDA_CHECK(cudaMemcpy(data_, src.data_, nbytes(), cudaMemcpyDefault));
+#else
+  STRATA_FAIL("copy_from between ", src.device_.name(), " and ", device_.name(),
+              " needs the CUDA backend, which this build does not have");
+#endif
+}
+
+Tensor Tensor::to_cpu() const {
+  if (device_.is_cpu()) return contiguous();
+  Tensor out = empty(shape_, dtype_);
+  out.copy_from(*this);
+  return out;
+}
+
+std::string Tensor::describe() const {
+  if (!defined()) return "<undefined tensor>";
+  return std::string(dtype_name(dtype_)) + shape_string(shape_) + "@" + device_.name();
+}
+
+}  // namespace strata
