@@ -57,7 +57,8 @@ TEST(CudaAllocator, PinnedHostMemoryCopiesAsynchronously) {
 
 TEST(CudaAllocator, OutOfRangeDeviceIsRejected) {
   SKIP_WITHOUT_GPU();
-  EXPECT_THROW(CudaCachingAllocator(cuda_device_count()), Error);
+  const int past_last = cuda_device_count();
+  EXPECT_THROW({ CudaCachingAllocator bad(past_last); }, Error);
 }
 
 TEST(CudaAllocator, NoGpuIsReportedAsZeroDevices) {
