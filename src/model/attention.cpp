@@ -1,0 +1,84 @@
+#include "model/attention.h"
+
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace strata {
+
+SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& name,
+                             const ModelConfig& config, DType dtype, int64_t tp_rank,
+                             int64_t tp_size)
+    : rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
+  STRATA_CHECK(config.n_heads % tp_size == 0 && config.n_kv_heads % tp_size == 0, name,
+               ": n_heads=", config.n_heads, " and n_kv_heads=", config.n_kv_heads,
+               " must both split over tp=", tp_size);
+  head_dim_ = config.head_dim();
+  n_heads_ = config.n_heads / tp_size;
+  n_kv_heads_ = config.n_kv_heads / tp_size;
+  const int64_t d = config.d_model, kv = config.n_kv_heads * head_dim_;
+  // GPT-2's scaled initialisation: residual projections get std 0.02 / sqrt(2 n_layers), so the
+  // residual stream's variance does not grow with depth.
+  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layers));
+  auto spec = [&](const char* part, int64_t in, int64_t out, Split split, double std) {
+    return LinearSpec{name + "." + part, in, out, config.bias, std, split, tp_rank, tp_size};
+  };
+  wq_ = Linear(registry, spec("wq", d, d, Split::column, 0.02), dtype);
+  wk_ = Linear(registry, spec("wk", d, kv, Split::column, 0.02), dtype);
+  wv_ = Linear(registry, spec("wv", d, kv, Split::column, 0.02), dtype);
+  wo_ = Linear(registry, spec("wo", d, d, Split::row, residual_std), dtype);
+}
+
+void SelfAttention::core_forward(AttentionSaved& s) const {
+  const int64_t batch = s.q.size(0), seq = s.q.size(1);
+  const DType stats = ops::stats_dtype(s.q.dtype());
+  s.out = Tensor::empty({batch, seq, n_heads_, head_dim_}, s.q.dtype());
+  s.lse = Tensor::empty({batch, n_heads_, seq}, stats);
+  ops::attention_forward(s.q, s.k, s.v, {}, s.out, s.lse);
+}
+
+void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool keep_core) const {
+  const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
+  const DType dt = x.dtype();
+  Tensor x2 = x.view({rows, -1});
+  s.q = Tensor::empty({batch, seq, n_heads_, head_dim_}, dt);
+  s.k = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt);
+  s.v = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt);
+  Tensor q2 = s.q.view({rows, -1}), k2 = s.k.view({rows, -1}), v2 = s.v.view({rows, -1});
+  wq_.forward(x2, q2);
+  wk_.forward(x2, k2);
+  wv_.forward(x2, v2);
+  if (rope_) {
+    ops::rope_forward(s.q, 0, rope_theta_, s.q);
+    ops::rope_forward(s.k, 0, rope_theta_, s.k);
+  }
+  core_forward(s);
+  Tensor y2 = y.view({rows, -1});
+  wo_.forward(s.out.view({rows, -1}), y2);
+  if (!keep_core) {
+    s.out = Tensor();
+    s.lse = Tensor();
+  }
+}
+
+void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& s, Tensor& dx) const {
+  const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
+  const DType dt = x.dtype();
+  if (!s.out.defined()) core_forward(s);  // selective recompute: rebuild out and lse
+  Tensor dout = Tensor::empty(s.out.shape(), dt);
+  Tensor dout2 = dout.view({rows, -1});
+  wo_.backward(s.out.view({rows, -1}), dy.view({rows, -1}), dout2);
+  Tensor dq = Tensor::empty(s.q.shape(), dt), dk = Tensor::empty(s.k.shape(), dt),
+         dv = Tensor::empty(s.v.shape(), dt);
+  ops::attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, {}, dq, dk, dv);
+  if (rope_) {
+    ops::rope_backward(dq, 0, rope_theta_, dq);
+    ops::rope_backward(dk, 0, rope_theta_, dk);
+  }
+  Tensor x2 = x.view({rows, -1}), dx2 = dx.view({rows, -1});
+  wq_.backward(x2, dq.view({rows, -1}), dx2);
+  wk_.backward(x2, dk.view({rows, -1}), dx2, /*accumulate_dx=*/true);
+  wv_.backward(x2, dv.view({rows, -1}), dx2, /*accumulate_dx=*/true);
+}
+
+}  // namespace strata

@@ -1,0 +1,39 @@
+// Causal self-attention: q, k, v projections (GQA: n_kv_heads <= n_heads), optional RoPE, the
+// flash-form attention op, and the output projection. Under tensor parallelism the heads split
+// over tp: wq/wk/wv are column-parallel, wo row-parallel.
+#pragma once
+
+#include "model/config.h"
+#include "model/linear.h"
+
+namespace strata {
+
+// What backward needs; `out`/`lse` are dropped under selective recompute and rebuilt from q, k, v.
+struct AttentionSaved {
+  Tensor q, k, v;  // [batch, seq, heads, head_dim], after RoPE
+  Tensor out;      // [batch, seq, n_heads, head_dim]
+  Tensor lse;      // [batch, n_heads, seq]
+};
+
+class SelfAttention {
+ public:
+  SelfAttention() = default;
+  SelfAttention(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
+                DType dtype, int64_t tp_rank = 0, int64_t tp_size = 1);
+
+  // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model] (before any tp
+  // reduction). keep_core: save out/lse (false under selective recompute).
+  void forward(const Tensor& x, Tensor& y, AttentionSaved& saved, bool keep_core) const;
+  // dx overwritten.
+  void backward(const Tensor& dy, const Tensor& x, AttentionSaved& saved, Tensor& dx) const;
+
+ private:
+  void core_forward(AttentionSaved& saved) const;
+
+  Linear wq_, wk_, wv_, wo_;
+  int64_t n_heads_ = 0, n_kv_heads_ = 0, head_dim_ = 0;  // local (per tp rank) head counts
+  bool rope_ = true;
+  double rope_theta_ = 10000.0;
+};
+
+}  // namespace strata

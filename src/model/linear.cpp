@@ -1,0 +1,61 @@
+#include "model/linear.h"
+
+#include "core/random.h"
+#include "kernels/ops.h"
+
+namespace strata {
+
+Tensor ones_column(int64_t rows, DType dtype) {
+  Tensor t = Tensor::empty({rows, 1}, dtype);
+  fill(t, 1.0);
+  return t;
+}
+
+Linear::Linear(ParameterRegistry& registry, const LinearSpec& spec, DType dtype) {
+  STRATA_CHECK(spec.tp_size >= 1 && spec.tp_rank >= 0 && spec.tp_rank < spec.tp_size, "linear '",
+               spec.name, "': tp rank ", spec.tp_rank, " of ", spec.tp_size);
+  local_in_ = spec.in_features;
+  local_out_ = spec.out_features;
+  ShardSpec weight_shard, bias_shard;
+  if (spec.split == Split::column) {
+    STRATA_CHECK(spec.out_features % spec.tp_size == 0, "linear '", spec.name, "': ",
+                 spec.out_features, " output features do not split over tp=", spec.tp_size);
+    local_out_ = spec.out_features / spec.tp_size;
+    weight_shard = {0, "tp", spec.tp_rank * local_out_};
+    bias_shard = weight_shard;
+  } else if (spec.split == Split::row) {
+    STRATA_CHECK(spec.in_features % spec.tp_size == 0, "linear '", spec.name, "': ",
+                 spec.in_features, " input features do not split over tp=", spec.tp_size);
+    local_in_ = spec.in_features / spec.tp_size;
+    weight_shard = {1, "tp", spec.tp_rank * local_in_};
+  }
+  weight_ = &registry.add(spec.name + ".weight", {spec.out_features, spec.in_features}, weight_shard,
+                          weight_shard.dim == 0 ? local_out_ : local_in_, Init::normal,
+                          spec.init_std, true, dtype);
+  if (spec.bias)
+    bias_ = &registry.add(spec.name + ".bias", {spec.out_features}, bias_shard, local_out_,
+                          Init::zeros, 0.0, false, dtype);
+}
+
+void Linear::forward(const Tensor& x, Tensor& y) const {
+  ops::gemm(x, weight_->value, y, {.trans_b = true});
+  if (bias_) {
+    // y += ones[rows, 1] @ b[1, out]: the bias broadcast over rows as a rank-1 product.
+    Tensor ones = ones_column(x.size(0), x.dtype());
+    ops::gemm(ones, bias_->value.view({1, local_out_}), y, {.beta = 1.0});
+  }
+}
+
+void Linear::backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) const {
+  // dW[out, in] += dy^T[out, rows] @ x[rows, in]
+  ops::gemm(dy, x, weight_->grad, {.trans_a = true, .beta = 1.0});
+  if (bias_) {
+    // db[1, out] += ones^T[1, rows] @ dy[rows, out]
+    Tensor ones = ones_column(x.size(0), x.dtype());
+    Tensor db = bias_->grad.view({1, local_out_});
+    ops::gemm(ones, dy, db, {.trans_a = true, .beta = 1.0});
+  }
+  if (dx.defined()) ops::gemm(dy, weight_->value, dx, {.beta = accumulate_dx ? 1.0 : 0.0});
+}
+
+}  // namespace strata

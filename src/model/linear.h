@@ -1,0 +1,51 @@
+// A linear layer y = x W^T + b with W stored [out_features, in_features] (the Hugging Face layout,
+// so conversion copies weights as they are). Under tensor parallelism (Megatron-LM, Shoeybi et
+// al. 2019) a column-parallel linear holds rows [start, start + out/tp) of W and b, a row-parallel
+// one holds columns of W (b whole, added once after the reduction). This struct does the local
+// product only; the f/g collectives are applied around it by the parallel layers.
+#pragma once
+
+#include <string>
+
+#include "core/tensor.h"
+#include "model/parameter.h"
+
+namespace strata {
+
+enum class Split : uint8_t { none, column, row };
+
+struct LinearSpec {
+  std::string name;  // module name; parameters are <name>.weight and <name>.bias
+  int64_t in_features = 0;
+  int64_t out_features = 0;
+  bool bias = false;
+  double init_std = 0.02;
+  Split split = Split::none;
+  int64_t tp_rank = 0;
+  int64_t tp_size = 1;
+};
+
+class Linear {
+ public:
+  Linear() = default;
+  Linear(ParameterRegistry& registry, const LinearSpec& spec, DType dtype);
+
+  int64_t local_in() const { return local_in_; }
+  int64_t local_out() const { return local_out_; }
+
+  // x: [rows, local_in] -> y: [rows, local_out].
+  void forward(const Tensor& x, Tensor& y) const;
+  // Accumulates dW += dy^T x and db += colsum(dy); dx = dy W (or dx += dy W when accumulate_dx).
+  // dx may be undefined when the input gradient is not wanted.
+  void backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false) const;
+
+ private:
+  Parameter* weight_ = nullptr;
+  Parameter* bias_ = nullptr;
+  int64_t local_in_ = 0, local_out_ = 0;
+};
+
+// A column of ones [rows, 1] in `dtype`: bias broadcasts and column sums as gemms.
+Tensor ones_column(int64_t rows, DType dtype);
+
+}  // namespace strata

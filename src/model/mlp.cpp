@@ -1,0 +1,63 @@
+#include "model/mlp.h"
+
+#include <cmath>
+
+#include "kernels/ops.h"
+
+namespace strata {
+
+Mlp::Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
+         DType dtype, int64_t tp_rank, int64_t tp_size)
+    : swiglu_(config.activation == "swiglu") {
+  STRATA_CHECK(config.d_ff % tp_size == 0, name, ": d_ff=", config.d_ff, " does not split over tp=",
+               tp_size);
+  local_ff_ = config.d_ff / tp_size;
+  const int64_t d = config.d_model, ff = config.d_ff;
+  const double residual_std = 0.02 / std::sqrt(2.0 * static_cast<double>(config.n_layers));
+  auto spec = [&](const char* part, int64_t in, int64_t out, Split split, double std) {
+    return LinearSpec{name + "." + part, in, out, config.bias, std, split, tp_rank, tp_size};
+  };
+  if (swiglu_) {
+    gate_ = Linear(registry, spec("gate", d, ff, Split::column, 0.02), dtype);
+    in_ = Linear(registry, spec("up", d, ff, Split::column, 0.02), dtype);
+    out_ = Linear(registry, spec("down", ff, d, Split::row, residual_std), dtype);
+  } else {
+    in_ = Linear(registry, spec("fc", d, ff, Split::column, 0.02), dtype);
+    out_ = Linear(registry, spec("proj", ff, d, Split::row, residual_std), dtype);
+  }
+}
+
+void Mlp::forward(const Tensor& x, Tensor& y, MlpSaved& s) const {
+  const int64_t rows = x.size(0);
+  const DType dt = x.dtype();
+  s.h = Tensor::empty({rows, local_ff_}, dt);
+  s.act = Tensor::empty({rows, local_ff_}, dt);
+  if (swiglu_) {
+    s.up = Tensor::empty({rows, local_ff_}, dt);
+    gate_.forward(x, s.h);
+    in_.forward(x, s.up);
+    ops::swiglu_forward(s.h, s.up, s.act);
+  } else {
+    in_.forward(x, s.h);
+    ops::gelu_forward(s.h, s.act);
+  }
+  out_.forward(s.act, y);
+}
+
+void Mlp::backward(const Tensor& dy, const Tensor& x, const MlpSaved& s, Tensor& dx) const {
+  const DType dt = x.dtype();
+  Tensor dact = Tensor::empty(s.act.shape(), dt);
+  out_.backward(s.act, dy, dact);
+  if (swiglu_) {
+    Tensor dgate = Tensor::empty(s.h.shape(), dt), dup = Tensor::empty(s.up.shape(), dt);
+    ops::swiglu_backward(dact, s.h, s.up, dgate, dup);
+    gate_.backward(x, dgate, dx);
+    in_.backward(x, dup, dx, /*accumulate_dx=*/true);
+  } else {
+    Tensor dh = Tensor::empty(s.h.shape(), dt);
+    ops::gelu_backward(dact, s.h, dh);
+    in_.backward(x, dh, dx);
+  }
+}
+
+}  // namespace strata

@@ -1,0 +1,32 @@
+// The feed-forward block: GPT-2's fc -> tanh-GELU -> proj, or Llama's SwiGLU:
+// down(silu(gate(x)) * up(x)). Under tensor parallelism fc/gate/up are column-parallel, proj/down
+// row-parallel.
+#pragma once
+
+#include "model/config.h"
+#include "model/linear.h"
+
+namespace strata {
+
+struct MlpSaved {
+  Tensor h;     // gelu: fc output [rows, d_ff]; swiglu: gate output
+  Tensor up;    // swiglu: up output [rows, d_ff]
+  Tensor act;   // activation output, the input of proj/down [rows, d_ff]
+};
+
+class Mlp {
+ public:
+  Mlp() = default;
+  Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig& config, DType dtype,
+      int64_t tp_rank = 0, int64_t tp_size = 1);
+  // x, y: [rows, d_model].
+  void forward(const Tensor& x, Tensor& y, MlpSaved& saved) const;
+  void backward(const Tensor& dy, const Tensor& x, const MlpSaved& saved, Tensor& dx) const;
+
+ private:
+  bool swiglu_ = true;
+  int64_t local_ff_ = 0;
+  Linear in_, gate_, out_;  // gelu: in_ = fc, out_ = proj; swiglu: in_ = up, gate_, out_ = down
+};
+
+}  // namespace strata

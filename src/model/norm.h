@@ -1,0 +1,37 @@
+// LayerNorm (GPT-2: weight and bias) or RMSNorm (Llama: weight only) over the last dim.
+#pragma once
+
+#include <string>
+
+#include "core/tensor.h"
+#include "model/parameter.h"
+
+namespace strata {
+
+enum class NormKind : uint8_t { layernorm, rmsnorm };
+
+// What a norm's backward needs besides its input.
+struct NormSaved {
+  Tensor mean;  // [rows] (layernorm only)
+  Tensor rstd;  // [rows]
+};
+
+class Norm {
+ public:
+  Norm() = default;
+  // Parameters <name>.weight (ones) and, for layernorm, <name>.bias (zeros); no weight decay.
+  Norm(ParameterRegistry& registry, const std::string& name, NormKind kind, int64_t dim, double eps,
+       DType dtype);
+  // x, y: [rows, dim].
+  void forward(const Tensor& x, Tensor& y, NormSaved& saved) const;
+  // dx overwritten; parameter gradients accumulated.
+  void backward(const Tensor& dy, const Tensor& x, const NormSaved& saved, Tensor& dx) const;
+
+ private:
+  NormKind kind_ = NormKind::rmsnorm;
+  double eps_ = 1e-5;
+  Parameter* weight_ = nullptr;
+  Parameter* bias_ = nullptr;
+};
+
+}  // namespace strata

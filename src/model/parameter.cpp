@@ -1,0 +1,93 @@
+#include "model/parameter.h"
+
+#include "core/philox.h"
+#include "core/random.h"
+#include "kernels/ops.h"
+
+namespace strata {
+
+Parameter& ParameterRegistry::add(std::string name, Shape global_shape, ShardSpec shard,
+                                  int64_t local_size, Init init, double init_std, bool weight_decay,
+                                  DType dtype) {
+  STRATA_CHECK(find(name) == nullptr, "parameter '", name, "' registered twice");
+  Shape local = global_shape;
+  if (!shard.replicated()) {
+    STRATA_CHECK(shard.dim < static_cast<int>(global_shape.size()), "parameter '", name,
+                 "': shard dim ", shard.dim, " out of range for ", shape_string(global_shape));
+    const auto d = static_cast<size_t>(shard.dim);
+    STRATA_CHECK(shard.start >= 0 && local_size > 0 && shard.start + local_size <= global_shape[d],
+                 "parameter '", name, "': slice [", shard.start, ", ", shard.start + local_size,
+                 ") of dim ", shard.dim, " exceeds ", shape_string(global_shape));
+    local[d] = local_size;
+  }
+  auto p = std::make_unique<Parameter>();
+  p->name = std::move(name);
+  p->global_shape = std::move(global_shape);
+  p->shard = std::move(shard);
+  p->init = init;
+  p->init_std = init_std;
+  p->weight_decay = weight_decay;
+  p->value = Tensor::zeros(local, dtype);
+  p->grad = Tensor::zeros(local, dtype);
+  params_.push_back(std::move(p));
+  return *params_.back();
+}
+
+Parameter* ParameterRegistry::find(const std::string& name) {
+  for (auto& p : params_)
+    if (p->name == name) return p.get();
+  return nullptr;
+}
+
+Parameter& ParameterRegistry::get(const std::string& name) {
+  Parameter* p = find(name);
+  STRATA_CHECK(p != nullptr, "no parameter named '", name, "'");
+  return *p;
+}
+
+void ParameterRegistry::initialize(uint64_t seed) {
+  for (auto& p : params_) {
+    switch (p->init) {
+      case Init::normal:
+        init_normal_slice(p->value, p->global_shape, p->shard.dim, p->shard.start, seed,
+                          philox::stream_key(p->name), p->init_std);
+        break;
+      case Init::ones: fill(p->value, 1.0); break;
+      case Init::zeros: fill(p->value, 0.0); break;
+    }
+  }
+}
+
+void ParameterRegistry::zero_grads() {
+  for (auto& p : params_) fill(p->grad, 0.0);
+}
+
+int64_t ParameterRegistry::local_numel() const {
+  int64_t n = 0;
+  for (const auto& p : params_) n += p->value.numel();
+  return n;
+}
+
+void init_normal_slice(Tensor& local, const Shape& global_shape, int dim, int64_t start,
+                       uint64_t seed, uint64_t stream, double std) {
+  if (dim < 0) {
+    fill_normal(local, seed, stream, 0.0, std);
+    return;
+  }
+  // The slice is [outer, local_d, inner] inside the global [outer, global_d, inner]: each run of
+  // `inner` contiguous elements starts at a known global index, and is drawn with fill_normal's
+  // first_index so every element gets exactly its global value.
+  const auto d = static_cast<size_t>(dim);
+  int64_t outer = 1, inner = 1;
+  for (size_t i = 0; i < d; ++i) outer *= global_shape[i];
+  for (size_t i = d + 1; i < global_shape.size(); ++i) inner *= global_shape[i];
+  const int64_t global_d = global_shape[d], local_d = local.size(dim);
+  Tensor flat = local.view({outer * local_d, inner});
+  for (int64_t o = 0; o < outer; ++o) {
+    Tensor rows = flat.slice(0, o * local_d, (o + 1) * local_d).view({local_d * inner});
+    fill_normal(rows, seed, stream, 0.0, std,
+                static_cast<uint64_t>((o * global_d + start) * inner));
+  }
+}
+
+}  // namespace strata

@@ -1,0 +1,112 @@
+#include "model/transformer.h"
+
+#include "core/random.h"
+#include "kernels/ops.h"
+
+namespace strata {
+
+Transformer::Transformer(const ModelConfig& config, DType dtype) : config_(config), dtype_(dtype) {
+  const int64_t d = config.d_model;
+  tokens_ = &params_.add_replicated("embed.tokens.weight", {config.vocab_size, d}, Init::normal,
+                                    0.02, false, dtype);
+  if (config.position == "learned")
+    positions_ = &params_.add_replicated("embed.positions.weight", {config.max_seq_len, d},
+                                         Init::normal, 0.02, false, dtype);
+  blocks_.reserve(static_cast<size_t>(config.n_layers));
+  for (int64_t i = 0; i < config.n_layers; ++i) blocks_.emplace_back(params_, i, config, dtype);
+  final_norm_ = Norm(params_, "final_norm",
+                     config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm, d,
+                     config.norm_eps, dtype);
+  head_ = config.tie_embeddings ? tokens_
+                                : &params_.add_replicated("head.weight", {config.vocab_size, d},
+                                                          Init::normal, 0.02, true, dtype);
+}
+
+double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute recompute) {
+  STRATA_CHECK(ids.ndim() == 2 && targets.shape() == ids.shape(), "model forward: ids ",
+               ids.describe(), " and targets ", targets.describe(), " must both be [batch, seq]");
+  const int64_t batch = ids.size(0), seq = ids.size(1), rows = batch * seq, d = config_.d_model;
+  STRATA_CHECK(seq <= config_.max_seq_len, "model forward: sequence of ", seq,
+               " tokens exceeds max_seq_len ", config_.max_seq_len);
+  ids_ = ids;
+  targets_ = targets;
+
+  // x = tokens[ids] (+ positions[0:seq] for every sequence of the batch)
+  Tensor x = Tensor::empty({batch, seq, d}, dtype_);
+  Tensor x2 = x.view({rows, d});
+  ops::embedding_forward(ids.view({rows}), tokens_->value, 0, x2);
+  if (positions_) {
+    Tensor pos = positions_->value.slice(0, 0, seq);
+    for (int64_t b = 0; b < batch; ++b) {
+      Tensor xb = x.slice(0, b, b + 1).view({seq, d});
+      ops::add(xb, pos, xb);
+    }
+  }
+
+  saved_.assign(blocks_.size(), BlockSaved{});
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    Tensor y = Tensor::empty({batch, seq, d}, dtype_);
+    blocks_[i].forward(x, y, saved_[i], recompute);
+    x = y;
+  }
+  xf_ = x.view({rows, d});
+  xn_ = Tensor::empty({rows, d}, dtype_);
+  final_norm_.forward(xf_, xn_, final_saved_);
+
+  logits_ = Tensor::empty({rows, config_.vocab_size}, dtype_);
+  ops::gemm(xn_, head_->value, logits_, {.trans_b = true});
+  const DType stats = ops::stats_dtype(dtype_);
+  Tensor loss = Tensor::empty({rows}, stats);
+  lse_ = Tensor::empty({rows}, stats);
+  ops::cross_entropy_forward(logits_, targets.view({rows}), loss, lse_);
+
+  // Mean over the targets that count (negative targets are ignored and have loss 0).
+  const Tensor t = targets.view({rows});
+  n_valid_ = 0;
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t target = t.dtype() == DType::i64 ? t.data<int64_t>()[i] : t.data<int32_t>()[i];
+    n_valid_ += target >= 0;
+  }
+  STRATA_CHECK(n_valid_ > 0, "model forward: every target of the batch is ignored");
+  return ops::sum(loss) / static_cast<double>(n_valid_);
+}
+
+void Transformer::backward(double scale) {
+  STRATA_CHECK(logits_.defined(), "model backward called without a forward");
+  const int64_t rows = xf_.size(0), d = config_.d_model;
+  const int64_t batch = ids_.size(0), seq = ids_.size(1);
+  const DType stats = ops::stats_dtype(dtype_);
+
+  // d(scale * mean loss)/d loss_row = scale / n_valid for every row (ignored rows get no gradient
+  // from the op itself).
+  Tensor dloss = Tensor::empty({rows}, stats);
+  fill(dloss, scale / static_cast<double>(n_valid_));
+  Tensor dlogits = Tensor::empty(logits_.shape(), dtype_);
+  ops::cross_entropy_backward(logits_, targets_.view({rows}), 0, lse_, dloss, dlogits);
+  logits_ = Tensor();
+
+  // logits = xn @ W^T:  dW += dlogits^T @ xn,  dxn = dlogits @ W
+  ops::gemm(dlogits, xn_, head_->grad, {.trans_a = true, .beta = 1.0});
+  Tensor dxn = Tensor::empty({rows, d}, dtype_);
+  ops::gemm(dlogits, head_->value, dxn);
+  dlogits = Tensor();
+  Tensor dx = Tensor::empty({batch, seq, d}, dtype_);
+  Tensor dx2 = dx.view({rows, d});
+  final_norm_.backward(dxn, xf_, final_saved_, dx2);
+
+  for (size_t i = blocks_.size(); i-- > 0;) {
+    Tensor dprev = Tensor::empty({batch, seq, d}, dtype_);
+    blocks_[i].backward(dx, saved_[i], dprev);
+    dx = dprev;
+  }
+  dx2 = dx.view({rows, d});
+  if (positions_) {
+    Tensor dpos = positions_->grad.slice(0, 0, seq);
+    for (int64_t b = 0; b < batch; ++b) ops::axpy(1.0, dx.slice(0, b, b + 1).view({seq, d}), dpos);
+  }
+  ops::embedding_backward(dx2, ids_.view({rows}), 0, tokens_->grad);
+  saved_.clear();
+  xf_ = xn_ = lse_ = Tensor();
+}
+
+}  // namespace strata

@@ -1,0 +1,50 @@
+// The decoder: token embedding (+ learned positions for GPT-2), n_layers blocks, final norm,
+// output head (tied to the embedding or its own), and the cross-entropy loss.
+#pragma once
+
+#include <vector>
+
+#include "model/block.h"
+#include "model/config.h"
+#include "model/parameter.h"
+
+namespace strata {
+
+class Transformer {
+ public:
+  Transformer(const ModelConfig& config, DType dtype);
+  Transformer(const Transformer&) = delete;
+  Transformer& operator=(const Transformer&) = delete;
+
+  const ModelConfig& config() const { return config_; }
+  DType dtype() const { return dtype_; }
+  ParameterRegistry& params() { return params_; }
+
+  // ids, targets: [batch, seq] (i32/i64). Returns the mean cross-entropy over the targets that are
+  // not ignored (>= 0), and keeps what backward needs.
+  double forward(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::none);
+  // Gradient of `scale` x (the mean loss of the last forward), accumulated into the parameters'
+  // grads; releases the saved activations.
+  void backward(double scale);
+  // Logits [batch * seq, vocab] of the last forward (valid until backward).
+  const Tensor& logits() const { return logits_; }
+
+ private:
+  ModelConfig config_;
+  DType dtype_;
+  ParameterRegistry params_;
+  Parameter* tokens_ = nullptr;     // embed.tokens.weight [vocab, d_model]
+  Parameter* positions_ = nullptr;  // embed.positions.weight [max_seq_len, d_model] (learned)
+  Parameter* head_ = nullptr;       // head.weight [vocab, d_model], or tokens_ when tied
+  std::vector<Block> blocks_;
+  Norm final_norm_;
+
+  // Saved by forward for backward.
+  Tensor ids_, targets_;
+  std::vector<BlockSaved> saved_;
+  Tensor xf_, xn_, logits_, lse_;
+  NormSaved final_saved_;
+  int64_t n_valid_ = 0;
+};
+
+}  // namespace strata
