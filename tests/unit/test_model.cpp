@@ -4,6 +4,7 @@
 
 #include "core/philox.h"
 #include "core/random.h"
+#include "model/flops.h"
 #include "model/transformer.h"
 #include "op_testing.h"
 
@@ -133,4 +134,26 @@ TEST(Model, InitialisationIsLayoutIndependentAndScaled) {
     for (int c = 0; c < 4; ++c)
       EXPECT_EQ(half.data<float>()[r * 4 + c], wq.value.data<float>()[r * 8 + 4 + c]);
   EXPECT_EQ(a.params().get("layers.0.attn_norm.weight").value.data<float>()[0], 1.0f);
+}
+
+TEST(Model, ParameterCountMatchesTheRegistry) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    const ModelConfig config = tiny(arch);
+    Transformer model(config, DType::f32);
+    EXPECT_EQ(count_model(config).params, model.params().local_numel()) << arch;
+  }
+  // GPT-2 124M: the published size (124,439,808 with the tied head).
+  ModelConfig gpt2;
+  gpt2.vocab_size = 50257;
+  gpt2.n_layers = 12;
+  gpt2.d_model = 768;
+  gpt2.n_heads = 12;
+  gpt2.n_kv_heads = 12;
+  gpt2.d_ff = 3072;
+  gpt2.norm = "layernorm";
+  gpt2.activation = "gelu";
+  gpt2.position = "learned";
+  gpt2.tie_embeddings = true;
+  gpt2.bias = true;
+  EXPECT_EQ(count_model(gpt2).params, 124439808);
 }
