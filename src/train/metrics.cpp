@@ -1,0 +1,78 @@
+#include "train/metrics.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <sstream>
+#include <vector>
+
+#include "core/error.h"
+
+namespace strata {
+
+MetricsLog::MetricsLog(const std::string& out_dir, bool append, int64_t first_step) {
+  namespace fs = std::filesystem;
+  fs::create_directories(out_dir);
+  const fs::path path = fs::path(out_dir) / "metrics.jsonl";
+  std::vector<std::string> kept;
+  if (append && fs::exists(path)) {
+    std::ifstream in(path);
+    for (std::string line; std::getline(in, line);) {
+      if (line.empty()) continue;
+      try {
+        if (nlohmann::json::parse(line).value("step", int64_t{0}) < first_step) kept.push_back(line);
+      } catch (const nlohmann::json::exception&) {
+        // A torn last line from a crash: dropped.
+      }
+    }
+  }
+  out_.open(path, std::ios::trunc);
+  STRATA_CHECK(out_.good(), "cannot write metrics file '", path.string(), "'");
+  for (const auto& line : kept) out_ << line << "\n";
+  out_.flush();
+  tty_ = ::isatty(STDERR_FILENO) != 0;
+}
+
+void MetricsLog::write(const StepMetrics& m) {
+  nlohmann::json j = {{"step", m.step},           {"loss", m.loss},
+                      {"lr", m.lr},               {"grad_norm", m.grad_norm},
+                      {"tokens_per_s", m.tokens_per_s}, {"mfu", m.mfu},
+                      {"step_ms", m.step_ms},     {"memory_mb", m.memory_mb},
+                      {"loss_scale", m.loss_scale}, {"skipped", m.skipped}};
+  if (m.val_loss) j["val_loss"] = *m.val_loss;
+  out_ << j.dump() << "\n";
+  out_.flush();
+}
+
+void MetricsLog::show(const StepMetrics& m) {
+  char line[256];
+  std::snprintf(line, sizeof(line),
+                "step %lld/%lld  loss %.4f  lr %.3e  grad_norm %.3f  %.0f tok/s  mfu %.1f%%  %.0f MiB%s",
+                static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss, m.lr,
+                m.grad_norm, m.tokens_per_s, 100.0 * m.mfu, m.memory_mb, m.skipped ? "  (skipped)" : "");
+  std::string text = line;
+  if (m.val_loss) {
+    std::snprintf(line, sizeof(line), "  val_loss %.4f", *m.val_loss);
+    text += line;
+  }
+  if (tty_ && !m.val_loss)
+    std::fprintf(stderr, "\r\033[K%s", text.c_str());
+  else
+    std::fprintf(stderr, "%s%s\n", tty_ ? "\r\033[K" : "", text.c_str());
+  std::fflush(stderr);
+}
+
+void MetricsLog::finish_line() {
+  if (tty_) std::fprintf(stderr, "\n");
+}
+
+double resident_memory_mb() {
+  std::ifstream statm("/proc/self/statm");
+  long pages_total = 0, pages_resident = 0;
+  statm >> pages_total >> pages_resident;
+  return static_cast<double>(pages_resident) * static_cast<double>(::sysconf(_SC_PAGESIZE)) / (1024.0 * 1024.0);
+}
+
+}  // namespace strata

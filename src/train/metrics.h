@@ -1,0 +1,46 @@
+// What a run reports per step: a JSON object per logged step in <out_dir>/metrics.jsonl (step,
+// loss, lr, grad_norm, tokens_per_s, mfu, memory_mb, loss_scale, and val_loss when evaluated), and
+// a progress line on the terminal (rewritten in place on a tty, one line per log step otherwise).
+#pragma once
+
+#include <cstdint>
+#include <fstream>
+#include <optional>
+#include <string>
+
+namespace strata {
+
+struct StepMetrics {
+  int64_t step = 0;
+  int64_t total_steps = 0;
+  double loss = 0;
+  double lr = 0;
+  double grad_norm = 0;
+  double tokens_per_s = 0;
+  double mfu = 0;  // model FLOPs per second over the peak rate of the device
+  double step_ms = 0;
+  double memory_mb = 0;  // resident set size of this process
+  double loss_scale = 1;
+  bool skipped = false;  // fp16 overflow: the update was not applied
+  std::optional<double> val_loss;
+};
+
+class MetricsLog {
+ public:
+  // Appends to <out_dir>/metrics.jsonl (creating out_dir); `append` keeps earlier lines (resume)
+  // but drops any line for a step >= first_step, so a resumed run never duplicates steps.
+  MetricsLog(const std::string& out_dir, bool append, int64_t first_step);
+  void write(const StepMetrics& m);
+  // The progress line, on stderr.
+  void show(const StepMetrics& m);
+  void finish_line();
+
+ private:
+  std::ofstream out_;
+  bool tty_ = false;
+};
+
+// Resident set size of this process in MiB (Linux /proc/self/statm).
+double resident_memory_mb();
+
+}  // namespace strata

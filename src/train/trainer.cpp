@@ -1,0 +1,232 @@
+#include "train/trainer.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+
+#include "core/log.h"
+#include "core/random.h"
+#include "kernels/ops.h"
+#include "model/flops.h"
+#include "train/metrics.h"
+
+namespace strata {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::shared_ptr<const TokenDataset> read_dataset(const std::string& path, const char* key,
+                                                 int64_t vocab_size) {
+  auto set = std::make_shared<const TokenDataset>(TokenDataset::read(path));
+  STRATA_CHECK(set->info().vocab_size <= vocab_size, key, " '", path, "' holds ids up to ",
+               set->info().vocab_size, " but model.vocab_size is ", vocab_size);
+  return set;
+}
+
+}  // namespace
+
+double cpu_peak_flops() {
+  static const double peak = [] {
+    const int64_t n = 1024;
+    Tensor a = Tensor::empty({n, n}, DType::f32), b = Tensor::empty({n, n}, DType::f32),
+           c = Tensor::empty({n, n}, DType::f32);
+    fill_uniform(a, 1, 1, -1, 1);
+    fill_uniform(b, 1, 2, -1, 1);
+    double best = 0;
+    for (int i = 0; i < 3; ++i) {
+      auto start = Clock::now();
+      ops::gemm(a, b, c);
+      best = std::max(best, 2.0 * n * n * n / seconds_since(start));
+    }
+    return best;
+  }();
+  return peak;
+}
+
+Trainer::Trainer(const Config& config, TrainOptions options)
+    : config_(config),
+      options_(std::move(options)),
+      scaler_(config.train.precision == "fp16") {
+  STRATA_CHECK(config.train.device != "cuda", "key 'train.device': cuda training is not available "
+               "in this build yet (the CUDA backend is a later issue); use cpu or auto");
+  STRATA_CHECK(config.parallel.dp * config.parallel.tp * config.parallel.pp * config.parallel.sp == 1,
+               "this trainer runs one process; parallel.dp/tp/pp/sp must be 1 (multi-rank "
+               "training is a later issue)");
+  recompute_ = parse_recompute(config.train.recompute);
+  schedule_ = LrSchedule{config.optim.lr, config.optim.min_lr, config.optim.warmup_steps,
+                         config.train.steps, config.optim.schedule};
+
+  train_set_ = read_dataset(config.data.train, "data.train", config.model.vocab_size);
+  if (config.train.eval_every > 0)
+    val_set_ = read_dataset(config.data.val, "data.val", config.model.vocab_size);
+  loader_ = std::make_unique<DataLoader>(train_set_, config.train.seq_len, config.train.global_batch,
+                                         0, 1, static_cast<uint64_t>(config.train.seed));
+
+  model_ = std::make_unique<Transformer>(config.model, param_dtype());
+  model_->params().initialize(static_cast<uint64_t>(config.train.seed));
+  optimizer_ = std::make_unique<AdamW>(
+      model_->params(), AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
+                                   config.optim.weight_decay});
+
+  std::string resume = options_.resume;
+  if (resume == "auto") {
+    auto latest = latest_checkpoint(config_.checkpoint_dir());
+    resume = latest ? *latest : "";
+    if (!latest) log::info("no checkpoint in ", config_.checkpoint_dir(), ": starting fresh");
+  }
+  if (!resume.empty()) resume_from(resume);
+}
+
+DType Trainer::param_dtype() const {
+  const std::string& p = config_.train.precision;
+  return p == "bf16" ? DType::bf16 : p == "fp16" ? DType::f16 : DType::f32;
+}
+
+std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
+  std::vector<CheckpointEntry> entries;
+  auto place = [](const Parameter& p) {
+    std::vector<int64_t> offset(p.global_shape.size(), 0);
+    if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
+    return offset;
+  };
+  for (auto& p : model_->params().all())
+    entries.push_back({p->name, p->global_shape, place(*p), &p->value});
+  for (auto& s : optimizer_->state())
+    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor});
+  return entries;
+}
+
+std::string Trainer::save(int64_t step) {
+  Manifest m;
+  m.step = step;
+  m.config_yaml = config_to_yaml(config_);
+  m.layout = {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"sp", 1}, {"ep", 1}};
+  const LoaderState data = loader_->state();
+  const LossScalerState& scale = scaler_.state();
+  auto exact = [](double x) {  // a double as text that reads back bit for bit
+    char text[40];
+    std::snprintf(text, sizeof(text), "%.17g", x);
+    return std::string(text);
+  };
+  m.state = {{"data.epoch", std::to_string(data.epoch)},
+             {"data.position", std::to_string(data.position)},
+             {"loss_scale", exact(scale.scale)},
+             {"loss_scale.good_steps", std::to_string(scale.good_steps)},
+             {"loss_scale.skipped_steps", std::to_string(scale.skipped_steps)},
+             {"optimizer.steps", std::to_string(optimizer_->steps_taken())}};
+  const std::string path = save_checkpoint(config_.checkpoint_dir(), m, checkpoint_entries(), {});
+  prune_checkpoints(config_.checkpoint_dir(), config_.checkpoint.keep);
+  return path;
+}
+
+void Trainer::resume_from(const std::string& path) {
+  const Manifest m = read_manifest(path);
+  load_checkpoint(path, checkpoint_entries());
+  auto number = [&](const char* key) {
+    auto it = m.state.find(key);
+    STRATA_CHECK(it != m.state.end(), "checkpoint '", path, "': manifest state lacks '", key, "'");
+    return it->second;
+  };
+  loader_->restore({std::stoll(number("data.epoch")), std::stoll(number("data.position"))});
+  scaler_.restore({std::stod(number("loss_scale")), std::stoll(number("loss_scale.good_steps")),
+                   std::stoll(number("loss_scale.skipped_steps"))});
+  optimizer_->set_steps_taken(std::stoll(number("optimizer.steps")));
+  step_ = m.step;
+  log::info("resumed from ", path, " at step ", step_);
+}
+
+double Trainer::evaluate() {
+  EvalLoader eval(val_set_, config_.train.seq_len, config_.train.micro_batch, 0, 1);
+  const int64_t n = std::min(eval.n_batches(), config_.train.eval_batches *
+                                                   (config_.train.global_batch / config_.train.micro_batch));
+  double weighted = 0;
+  int64_t rows = 0;
+  for (int64_t b = 0; b < n; ++b) {
+    Batch batch = eval.batch(b);
+    if (batch.n_rows() == 0) continue;
+    weighted += model_->forward(batch.input, batch.target, Recompute::full) *
+                static_cast<double>(batch.n_rows());
+    rows += batch.n_rows();
+  }
+  STRATA_CHECK(rows > 0, "data.val '", config_.data.val, "' holds no full sequence of ",
+               config_.train.seq_len, " tokens");
+  return weighted / static_cast<double>(rows);
+}
+
+TrainSummary Trainer::run() {
+  const TrainConfig& t = config_.train;
+  const int64_t accumulation = t.global_batch / t.micro_batch;
+  const double tokens_per_step = static_cast<double>(t.global_batch * t.seq_len);
+  const double flops_per_step = count_model(config_.model).train_flops_per_token(t.seq_len) * tokens_per_step;
+  const double peak = options_.show_progress ? cpu_peak_flops() : 0.0;
+
+  TrainSummary summary;
+  summary.first_step = step_ + 1;
+  MetricsLog metrics(t.out_dir, /*append=*/step_ > 0, step_ + 1);
+  if (options_.show_progress)
+    log::info("training ", config_.model.arch, " (", count_model(config_.model).params,
+              " parameters) for ", t.steps, " steps of ", t.global_batch, " x ", t.seq_len,
+              " tokens, ", t.precision, ", accumulation ", accumulation);
+
+  while (step_ < t.steps) {
+    const int64_t step = step_ + 1;
+    const auto start = Clock::now();
+    ParameterRegistry& params = model_->params();
+    params.zero_grads();
+    const Batch batch = loader_->next_batch();
+    const double scale = scaler_.scale();  // the backward's loss scale (update() may change it)
+    double loss = 0;
+    for (int64_t k = 0; k < accumulation; ++k) {
+      const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
+      loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
+      model_->backward(scale / static_cast<double>(accumulation));
+    }
+    if (options_.after_backward) options_.after_backward(step, params);
+
+    const double norm = grad_norm(params) / scale;
+    const bool apply = scaler_.update(norm);
+    const double lr = schedule_.at(step);
+    if (apply) {
+      const double clip = t.grad_clip > 0 && norm > t.grad_clip ? t.grad_clip / (norm + 1e-6) : 1.0;
+      optimizer_->step(lr, clip / scale);
+    }
+    step_ = step;
+    const double elapsed = seconds_since(start);
+
+    StepMetrics m;
+    m.step = step;
+    m.total_steps = t.steps;
+    m.loss = loss;
+    m.lr = lr;
+    m.grad_norm = norm;
+    m.step_ms = 1e3 * elapsed;
+    m.tokens_per_s = tokens_per_step / elapsed;
+    m.mfu = peak > 0 ? flops_per_step / elapsed / peak : 0.0;
+    m.memory_mb = resident_memory_mb();
+    m.loss_scale = scaler_.scale();
+    m.skipped = !apply;
+    if (val_set_ && t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps)) {
+      m.val_loss = evaluate();
+      summary.last_val_loss = m.val_loss;
+    }
+    summary.losses.push_back(loss);
+    summary.skipped.push_back(!apply);
+    if (step % t.log_every == 0 || step == t.steps || m.val_loss) {
+      metrics.write(m);
+      if (options_.show_progress) metrics.show(m);
+    }
+    const bool checkpoint_due = config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0;
+    if (checkpoint_due || step == t.steps) summary.last_checkpoint = save(step);
+  }
+  if (options_.show_progress) metrics.finish_line();
+  summary.last_step = step_;
+  return summary;
+}
+
+}  // namespace strata

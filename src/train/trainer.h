@@ -1,0 +1,73 @@
+// The trainer: builds the model, optimizer and data loaders from a Config and runs the step loop:
+// gradient accumulation over micro-batches, loss scaling (fp16), clipping by the global gradient
+// norm, AdamW with the LR schedule, metrics, validation, checkpoints and exact resume.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "data/loader.h"
+#include "io/checkpoint.h"
+#include "io/config.h"
+#include "model/transformer.h"
+#include "optim/adamw.h"
+#include "optim/loss_scaler.h"
+#include "optim/schedule.h"
+
+namespace strata {
+
+struct TrainOptions {
+  // "" starts fresh; "auto" resumes from the newest complete checkpoint in checkpoint_dir() (or
+  // starts fresh when there is none); anything else is a checkpoint folder to resume from.
+  std::string resume;
+  bool show_progress = true;
+  // Called after the backward of every step, before the gradient norm is taken: tests plant
+  // overflows or inspect gradients here.
+  std::function<void(int64_t step, ParameterRegistry& params)> after_backward;
+};
+
+struct TrainSummary {
+  int64_t first_step = 0;  // the first step this run executed
+  int64_t last_step = 0;
+  std::vector<double> losses;  // train loss of each step this run executed
+  std::vector<bool> skipped;   // whether each step's update was skipped (fp16 overflow)
+  std::optional<double> last_val_loss;
+  std::string last_checkpoint;
+};
+
+class Trainer {
+ public:
+  Trainer(const Config& config, TrainOptions options);
+  TrainSummary run();
+
+  Transformer& model() { return *model_; }
+  // Mean loss over the validation set's first train.eval_batches batches.
+  double evaluate();
+  // Writes a checkpoint of the current state; returns its folder.
+  std::string save(int64_t step);
+
+ private:
+  void resume_from(const std::string& path);
+  std::vector<CheckpointEntry> checkpoint_entries();
+  DType param_dtype() const;
+
+  Config config_;
+  TrainOptions options_;
+  std::unique_ptr<Transformer> model_;
+  std::unique_ptr<AdamW> optimizer_;
+  LrSchedule schedule_;
+  LossScaler scaler_;
+  std::shared_ptr<const TokenDataset> train_set_, val_set_;
+  std::unique_ptr<DataLoader> loader_;
+  int64_t step_ = 0;  // optimizer steps completed
+  Recompute recompute_ = Recompute::none;
+};
+
+// CPU reference rate for MFU: the best of a few 1024^3 f32 gemms through the op interface, in
+// FLOP/s (measured once per process).
+double cpu_peak_flops();
+
+}  // namespace strata
