@@ -1,0 +1,106 @@
+// How the CPU op front ends (kernels/ops_*.cpp) reach their kernels: refuse tensors the CPU backend
+// cannot run (CUDA tensors, until the CUDA backend lands), check arguments against one another
+// with messages that show both tensors, and turn a runtime DType into the C++ element type the
+// kernels in kernels/cpu are templated on.
+#pragma once
+
+#include <initializer_list>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "core/tensor.h"
+#include "kernels/ops_check.h"
+
+namespace strata::ops::dispatch {
+
+// The op runs only on the CPU for now: a CUDA tensor is an error, never a silent copy to the host.
+inline void cpu_only(std::string_view op, std::string_view arg, const Tensor& t) {
+  STRATA_CHECK(!t.defined() || t.device().is_cpu(), op, ": argument '", arg, "' ", t.describe(),
+               " is on ", t.device().name(), "; ", op,
+               " has no CUDA implementation yet (the CUDA backend is a later issue)");
+}
+
+// t is usable and has the shape and dtype of `ref` (named ref_arg in the message): the outputs
+// and gradients of elementwise ops.
+inline void like(std::string_view op, std::string_view arg, const Tensor& t,
+                 std::string_view ref_arg, const Tensor& ref) {
+  check::usable(op, arg, t);
+  STRATA_CHECK(t.shape() == ref.shape() && t.dtype() == ref.dtype(), op, ": argument '", arg, "' ",
+               t.describe(), " must match '", ref_arg, "' ", ref.describe(), " in shape and dtype");
+}
+
+// t has the dtype of `ref`; the message shows both tensors (shape and dtype).
+inline void dtype_like(std::string_view op, std::string_view arg, const Tensor& t,
+                       std::string_view ref_arg, const Tensor& ref) {
+  STRATA_CHECK(t.dtype() == ref.dtype(), op, ": argument '", arg, "' ", t.describe(),
+               " must have the dtype of '", ref_arg, "' ", ref.describe());
+}
+
+// t's dtype is one of `allowed`; the message shows the tensor (shape and dtype) and the list.
+inline void dtype_in(std::string_view op, std::string_view arg, const Tensor& t,
+                     std::initializer_list<DType> allowed) {
+  for (DType d : allowed)
+    if (t.dtype() == d) return;
+  std::string names;
+  for (DType d : allowed) names += (names.empty() ? "" : ", ") + std::string(dtype_name(d));
+  STRATA_FAIL(op, ": argument '", arg, "' ", t.describe(), " has an unsupported dtype; ", op,
+              " takes ", names, " on the CPU");
+}
+
+// Calls f(T{}) with T = float or double for f32 or f64; any other dtype throws an Error naming the
+// op and the argument. Used by ops whose CPU kernels compute in the tensors' own precision.
+template <typename F>
+void real(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
+  dtype_in(op, arg, t, {DType::f32, DType::f64});
+  if (t.dtype() == DType::f32)
+    f(float{});
+  else
+    f(double{});
+}
+
+// As real(), and also bf16 and f16: storage formats whose elements the kernels widen to f32
+// (kernels/cpu/element.h), for the elementwise ops where that costs nothing extra.
+template <typename F>
+void floating(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
+  dtype_in(op, arg, t, {DType::f32, DType::f64, DType::bf16, DType::f16});
+  switch (t.dtype()) {
+    case DType::f32:
+      f(float{});
+      return;
+    case DType::f64:
+      f(double{});
+      return;
+    case DType::bf16:
+      f(bf16{});
+      return;
+    default:
+      f(f16{});
+      return;
+  }
+}
+
+// The whole front end of an elementwise op: every tensor in `args` is usable, on the CPU, and has
+// the shape and dtype of the first; then f(T{}) for that dtype (f32, f64, bf16 or f16).
+template <typename F>
+void elementwise(std::string_view op,
+                 std::initializer_list<std::pair<std::string_view, const Tensor*>> args, F&& f) {
+  const auto& [first_name, first] = *args.begin();
+  check::usable(op, first_name, *first);
+  check::same_device(op, args);
+  cpu_only(op, first_name, *first);
+  for (const auto& [name, t] : args) like(op, name, *t, first_name, *first);
+  floating(op, first_name, *first, f);
+}
+
+// Calls f(I{}) with I = int32_t or int64_t for an index tensor.
+template <typename F>
+void index(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
+  dtype_in(op, arg, t, {DType::i32, DType::i64});
+  if (t.dtype() == DType::i32)
+    f(int32_t{});
+  else
+    f(int64_t{});
+}
+
+}  // namespace strata::ops::dispatch
