@@ -1,0 +1,176 @@
+// LayerNorm and RMSNorm: forward against plain loops, backward against finite differences, over
+// one table of cases (norm x shape x bias x dtype).
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <cmath>
+
+#include "kernels/ops.h"
+#include "unit/op_harness.h"
+
+namespace strata::testing {
+namespace {
+
+constexpr double kEps = 1e-5;
+
+struct NormCase {
+  bool rms;  // RMSNorm (no bias, no mean) or LayerNorm
+  Shape shape;
+  bool bias;
+  DType dtype;
+};
+
+std::string case_name(const NormCase& c) {
+  return name_of(c.rms ? "rmsnorm_" : "layernorm_", shape_tag(c.shape), c.bias ? "_bias_" : "_",
+                 dtype_name(c.dtype));
+}
+void PrintTo(const NormCase& c, std::ostream* out) {
+  *out << case_name(c);
+}
+
+const NormCase kCases[] = {
+    {false, {1, 1}, true, DType::f64},      {false, {3, 17}, true, DType::f64},
+    {false, {2, 3, 33}, false, DType::f64}, {false, {5, 67}, true, DType::f32},
+    {false, {7, 3}, false, DType::f32},     {false, {1, 128}, true, DType::f64},
+    {true, {1, 1}, false, DType::f64},      {true, {3, 17}, false, DType::f64},
+    {true, {2, 3, 33}, false, DType::f32},  {true, {5, 67}, false, DType::f64},
+    {true, {4, 1}, false, DType::f32},
+};
+
+struct Inputs {
+  Tensor x, weight, bias;  // bias undefined for RMSNorm or when the case has none
+};
+
+Inputs make_inputs(const NormCase& c) {
+  const int64_t d = c.shape.back();
+  Inputs in;
+  in.x = random_tensor(c.shape, c.dtype, "x", -2.0, 3.0);
+  in.weight = random_tensor({d}, c.dtype, "weight", 0.5, 1.5);
+  if (c.bias) in.bias = random_tensor({d}, c.dtype, "bias");
+  return in;
+}
+
+Shape leading(const Shape& shape) {
+  return Shape(shape.begin(), shape.end() - 1);
+}
+
+// y (and mean, rstd) by the textbook formulas, in f64.
+struct Reference {
+  std::vector<double> y, mean, rstd;
+};
+Reference reference(const NormCase& c, const Inputs& in) {
+  const std::vector<double> x = values(in.x), w = values(in.weight);
+  const std::vector<double> b = in.bias.defined() ? values(in.bias) : std::vector<double>(w.size());
+  const size_t d = w.size(), rows = x.size() / d;
+  Reference r{std::vector<double>(x.size()), std::vector<double>(rows), std::vector<double>(rows)};
+  for (size_t i = 0; i < rows; ++i) {
+    double mean = 0, var = 0;
+    for (size_t j = 0; j < d; ++j) mean += x[i * d + j] / static_cast<double>(d);
+    const double center = c.rms ? 0.0 : mean;
+    for (size_t j = 0; j < d; ++j)
+      var += (x[i * d + j] - center) * (x[i * d + j] - center) / static_cast<double>(d);
+    r.mean[i] = mean;
+    r.rstd[i] = 1.0 / std::sqrt(var + kEps);
+    for (size_t j = 0; j < d; ++j)
+      r.y[i * d + j] = (x[i * d + j] - center) * r.rstd[i] * w[j] + (c.rms ? 0.0 : b[j]);
+  }
+  return r;
+}
+
+// Runs the op under test; mean is left undefined for RMSNorm.
+struct Outputs {
+  Tensor y, mean, rstd;
+};
+Outputs forward(const NormCase& c, const Inputs& in) {
+  const DType stats = ops::stats_dtype(in.x.dtype());
+  Outputs out{Tensor::empty(in.x.shape(), in.x.dtype()), Tensor(),
+              Tensor::empty(leading(in.x.shape()), stats)};
+  if (c.rms) {
+    ops::rmsnorm_forward(in.x, in.weight, kEps, out.y, out.rstd);
+  } else {
+    out.mean = Tensor::empty(leading(in.x.shape()), stats);
+    ops::layernorm_forward(in.x, in.weight, in.bias, kEps, out.y, out.mean, out.rstd);
+  }
+  return out;
+}
+
+class Norms : public ::testing::TestWithParam<NormCase> {};
+
+TEST_P(Norms, ForwardMatchesReference) {
+  const NormCase& c = GetParam();
+  const Inputs in = make_inputs(c);
+  const Outputs out = forward(c, in);
+  const Reference want = reference(c, in);
+  const Shape rows = leading(c.shape);
+  EXPECT_LE(max_relative_error(out.y, Tensor::from_vector(want.y, c.shape)), tolerance(c.dtype));
+  EXPECT_LE(max_relative_error(out.rstd, Tensor::from_vector(want.rstd, rows)), tolerance(c.dtype));
+  if (!c.rms) {
+    EXPECT_LE(max_relative_error(out.mean, Tensor::from_vector(want.mean, rows)),
+              tolerance(c.dtype));
+  }
+}
+
+// d(sum(y * dy)) / d(x, weight, bias) against finite differences; dweight and dbias must add into
+// what their buffers already hold.
+TEST_P(Norms, BackwardMatchesFiniteDifferences) {
+  const NormCase& c = GetParam();
+  const Inputs in = make_inputs(c);
+  GradCheck op;
+  op.inputs = {{"x", converted(in.x, DType::f64)}, {"weight", converted(in.weight, DType::f64)}};
+  if (c.bias) op.inputs.push_back({"bias", converted(in.bias, DType::f64)});
+  auto unpack = [&](const std::vector<Tensor>& t) {
+    return Inputs{t[0], t[1], c.bias ? t[2] : Tensor()};
+  };
+  op.forward = [&](const std::vector<Tensor>& t) { return forward(c, unpack(t)).y; };
+  op.backward = [&](const std::vector<Tensor>& t, const Tensor& dy) {
+    const Inputs args = unpack(t);
+    const Outputs saved = forward(c, args);
+    Tensor dx = Tensor::empty(args.x.shape(), args.x.dtype());
+    Tensor dbias;
+    Tensor dweight = accumulated(args.weight.shape(), args.weight.dtype(), [&](Tensor& dw) {
+      if (c.rms) {
+        ops::rmsnorm_backward(dy, args.x, args.weight, saved.rstd, dx, dw);
+      } else if (c.bias) {
+        dbias = accumulated(args.bias.shape(), args.bias.dtype(), [&](Tensor& db) {
+          ops::layernorm_backward(dy, args.x, args.weight, saved.mean, saved.rstd, dx, dw, db);
+        });
+      } else {
+        Tensor no_bias;
+        ops::layernorm_backward(dy, args.x, args.weight, saved.mean, saved.rstd, dx, dw, no_bias);
+      }
+    });
+    std::vector<Tensor> grads{dx, dweight};
+    if (c.bias) grads.push_back(dbias);
+    return grads;
+  };
+  expect_gradients(op, c.dtype);
+}
+
+// dweight and dbias sum over rows in a fixed order (threads split the columns), so their bits do
+// not depend on the thread count: a resumed run on another machine adds the same gradients.
+TEST(NormOps, ParameterGradientsDoNotDependOnThreadCount) {
+  const Shape shape{301, 130};
+  const Tensor x = random_tensor(shape, DType::f32, "x"),
+               dy = random_tensor(shape, DType::f32, "dy");
+  const Tensor weight = random_tensor({130}, DType::f32, "weight");
+  Tensor y = Tensor::empty(shape, DType::f32), mean = Tensor::empty({301}, DType::f32);
+  Tensor rstd = Tensor::empty({301}, DType::f32), dx = Tensor::empty(shape, DType::f32);
+  ops::layernorm_forward(x, weight, Tensor(), kEps, y, mean, rstd);
+  auto gradients = [&](int threads) {
+    omp_set_num_threads(threads);
+    Tensor dweight = Tensor::zeros({130}, DType::f32), dbias = Tensor::zeros({130}, DType::f32);
+    ops::layernorm_backward(dy, x, weight, mean, rstd, dx, dweight, dbias);
+    return std::pair{dweight, dbias};
+  };
+  const int saved = omp_get_max_threads();
+  const auto [dweight_1, dbias_1] = gradients(1);
+  const auto [dweight_3, dbias_3] = gradients(3);
+  omp_set_num_threads(saved);
+  EXPECT_EQ(max_relative_error(dweight_3, dweight_1), 0.0);
+  EXPECT_EQ(max_relative_error(dbias_3, dbias_1), 0.0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Ops, Norms, ::testing::ValuesIn(kCases), CaseName());
+
+}  // namespace
+}  // namespace strata::testing
