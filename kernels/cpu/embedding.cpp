@@ -1,0 +1,52 @@
+#include "kernels/cpu/embedding.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace strata::cpu {
+
+template <typename T, typename I>
+void embedding_forward(const I* ids, int64_t n, const T* table, int64_t vocab_start,
+                       int64_t vocab_shard, int64_t d, T* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t row = static_cast<int64_t>(ids[i]) - vocab_start;
+    T* dst = out + i * d;
+    if (row >= 0 && row < vocab_shard)
+      std::memcpy(dst, table + row * d, static_cast<size_t>(d) * sizeof(T));
+    else
+      std::fill(dst, dst + d, T(0));
+  }
+}
+
+template <typename T, typename I>
+void embedding_backward(const T* dout, const I* ids, int64_t n, int64_t vocab_start,
+                        int64_t vocab_shard, int64_t d, T* dtable) {
+  // Repeated ids add into the same table row, so threads split the columns, not the tokens: each
+  // thread adds every token's slice of its columns in token order. No two threads touch one
+  // element, and the sums come out the same whatever the thread count.
+  constexpr int64_t kBlock = 64;
+  const int64_t blocks = (d + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int64_t blk = 0; blk < blocks; ++blk) {
+    const int64_t j0 = blk * kBlock, j1 = std::min(d, j0 + kBlock);
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t row = static_cast<int64_t>(ids[i]) - vocab_start;
+      if (row < 0 || row >= vocab_shard) continue;
+      for (int64_t j = j0; j < j1; ++j) dtable[row * d + j] += dout[i * d + j];
+    }
+  }
+}
+
+#define STRATA_INSTANTIATE_EMBEDDING(T, I)                                                       \
+  template void embedding_forward<T, I>(const I*, int64_t, const T*, int64_t, int64_t, int64_t,  \
+                                        T*);                                                     \
+  template void embedding_backward<T, I>(const T*, const I*, int64_t, int64_t, int64_t, int64_t, \
+                                         T*);
+STRATA_INSTANTIATE_EMBEDDING(float, int32_t)
+STRATA_INSTANTIATE_EMBEDDING(float, int64_t)
+STRATA_INSTANTIATE_EMBEDDING(double, int32_t)
+STRATA_INSTANTIATE_EMBEDDING(double, int64_t)
+#undef STRATA_INSTANTIATE_EMBEDDING
+
+}  // namespace strata::cpu
