@@ -1,0 +1,117 @@
+#include "kernels/cpu/elementwise.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <type_traits>
+#include <vector>
+
+#include "kernels/cpu/element.h"
+
+namespace strata::cpu {
+namespace {
+
+// x rounded to f32 "to odd": truncate toward zero and set the last bit when inexact. A value
+// rounded to odd at 24 bits and then to nearest even at 8 (bf16) or 11 (f16) bits is rounded
+// correctly, which plain f64 -> f32 -> 16-bit double rounding is not (Boldo & Melquiond 2008).
+float to_f32_odd(double x) {
+  float f = static_cast<float>(x);
+  if (std::isnan(x) || static_cast<double>(f) == x) return f;
+  if (std::abs(static_cast<double>(f)) > std::abs(x)) f = std::nextafter(f, 0.0f);  // truncate
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= 1u;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+
+template <typename D, typename S>
+D convert(S x) {
+  if constexpr (sizeof(D) == 2) {  // narrowing to bf16 / f16: one rounding from the exact value
+    if constexpr (std::is_same_v<S, double>)
+      return D::from_float(to_f32_odd(x));
+    else
+      return D::from_float(static_cast<float>(load(x)));
+  } else {
+    return static_cast<D>(load(x));  // f32 <-> f64 (RNE in the default rounding mode), widening
+  }
+}
+
+template <typename T, typename Term>
+double chunked_sum(const T* x, int64_t n, Term term) {
+  const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks));
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    const int64_t end = std::min(n, (c + 1) * kReduceChunk);
+    double s = 0;
+    for (int64_t i = c * kReduceChunk; i < end; ++i) s += term(static_cast<double>(load(x[i])));
+    partial[static_cast<size_t>(c)] = s;
+  }
+  double total = 0;
+  for (double p : partial) total += p;
+  return total;
+}
+
+}  // namespace
+
+template <typename S, typename D>
+void cast(const S* src, int64_t n, D* dst) {
+  if constexpr (std::is_same_v<S, D>) {
+    std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(S));
+  } else {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) dst[i] = convert<D>(src[i]);
+  }
+}
+
+template <typename T>
+void add(const T* a, const T* b, int64_t n, T* out) {
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) out[i] = store<T>(load(a[i]) + load(b[i]));
+}
+
+template <typename T>
+void scale(T* x, int64_t n, double alpha) {
+  const auto a = static_cast<compute_t<T>>(alpha);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) x[i] = store<T>(a * load(x[i]));
+}
+
+template <typename T>
+void axpy(double alpha, const T* x, int64_t n, T* y) {
+  const auto a = static_cast<compute_t<T>>(alpha);
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = store<T>(load(y[i]) + a * load(x[i]));
+}
+
+template <typename T>
+double sum(const T* x, int64_t n) {
+  return chunked_sum(x, n, [](double v) { return v; });
+}
+
+template <typename T>
+double sum_squares(const T* x, int64_t n) {
+  return chunked_sum(x, n, [](double v) { return v * v; });
+}
+
+#define STRATA_INSTANTIATE_CAST(S)                           \
+  template void cast<S, float>(const S*, int64_t, float*);   \
+  template void cast<S, double>(const S*, int64_t, double*); \
+  template void cast<S, bf16>(const S*, int64_t, bf16*);     \
+  template void cast<S, f16>(const S*, int64_t, f16*);
+#define STRATA_INSTANTIATE_ELEMENTWISE(T)                \
+  STRATA_INSTANTIATE_CAST(T)                             \
+  template void add<T>(const T*, const T*, int64_t, T*); \
+  template void scale<T>(T*, int64_t, double);           \
+  template void axpy<T>(double, const T*, int64_t, T*);  \
+  template double sum<T>(const T*, int64_t);             \
+  template double sum_squares<T>(const T*, int64_t);
+STRATA_INSTANTIATE_ELEMENTWISE(float)
+STRATA_INSTANTIATE_ELEMENTWISE(double)
+STRATA_INSTANTIATE_ELEMENTWISE(bf16)
+STRATA_INSTANTIATE_ELEMENTWISE(f16)
+#undef STRATA_INSTANTIATE_ELEMENTWISE
+#undef STRATA_INSTANTIATE_CAST
+
+}  // namespace strata::cpu
