@@ -1,0 +1,39 @@
+#include "kernels/cpu/topk.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+#include <vector>
+
+namespace strata::cpu {
+
+template <typename T>
+void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int32_t* indices) {
+#pragma omp parallel
+  {
+    std::vector<int32_t> order(static_cast<size_t>(n));
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      const T* xr = x + r * n;
+      // Strict weak order "comes first": NaN above numbers, larger above smaller, then lower index.
+      auto before = [xr](int32_t a, int32_t b) {
+        const bool nan_a = std::isnan(xr[a]), nan_b = std::isnan(xr[b]);
+        if (nan_a != nan_b) return nan_a;
+        if (!nan_a && xr[a] != xr[b]) return xr[a] > xr[b];
+        return a < b;
+      };
+      std::iota(order.begin(), order.end(), 0);
+      std::partial_sort(order.begin(), order.begin() + k, order.end(), before);
+      for (int64_t j = 0; j < k; ++j) {
+        const int32_t c = order[static_cast<size_t>(j)];
+        values[r * k + j] = xr[c];
+        indices[r * k + j] = c;
+      }
+    }
+  }
+}
+
+template void topk<float>(const float*, int64_t, int64_t, int64_t, float*, int32_t*);
+template void topk<double>(const double*, int64_t, int64_t, int64_t, double*, int32_t*);
+
+}  // namespace strata::cpu
