@@ -23,7 +23,9 @@ Command add_train(CLI::App& app) {
                   "'auto' (newest complete checkpoint in checkpoint.dir, if any) or a checkpoint folder");
   return {cmd, [o] {
             const Config config = load_config(o->config_path, o->overrides);
-            Trainer trainer(config, TrainOptions{o->resume, true, nullptr});
+            TrainOptions options;
+            options.resume = o->resume;
+            Trainer trainer(config, options);
             const TrainSummary s = trainer.run();
             if (s.losses.empty()) {
               log::info("nothing to do: the run already stands at step ", s.last_step, " of ",

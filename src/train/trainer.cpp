@@ -174,7 +174,8 @@ TrainSummary Trainer::run() {
               " parameters) for ", t.steps, " steps of ", t.global_batch, " x ", t.seq_len,
               " tokens, ", t.precision, ", accumulation ", accumulation);
 
-  while (step_ < t.steps) {
+  const int64_t last = options_.stop_at_step > 0 ? std::min(options_.stop_at_step, t.steps) : t.steps;
+  while (step_ < last) {
     const int64_t step = step_ + 1;
     const auto start = Clock::now();
     ParameterRegistry& params = model_->params();
@@ -222,7 +223,7 @@ TrainSummary Trainer::run() {
       if (options_.show_progress) metrics.show(m);
     }
     const bool checkpoint_due = config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0;
-    if (checkpoint_due || step == t.steps) summary.last_checkpoint = save(step);
+    if (checkpoint_due || step == last) summary.last_checkpoint = save(step);
   }
   if (options_.show_progress) metrics.finish_line();
   summary.last_step = step_;

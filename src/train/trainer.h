@@ -24,6 +24,9 @@ struct TrainOptions {
   // starts fresh when there is none); anything else is a checkpoint folder to resume from.
   std::string resume;
   bool show_progress = true;
+  // Stop (with a checkpoint) after this optimizer step even though train.steps is larger, as an
+  // interrupted run would; 0: run to train.steps.
+  int64_t stop_at_step = 0;
   // Called after the backward of every step, before the gradient norm is taken: tests plant
   // overflows or inspect gradients here.
   std::function<void(int64_t step, ParameterRegistry& params)> after_backward;
