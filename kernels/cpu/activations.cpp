@@ -22,7 +22,7 @@ C sigmoid(C g) {
 template <typename T>
 void gelu_forward(const T* x, int64_t n, T* y) {
   using C = compute_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const C v = load(x[i]);
     const C u = kSqrt2OverPi<C> * (v + kGeluCubic<C> * v * v * v);
@@ -33,7 +33,7 @@ void gelu_forward(const T* x, int64_t n, T* y) {
 template <typename T>
 void gelu_backward(const T* dy, const T* x, int64_t n, T* dx) {
   using C = compute_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const C v = load(x[i]);
     const C t = std::tanh(kSqrt2OverPi<C> * (v + kGeluCubic<C> * v * v * v));
@@ -46,7 +46,7 @@ void gelu_backward(const T* dy, const T* x, int64_t n, T* dx) {
 template <typename T>
 void swiglu_forward(const T* gate, const T* up, int64_t n, T* y) {
   using C = compute_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const C g = load(gate[i]);
     y[i] = store<T>(g * sigmoid(g) * load(up[i]));
@@ -56,7 +56,7 @@ void swiglu_forward(const T* gate, const T* up, int64_t n, T* y) {
 template <typename T>
 void swiglu_backward(const T* dy, const T* gate, const T* up, int64_t n, T* dgate, T* dup) {
   using C = compute_t<T>;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const C g = load(gate[i]), u = load(up[i]), d = load(dy[i]);
     const C s = sigmoid(g);

@@ -16,7 +16,7 @@ void adamw(P* param, const G* grad, P* m, P* v, int64_t n, const AdamWCoefficien
   const P inv_bc2 = static_cast<P>(1.0 / c.bias_correction2);
   const P decay = static_cast<P>(c.lr * c.weight_decay);
   const P grad_scale = static_cast<P>(c.grad_scale), eps = static_cast<P>(c.eps);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const P g = static_cast<P>(load(grad[i])) * grad_scale;
     const P mi = b1 * m[i] + one_minus_b1 * g;

@@ -40,6 +40,10 @@ inline T store(compute_t<T> x) {
     return x;
 }
 
+// Below this many elements an OpenMP loop costs more to start (a few microseconds to wake the
+// team) than it saves; the kernels' parallel loops carry `if (work >= kParallelMin)`.
+inline constexpr int64_t kParallelMin = int64_t{1} << 15;
+
 // Elements per chunk of the deterministic reductions: partial sums are taken over fixed chunks and
 // then added in chunk order, so a result does not depend on the number of threads.
 inline constexpr int64_t kReduceChunk = 4096;

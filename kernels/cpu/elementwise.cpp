@@ -41,7 +41,7 @@ template <typename T, typename Term>
 double chunked_sum(const T* x, int64_t n, Term term) {
   const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(static_cast<size_t>(chunks));
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t c = 0; c < chunks; ++c) {
     const int64_t end = std::min(n, (c + 1) * kReduceChunk);
     double s = 0;
@@ -60,28 +60,28 @@ void cast(const S* src, int64_t n, D* dst) {
   if constexpr (std::is_same_v<S, D>) {
     std::memcpy(dst, src, static_cast<size_t>(n) * sizeof(S));
   } else {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
     for (int64_t i = 0; i < n; ++i) dst[i] = convert<D>(src[i]);
   }
 }
 
 template <typename T>
 void add(const T* a, const T* b, int64_t n, T* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) out[i] = store<T>(load(a[i]) + load(b[i]));
 }
 
 template <typename T>
 void scale(T* x, int64_t n, double alpha) {
   const auto a = static_cast<compute_t<T>>(alpha);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) x[i] = store<T>(a * load(x[i]));
 }
 
 template <typename T>
 void axpy(double alpha, const T* x, int64_t n, T* y) {
   const auto a = static_cast<compute_t<T>>(alpha);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) y[i] = store<T>(load(y[i]) + a * load(x[i]));
 }
 

@@ -3,12 +3,14 @@
 #include <algorithm>
 #include <cstring>
 
+#include "kernels/cpu/element.h"
+
 namespace strata::cpu {
 
 template <typename T, typename I>
 void embedding_forward(const I* ids, int64_t n, const T* table, int64_t vocab_start,
                        int64_t vocab_shard, int64_t d, T* out) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
     const int64_t row = static_cast<int64_t>(ids[i]) - vocab_start;
     T* dst = out + i * d;
@@ -27,7 +29,7 @@ void embedding_backward(const T* dout, const I* ids, int64_t n, int64_t vocab_st
   // element, and the sums come out the same whatever the thread count.
   constexpr int64_t kBlock = 64;
   const int64_t blocks = (d + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (n * d >= kParallelMin)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t j0 = blk * kBlock, j1 = std::min(d, j0 + kBlock);
     for (int64_t i = 0; i < n; ++i) {

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "kernels/cpu/element.h"
+
 namespace strata::cpu {
 namespace {
 
@@ -13,7 +15,7 @@ template <typename T, typename Term>
 void accumulate_over_rows(int64_t rows, int64_t d, T* dparam, Term term) {
   constexpr int64_t kBlock = 64;
   const int64_t blocks = (d + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t blk = 0; blk < blocks; ++blk) {
     const int64_t j0 = blk * kBlock, j1 = std::min(d, j0 + kBlock);
     double acc[kBlock] = {};
@@ -28,7 +30,7 @@ void accumulate_over_rows(int64_t rows, int64_t d, T* dparam, Term term) {
 template <typename T>
 void layernorm_forward(const T* x, const T* weight, const T* bias, int64_t rows, int64_t d,
                        double eps, T* y, T* mean, T* rstd) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
     T* yr = y + r * d;
@@ -52,7 +54,7 @@ template <typename T>
 void layernorm_backward(const T* dy, const T* x, const T* weight, const T* mean, const T* rstd,
                         int64_t rows, int64_t d, T* dx, T* dweight, T* dbias) {
   const double inv_d = 1.0 / static_cast<double>(d);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* dyr = dy + r * d;
     const T* xr = x + r * d;
@@ -82,7 +84,7 @@ void layernorm_backward(const T* dy, const T* x, const T* weight, const T* mean,
 template <typename T>
 void rmsnorm_forward(const T* x, const T* weight, int64_t rows, int64_t d, double eps, T* y,
                      T* rstd) {
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
     double ss = 0;
@@ -97,7 +99,7 @@ template <typename T>
 void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, int64_t rows,
                       int64_t d, T* dx, T* dweight) {
   const double inv_d = 1.0 / static_cast<double>(d);
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* dyr = dy + r * d;
     const T* xr = x + r * d;

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <vector>
 
+#include "kernels/cpu/element.h"
+
 namespace strata::cpu {
 
 template <typename T>
@@ -21,7 +23,7 @@ void rope(const T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_di
       sin_a[static_cast<size_t>(s * half + j)] = inverse ? -std::sin(a) : std::sin(a);
     }
   }
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) if (batch * seq * heads * head_dim >= kParallelMin)
   for (int64_t row = 0; row < batch * seq; ++row) {
     const int64_t s = row % seq;
     const double* c = cos_a.data() + s * half;

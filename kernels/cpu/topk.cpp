@@ -5,11 +5,13 @@
 #include <numeric>
 #include <vector>
 
+#include "kernels/cpu/element.h"
+
 namespace strata::cpu {
 
 template <typename T>
 void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int32_t* indices) {
-#pragma omp parallel
+#pragma omp parallel if (rows * n >= kParallelMin)
   {
     std::vector<int32_t> order(static_cast<size_t>(n));
 #pragma omp for schedule(static)
