@@ -7,5 +7,6 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${BUILD_DIR:-$root/build}
 "$root/scripts/setup.sh"
 BUILD_DIR=$build "$root/scripts/build.sh" -DSTRATA_WERROR=ON
+"$root/scripts/fetch_data.sh"  # GPT-2 vocabulary + Brown corpus for the tokenizer/data tests
 cd "$build"
 ctest --output-on-failure -j "$(nproc)" --timeout 600
