@@ -14,8 +14,8 @@
 // Ranks. Data-parallel rank r of dp_size takes sequences [r*L, (r+1)*L) of each global batch,
 // L = global_batch / dp_size: the ranks' batches concatenated in rank order are exactly the
 // one-process batch. Gradient accumulation splits a rank's batch into micro-batches with
-// Batch::rows(); all the ranks' micro-batch k together are not a fixed set of sequences, but the
-// sum of gradients over the step is, which is what the optimizer sees.
+// Batch::rows(): which sequences share a micro-batch depends on the layout, but the set of
+// sequences in the step, and so the summed gradient the optimizer sees, does not.
 //
 // State. (epoch, position) says where the stream stands (position: sequences of the epoch already
 // handed out, over all ranks). It is global, so a checkpoint written by one layout resumes in
