@@ -1,4 +1,4 @@
-// Embedding front ends: ids [n] i32/i64, table [vocab_shard, d] f32/f64, out [n, d].
+// Embedding front ends: ids [n] i32/i64, table [vocab_shard, d] f32/f64/bf16/f16, out [n, d].
 #include "kernels/cpu/embedding.h"
 #include "kernels/ops.h"
 #include "kernels/ops_dispatch.h"
@@ -16,7 +16,7 @@ void embedding_forward(const Tensor& ids, const Tensor& table, int64_t vocab_sta
   check::ndim_is(op, "table", table, 2);
   check::shape_is(op, "out", out, {ids.size(0), table.size(1)});
   dispatch::dtype_like(op, "out", out, "table", table);
-  dispatch::real(op, "table", table, [&](auto t_tag) {
+  dispatch::floating(op, "table", table, [&](auto t_tag) {
     using T = decltype(t_tag);
     dispatch::index(op, "ids", ids, [&](auto i_tag) {
       using I = decltype(i_tag);
@@ -38,7 +38,7 @@ void embedding_backward(const Tensor& dout, const Tensor& ids, int64_t vocab_sta
   check::ndim_is(op, "dtable", dtable, 2);
   check::shape_is(op, "dout", dout, {ids.size(0), dtable.size(1)});
   dispatch::dtype_like(op, "dout", dout, "dtable", dtable);
-  dispatch::real(op, "dtable", dtable, [&](auto t_tag) {
+  dispatch::floating(op, "dtable", dtable, [&](auto t_tag) {
     using T = decltype(t_tag);
     dispatch::index(op, "ids", ids, [&](auto i_tag) {
       using I = decltype(i_tag);

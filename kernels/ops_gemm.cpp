@@ -1,5 +1,5 @@
 // gemm's front end: checks the operands of c = alpha * op(a) @ op(b) + beta * c and runs the CPU
-// product (kernels/cpu/gemm).
+// product (kernels/cpu/gemm): f32/f64 through BLAS, bf16/f16 widened to f32.
 #include "kernels/cpu/gemm.h"
 #include "kernels/ops.h"
 #include "kernels/ops_dispatch.h"
@@ -35,10 +35,11 @@ void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args) {
                ", expected ", shape_string(expected), " for a ", a.describe(), " and b ",
                b.describe());
 
-  dispatch::real(op, "a", a, [&](auto tag) {
+  dispatch::floating(op, "a", a, [&](auto tag) {
     using T = decltype(tag);
-    cpu::gemm<T>(args.trans_a, args.trans_b, batch, m, n, k, static_cast<T>(args.alpha),
-                 a.data<T>(), b.data<T>(), static_cast<T>(args.beta), c.data<T>());
+    using C = cpu::compute_t<T>;
+    cpu::gemm<T>(args.trans_a, args.trans_b, batch, m, n, k, static_cast<C>(args.alpha),
+                 a.data<T>(), b.data<T>(), static_cast<C>(args.beta), c.data<T>());
   });
 }
 

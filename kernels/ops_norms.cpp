@@ -1,5 +1,5 @@
 // LayerNorm and RMSNorm front ends: x is [rows..., d]; weight and bias [d]; the per-row statistics
-// [rows...] (or flattened [rows]) in ops::stats_dtype. The CPU kernels need f32 or f64.
+// [rows...] (or flattened [rows]) in ops::stats_dtype. f32, f64, bf16 and f16 on the CPU.
 #include "kernels/cpu/norms.h"
 #include "kernels/ops.h"
 #include "kernels/ops_dispatch.h"
@@ -13,9 +13,9 @@ struct Rows {
   Shape leading;  // x's shape without its last dim
 };
 
-// x's dtype gates the call first (the CPU kernels compute in f32 or f64), then its row layout.
+// x's dtype gates the call first (f32, f64, or bf16/f16 computed in f64 sums), then its rows.
 Rows rows_of(std::string_view op, const Tensor& x) {
-  dispatch::dtype_in(op, "x", x, {DType::f32, DType::f64});
+  dispatch::dtype_in(op, "x", x, {DType::f32, DType::f64, DType::bf16, DType::f16});
   STRATA_CHECK(x.ndim() >= 1 && x.size(-1) > 0, op, ": argument 'x' ", x.describe(),
                " needs a non-empty last dimension to normalise over");
   Rows r{x.numel() / x.size(-1), x.size(-1), Shape(x.shape().begin(), x.shape().end() - 1)};
@@ -62,11 +62,12 @@ void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias
   check_like(op, "y", y, x, x.shape());
   check_stat(op, "mean", mean, x, r);
   check_stat(op, "rstd", rstd, x, r);
-  dispatch::real(op, "x", x, [&](auto tag) {
+  dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
+    using S = cpu::compute_t<T>;
     cpu::layernorm_forward<T>(x.data<T>(), weight.data<T>(),
                               bias.defined() ? bias.data<T>() : nullptr, r.rows, r.d, eps,
-                              y.data<T>(), mean.data<T>(), rstd.data<T>());
+                              y.data<T>(), mean.data<S>(), rstd.data<S>());
   });
 }
 
@@ -91,10 +92,11 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   check_like(op, "dx", dx, x, x.shape());
   check_like(op, "dweight", dweight, x, {r.d});
   if (dbias.defined()) check_like(op, "dbias", dbias, x, {r.d});
-  dispatch::real(op, "x", x, [&](auto tag) {
+  dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::layernorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), mean.data<T>(),
-                               rstd.data<T>(), r.rows, r.d, dx.data<T>(), dweight.data<T>(),
+    using S = cpu::compute_t<T>;
+    cpu::layernorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), mean.data<S>(),
+                               rstd.data<S>(), r.rows, r.d, dx.data<T>(), dweight.data<T>(),
                                dbias.defined() ? dbias.data<T>() : nullptr);
   });
 }
@@ -108,10 +110,11 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
   check_like(op, "weight", weight, x, {r.d});
   check_like(op, "y", y, x, x.shape());
   check_stat(op, "rstd", rstd, x, r);
-  dispatch::real(op, "x", x, [&](auto tag) {
+  dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
+    using S = cpu::compute_t<T>;
     cpu::rmsnorm_forward<T>(x.data<T>(), weight.data<T>(), r.rows, r.d, eps, y.data<T>(),
-                            rstd.data<T>());
+                            rstd.data<S>());
   });
 }
 
@@ -132,9 +135,10 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
   check_stat(op, "rstd", rstd, x, r);
   check_like(op, "dx", dx, x, x.shape());
   check_like(op, "dweight", dweight, x, {r.d});
-  dispatch::real(op, "x", x, [&](auto tag) {
+  dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::rmsnorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<T>(), r.rows,
+    using S = cpu::compute_t<T>;
+    cpu::rmsnorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<S>(), r.rows,
                              r.d, dx.data<T>(), dweight.data<T>());
   });
 }

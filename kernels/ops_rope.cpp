@@ -1,4 +1,5 @@
-// RoPE front ends: x, y [batch, seq, heads, head_dim] with head_dim even; f32 or f64 on the CPU.
+// RoPE front ends: x, y [batch, seq, heads, head_dim] with head_dim even; f32, f64, bf16 or f16 on
+// the CPU.
 #include "kernels/cpu/rope.h"
 #include "kernels/ops.h"
 #include "kernels/ops_dispatch.h"
@@ -17,7 +18,7 @@ void rope_apply(const char* op, const char* in_arg, const Tensor& in, const char
                " needs an even head_dim (its last dim) to pair j with j + head_dim/2");
   STRATA_CHECK(theta > 0, op, ": theta must be positive, got ", theta);
   dispatch::like(op, out_arg, out, in_arg, in);
-  dispatch::real(op, in_arg, in, [&](auto tag) {
+  dispatch::floating(op, in_arg, in, [&](auto tag) {
     using T = decltype(tag);
     cpu::rope<T>(in.data<T>(), in.size(0), in.size(1), in.size(2), in.size(3), position_offset,
                  theta, inverse, out.data<T>());

@@ -1,5 +1,5 @@
-// topk's front end: x [rows, n] f32/f64, 1 <= k <= n; values [rows, k] in x's dtype, indices
-// [rows, k] i32.
+// topk's front end: x [rows, n] f32/f64/bf16/f16, 1 <= k <= n; values [rows, k] in x's dtype,
+// indices [rows, k] i32.
 #include <limits>
 
 #include "kernels/cpu/topk.h"
@@ -24,7 +24,7 @@ void topk(const Tensor& x, int64_t k, Tensor& values, Tensor& indices) {
   check::shape_is(op, "indices", indices, {rows, k});
   dispatch::dtype_like(op, "values", values, "x", x);
   check::dtype_is(op, "indices", indices, DType::i32);
-  dispatch::real(op, "x", x, [&](auto tag) {
+  dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
     cpu::topk<T>(x.data<T>(), rows, n, k, values.data<T>(), indices.data<int32_t>());
   });

@@ -70,10 +70,7 @@ void swiglu_backward(const T* dy, const T* gate, const T* up, int64_t n, T* dgat
   template void gelu_backward<T>(const T*, const T*, int64_t, T*);  \
   template void swiglu_forward<T>(const T*, const T*, int64_t, T*); \
   template void swiglu_backward<T>(const T*, const T*, const T*, int64_t, T*, T*);
-STRATA_INSTANTIATE_ACTIVATIONS(float)
-STRATA_INSTANTIATE_ACTIVATIONS(double)
-STRATA_INSTANTIATE_ACTIVATIONS(bf16)
-STRATA_INSTANTIATE_ACTIVATIONS(f16)
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_ACTIVATIONS)
 #undef STRATA_INSTANTIATE_ACTIVATIONS
 
 }  // namespace strata::cpu

@@ -1,7 +1,6 @@
 #include "kernels/cpu/elementwise.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <type_traits>
 #include <vector>
@@ -11,30 +10,10 @@
 namespace strata::cpu {
 namespace {
 
-// x rounded to f32 "to odd": truncate toward zero and set the last bit when inexact. A value
-// rounded to odd at 24 bits and then to nearest even at 8 (bf16) or 11 (f16) bits is rounded
-// correctly, which plain f64 -> f32 -> 16-bit double rounding is not (Boldo & Melquiond 2008).
-float to_f32_odd(double x) {
-  float f = static_cast<float>(x);
-  if (std::isnan(x) || static_cast<double>(f) == x) return f;
-  if (std::abs(static_cast<double>(f)) > std::abs(x)) f = std::nextafter(f, 0.0f);  // truncate
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  u |= 1u;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
-
+// One rounding from the exact source value (f64 holds every other format exactly).
 template <typename D, typename S>
 D convert(S x) {
-  if constexpr (sizeof(D) == 2) {  // narrowing to bf16 / f16: one rounding from the exact value
-    if constexpr (std::is_same_v<S, double>)
-      return D::from_float(to_f32_odd(x));
-    else
-      return D::from_float(static_cast<float>(load(x)));
-  } else {
-    return static_cast<D>(load(x));  // f32 <-> f64 (RNE in the default rounding mode), widening
-  }
+  return narrow<D>(widen(x));
 }
 
 template <typename T, typename Term>
@@ -107,10 +86,7 @@ double sum_squares(const T* x, int64_t n) {
   template void axpy<T>(double, const T*, int64_t, T*);  \
   template double sum<T>(const T*, int64_t);             \
   template double sum_squares<T>(const T*, int64_t);
-STRATA_INSTANTIATE_ELEMENTWISE(float)
-STRATA_INSTANTIATE_ELEMENTWISE(double)
-STRATA_INSTANTIATE_ELEMENTWISE(bf16)
-STRATA_INSTANTIATE_ELEMENTWISE(f16)
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_ELEMENTWISE)
 #undef STRATA_INSTANTIATE_ELEMENTWISE
 #undef STRATA_INSTANTIATE_CAST
 

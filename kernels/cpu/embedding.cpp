@@ -17,7 +17,7 @@ void embedding_forward(const I* ids, int64_t n, const T* table, int64_t vocab_st
     if (row >= 0 && row < vocab_shard)
       std::memcpy(dst, table + row * d, static_cast<size_t>(d) * sizeof(T));
     else
-      std::fill(dst, dst + d, T(0));
+      std::fill(dst, dst + d, T{});
   }
 }
 
@@ -35,20 +35,22 @@ void embedding_backward(const T* dout, const I* ids, int64_t n, int64_t vocab_st
     for (int64_t i = 0; i < n; ++i) {
       const int64_t row = static_cast<int64_t>(ids[i]) - vocab_start;
       if (row < 0 || row >= vocab_shard) continue;
-      for (int64_t j = j0; j < j1; ++j) dtable[row * d + j] += dout[i * d + j];
+      for (int64_t j = j0; j < j1; ++j)
+        dtable[row * d + j] = store<T>(load(dtable[row * d + j]) + load(dout[i * d + j]));
     }
   }
 }
 
-#define STRATA_INSTANTIATE_EMBEDDING(T, I)                                                       \
-  template void embedding_forward<T, I>(const I*, int64_t, const T*, int64_t, int64_t, int64_t,  \
-                                        T*);                                                     \
-  template void embedding_backward<T, I>(const T*, const I*, int64_t, int64_t, int64_t, int64_t, \
-                                         T*);
-STRATA_INSTANTIATE_EMBEDDING(float, int32_t)
-STRATA_INSTANTIATE_EMBEDDING(float, int64_t)
-STRATA_INSTANTIATE_EMBEDDING(double, int32_t)
-STRATA_INSTANTIATE_EMBEDDING(double, int64_t)
+#define STRATA_INSTANTIATE_EMBEDDING(T)                                                            \
+  template void embedding_forward<T, int32_t>(const int32_t*, int64_t, const T*, int64_t, int64_t, \
+                                              int64_t, T*);                                        \
+  template void embedding_forward<T, int64_t>(const int64_t*, int64_t, const T*, int64_t, int64_t, \
+                                              int64_t, T*);                                        \
+  template void embedding_backward<T, int32_t>(const T*, const int32_t*, int64_t, int64_t,         \
+                                               int64_t, int64_t, T*);                              \
+  template void embedding_backward<T, int64_t>(const T*, const int64_t*, int64_t, int64_t,         \
+                                               int64_t, int64_t, T*);
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_EMBEDDING)
 #undef STRATA_INSTANTIATE_EMBEDDING
 
 }  // namespace strata::cpu

@@ -3,8 +3,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/cpu/element.h"
-
 namespace strata::cpu {
 namespace {
 
@@ -21,7 +19,7 @@ void accumulate_over_rows(int64_t rows, int64_t d, T* dparam, Term term) {
     double acc[kBlock] = {};
     for (int64_t r = 0; r < rows; ++r)
       for (int64_t j = j0; j < j1; ++j) acc[j - j0] += term(r, j);
-    for (int64_t j = j0; j < j1; ++j) dparam[j] += static_cast<T>(acc[j - j0]);
+    for (int64_t j = j0; j < j1; ++j) dparam[j] = narrow<T>(widen(dparam[j]) + acc[j - j0]);
   }
 }
 
@@ -29,30 +27,31 @@ void accumulate_over_rows(int64_t rows, int64_t d, T* dparam, Term term) {
 
 template <typename T>
 void layernorm_forward(const T* x, const T* weight, const T* bias, int64_t rows, int64_t d,
-                       double eps, T* y, T* mean, T* rstd) {
+                       double eps, T* y, compute_t<T>* mean, compute_t<T>* rstd) {
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
     T* yr = y + r * d;
     // Two passes (mean, then squared deviations): no cancellation of E[x^2] - E[x]^2.
     double s = 0;
-    for (int64_t j = 0; j < d; ++j) s += xr[j];
+    for (int64_t j = 0; j < d; ++j) s += widen(xr[j]);
     const double mu = s / static_cast<double>(d);
     double ss = 0;
-    for (int64_t j = 0; j < d; ++j) ss += (xr[j] - mu) * (xr[j] - mu);
+    for (int64_t j = 0; j < d; ++j) ss += (widen(xr[j]) - mu) * (widen(xr[j]) - mu);
     const double rs = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
     for (int64_t j = 0; j < d; ++j) {
-      const double v = (xr[j] - mu) * rs * weight[j] + (bias ? static_cast<double>(bias[j]) : 0.0);
-      yr[j] = static_cast<T>(v);
+      const double b = bias ? widen(bias[j]) : 0.0;
+      yr[j] = narrow<T>((widen(xr[j]) - mu) * rs * widen(weight[j]) + b);
     }
-    mean[r] = static_cast<T>(mu);
-    rstd[r] = static_cast<T>(rs);
+    mean[r] = static_cast<compute_t<T>>(mu);
+    rstd[r] = static_cast<compute_t<T>>(rs);
   }
 }
 
 template <typename T>
-void layernorm_backward(const T* dy, const T* x, const T* weight, const T* mean, const T* rstd,
-                        int64_t rows, int64_t d, T* dx, T* dweight, T* dbias) {
+void layernorm_backward(const T* dy, const T* x, const T* weight, const compute_t<T>* mean,
+                        const compute_t<T>* rstd, int64_t rows, int64_t d, T* dx, T* dweight,
+                        T* dbias) {
   const double inv_d = 1.0 / static_cast<double>(d);
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
@@ -61,43 +60,43 @@ void layernorm_backward(const T* dy, const T* x, const T* weight, const T* mean,
     const double mu = mean[r], rs = rstd[r];
     double g_mean = 0, gx_mean = 0;  // mean_j(g), mean_j(g * xhat)
     for (int64_t j = 0; j < d; ++j) {
-      const double g = static_cast<double>(dyr[j]) * weight[j];
+      const double g = widen(dyr[j]) * widen(weight[j]);
       g_mean += g;
-      gx_mean += g * (xr[j] - mu) * rs;
+      gx_mean += g * (widen(xr[j]) - mu) * rs;
     }
     g_mean *= inv_d;
     gx_mean *= inv_d;
     for (int64_t j = 0; j < d; ++j) {
-      const double g = static_cast<double>(dyr[j]) * weight[j];
-      const double xhat = (xr[j] - mu) * rs;
-      dx[r * d + j] = static_cast<T>(rs * (g - g_mean - xhat * gx_mean));
+      const double g = widen(dyr[j]) * widen(weight[j]);
+      const double xhat = (widen(xr[j]) - mu) * rs;
+      dx[r * d + j] = narrow<T>(rs * (g - g_mean - xhat * gx_mean));
     }
   }
   accumulate_over_rows(rows, d, dweight, [&](int64_t r, int64_t j) {
-    return static_cast<double>(dy[r * d + j]) * (x[r * d + j] - mean[r]) * rstd[r];
+    return widen(dy[r * d + j]) * (widen(x[r * d + j]) - mean[r]) * rstd[r];
   });
   if (dbias)
     accumulate_over_rows(rows, d, dbias,
-                         [&](int64_t r, int64_t j) { return static_cast<double>(dy[r * d + j]); });
+                         [&](int64_t r, int64_t j) { return widen(dy[r * d + j]); });
 }
 
 template <typename T>
 void rmsnorm_forward(const T* x, const T* weight, int64_t rows, int64_t d, double eps, T* y,
-                     T* rstd) {
+                     compute_t<T>* rstd) {
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
     const T* xr = x + r * d;
     double ss = 0;
-    for (int64_t j = 0; j < d; ++j) ss += static_cast<double>(xr[j]) * xr[j];
+    for (int64_t j = 0; j < d; ++j) ss += widen(xr[j]) * widen(xr[j]);
     const double rs = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
-    for (int64_t j = 0; j < d; ++j) y[r * d + j] = static_cast<T>(xr[j] * rs * weight[j]);
-    rstd[r] = static_cast<T>(rs);
+    for (int64_t j = 0; j < d; ++j) y[r * d + j] = narrow<T>(widen(xr[j]) * rs * widen(weight[j]));
+    rstd[r] = static_cast<compute_t<T>>(rs);
   }
 }
 
 template <typename T>
-void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, int64_t rows,
-                      int64_t d, T* dx, T* dweight) {
+void rmsnorm_backward(const T* dy, const T* x, const T* weight, const compute_t<T>* rstd,
+                      int64_t rows, int64_t d, T* dx, T* dweight) {
   const double inv_d = 1.0 / static_cast<double>(d);
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
@@ -105,27 +104,28 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const T* rstd, i
     const T* xr = x + r * d;
     const double rs = rstd[r];
     double gx_mean = 0;  // mean_j(g * x)
-    for (int64_t j = 0; j < d; ++j) gx_mean += static_cast<double>(dyr[j]) * weight[j] * xr[j];
+    for (int64_t j = 0; j < d; ++j) gx_mean += widen(dyr[j]) * widen(weight[j]) * widen(xr[j]);
     gx_mean *= inv_d;
     const double rs3 = rs * rs * rs;
     for (int64_t j = 0; j < d; ++j)
-      dx[r * d + j] = static_cast<T>(rs * dyr[j] * weight[j] - xr[j] * rs3 * gx_mean);
+      dx[r * d + j] =
+          narrow<T>(rs * widen(dyr[j]) * widen(weight[j]) - widen(xr[j]) * rs3 * gx_mean);
   }
   accumulate_over_rows(rows, d, dweight, [&](int64_t r, int64_t j) {
-    return static_cast<double>(dy[r * d + j]) * x[r * d + j] * rstd[r];
+    return widen(dy[r * d + j]) * widen(x[r * d + j]) * rstd[r];
   });
 }
 
-#define STRATA_INSTANTIATE_NORMS(T)                                                               \
-  template void layernorm_forward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*,  \
-                                     T*, T*);                                                     \
-  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const T*, int64_t,  \
-                                      int64_t, T*, T*, T*);                                       \
-  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*, T*);         \
-  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, int64_t, int64_t, T*, \
-                                    T*);
-STRATA_INSTANTIATE_NORMS(float)
-STRATA_INSTANTIATE_NORMS(double)
+#define STRATA_INSTANTIATE_NORMS(T)                                                              \
+  template void layernorm_forward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*, \
+                                     compute_t<T>*, compute_t<T>*);                              \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*,         \
+                                      const compute_t<T>*, int64_t, int64_t, T*, T*, T*);        \
+  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*,             \
+                                   compute_t<T>*);                                               \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*, int64_t,  \
+                                    int64_t, T*, T*);
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_NORMS)
 #undef STRATA_INSTANTIATE_NORMS
 
 }  // namespace strata::cpu

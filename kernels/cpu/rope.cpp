@@ -32,17 +32,17 @@ void rope(const T* x, int64_t batch, int64_t seq, int64_t heads, int64_t head_di
       const int64_t base = (row * heads + h) * head_dim;
       for (int64_t j = 0; j < half; ++j) {
         // Both inputs are read before either output is written, so y may alias x.
-        const double lo = x[base + j], hi = x[base + j + half];
-        y[base + j] = static_cast<T>(lo * c[j] - hi * sn[j]);
-        y[base + j + half] = static_cast<T>(hi * c[j] + lo * sn[j]);
+        const double lo = widen(x[base + j]), hi = widen(x[base + j + half]);
+        y[base + j] = narrow<T>(lo * c[j] - hi * sn[j]);
+        y[base + j + half] = narrow<T>(hi * c[j] + lo * sn[j]);
       }
     }
   }
 }
 
-template void rope<float>(const float*, int64_t, int64_t, int64_t, int64_t, int64_t, double, bool,
-                          float*);
-template void rope<double>(const double*, int64_t, int64_t, int64_t, int64_t, int64_t, double, bool,
-                           double*);
+#define STRATA_INSTANTIATE_ROPE(T) \
+  template void rope<T>(const T*, int64_t, int64_t, int64_t, int64_t, int64_t, double, bool, T*);
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_ROPE)
+#undef STRATA_INSTANTIATE_ROPE
 
 }  // namespace strata::cpu

@@ -19,9 +19,10 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int32_t* in
       const T* xr = x + r * n;
       // Strict weak order "comes first": NaN above numbers, larger above smaller, then lower index.
       auto before = [xr](int32_t a, int32_t b) {
-        const bool nan_a = std::isnan(xr[a]), nan_b = std::isnan(xr[b]);
+        const auto va = load(xr[a]), vb = load(xr[b]);
+        const bool nan_a = std::isnan(va), nan_b = std::isnan(vb);
         if (nan_a != nan_b) return nan_a;
-        if (!nan_a && xr[a] != xr[b]) return xr[a] > xr[b];
+        if (!nan_a && va != vb) return va > vb;
         return a < b;
       };
       std::iota(order.begin(), order.end(), 0);
@@ -35,7 +36,9 @@ void topk(const T* x, int64_t rows, int64_t n, int64_t k, T* values, int32_t* in
   }
 }
 
-template void topk<float>(const float*, int64_t, int64_t, int64_t, float*, int32_t*);
-template void topk<double>(const double*, int64_t, int64_t, int64_t, double*, int32_t*);
+#define STRATA_INSTANTIATE_TOPK(T) \
+  template void topk<T>(const T*, int64_t, int64_t, int64_t, T*, int32_t*);
+STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_TOPK)
+#undef STRATA_INSTANTIATE_TOPK
 
 }  // namespace strata::cpu

@@ -94,9 +94,18 @@ inline double tolerance(DType dtype) {
 }
 
 // How far a gradient in `dtype` may sit from central finite differences of the f64 forward. f64
-// is held to the 1e-6 every backward must meet.
+// is held to the 1e-6 every backward must meet. f32 gets 1e-4: backward reads the statistics the
+// forward saved in f32, and RMSNorm's dx = g rstd (1 - x^2 rstd^2) cancels to ~1e-5 of its terms
+// when d is small. The 16-bit formats get two roundings of their own.
 inline double grad_tolerance(DType dtype) {
-  return dtype == DType::f64 ? 1e-6 : 10 * tolerance(dtype);
+  switch (dtype) {
+    case DType::f64:
+      return 1e-6;
+    case DType::f32:
+      return 1e-4;
+    default:
+      return 2 * tolerance(dtype);
+  }
 }
 
 // A test name from its parts, streamed ("layernorm_", shape_tag(s), "_", dtype_name(d)).

@@ -30,6 +30,7 @@ const EmbeddingCase kCases[] = {
     {1, 1, 1, 0, DType::i32, DType::f64},     {17, 5, 3, 0, DType::i64, DType::f64},
     {33, 7, 17, 10, DType::i32, DType::f32},  {67, 13, 70, 26, DType::i64, DType::f32},
     {40, 67, 33, 67, DType::i32, DType::f64}, {5, 3, 129, 3, DType::i64, DType::f32},
+    {17, 5, 8, 2, DType::i64, DType::bf16},   {33, 7, 17, 0, DType::i32, DType::f16},
 };
 
 // Ids spread a little beyond this shard on both sides (other shards' tokens), with repeats.

@@ -61,12 +61,12 @@ const std::vector<Misuse>& table() {
          ops::gemm(f32({3, 4}), f64({4, 6}), c);
        },
        {"gemm", "'b'", "f64[4, 6]", "f32[3, 4]"}},
-      {"gemm_bf16",
+      {"gemm_integer",
        [] {
-         Tensor c = of({3, 6}, DType::bf16);
-         ops::gemm(of({3, 4}, DType::bf16), of({4, 6}, DType::bf16), c);
+         Tensor c = of({3, 6}, DType::i32);
+         ops::gemm(of({3, 4}, DType::i32), of({4, 6}, DType::i32), c);
        },
-       {"gemm", "bf16[3, 4]", "f32, f64"}},
+       {"gemm", "i32[3, 4]", "f32, f64, bf16, f16"}},
       {"gemm_on_cuda",
        [] {
          Tensor c = on_cuda({3, 6});
@@ -98,12 +98,12 @@ const std::vector<Misuse>& table() {
          ops::rmsnorm_forward(f32({2, 8}), f64({8}), 1e-5, y, rstd);
        },
        {"rmsnorm_forward", "'weight'", "f64[8]", "f32[2, 8]"}},
-      {"rmsnorm_bf16",
+      {"rmsnorm_bf16_stats",
        [] {
-         Tensor y = of({2, 8}, DType::bf16), rstd = f32({2});
+         Tensor y = of({2, 8}, DType::bf16), rstd = of({2}, DType::bf16);
          ops::rmsnorm_forward(of({2, 8}, DType::bf16), of({8}, DType::bf16), 1e-5, y, rstd);
        },
-       {"rmsnorm_forward", "bf16[2, 8]", "f32, f64"}},
+       {"rmsnorm_forward", "'rstd'", "bf16[2]", "must have dtype f32", "bf16[2, 8]"}},
       {"rmsnorm_backward_rstd_shape",
        [] {
          Tensor dx = f32({2, 8}), dw = f32({8});

@@ -34,7 +34,9 @@ const NormCase kCases[] = {
     {false, {7, 3}, false, DType::f32},     {false, {1, 128}, true, DType::f64},
     {true, {1, 1}, false, DType::f64},      {true, {3, 17}, false, DType::f64},
     {true, {2, 3, 33}, false, DType::f32},  {true, {5, 67}, false, DType::f64},
-    {true, {4, 1}, false, DType::f32},
+    {true, {4, 1}, false, DType::f32},      {false, {3, 17}, true, DType::bf16},
+    {false, {2, 33}, false, DType::f16},    {true, {3, 17}, false, DType::bf16},
+    {true, {5, 67}, false, DType::f16},
 };
 
 struct Inputs {

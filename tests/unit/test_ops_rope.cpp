@@ -29,6 +29,7 @@ const RopeCase kCases[] = {
     {{1, 1, 1, 2}, 0, 10000, DType::f64},     {{1, 3, 2, 4}, 5, 10000, DType::f64},
     {{2, 17, 3, 8}, 0, 10000, DType::f32},    {{1, 33, 1, 6}, 100, 500000, DType::f64},
     {{3, 5, 4, 16}, 1021, 10000, DType::f32}, {{1, 67, 2, 2}, 7, 10, DType::f64},
+    {{2, 5, 3, 8}, 3, 10000, DType::bf16},    {{1, 17, 2, 4}, 9, 10000, DType::f16},
 };
 
 // y[b, s, h, :] by the definition: pair j with j + half, angle (offset + s) * theta^(-2j/dim).

@@ -28,7 +28,7 @@ void PrintTo(const TopkCase& c, std::ostream* out) {
 const TopkCase kCases[] = {
     {1, 1, 1, false, DType::f32},  {3, 17, 2, false, DType::f64},  {33, 8, 2, true, DType::f32},
     {5, 67, 67, true, DType::f64}, {67, 64, 8, false, DType::f32}, {2, 3, 3, false, DType::f64},
-    {17, 33, 5, true, DType::f64},
+    {17, 33, 5, true, DType::f64}, {9, 33, 4, true, DType::bf16},  {4, 17, 17, false, DType::f16},
 };
 
 class Topk : public ::testing::TestWithParam<TopkCase> {};
