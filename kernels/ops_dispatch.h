@@ -49,7 +49,7 @@ inline void dtype_in(std::string_view op, std::string_view arg, const Tensor& t,
 }
 
 // Calls f(T{}) with T = float or double for f32 or f64; any other dtype throws an Error naming the
-// op and the argument. Used by ops whose CPU kernels compute in the tensors' own precision.
+// op and the argument. For tensors that must hold full precision (AdamW's master weights).
 template <typename F>
 void real(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
   dtype_in(op, arg, t, {DType::f32, DType::f64});
@@ -59,8 +59,8 @@ void real(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
     f(double{});
 }
 
-// As real(), and also bf16 and f16: storage formats whose elements the kernels widen to f32
-// (kernels/cpu/element.h), for the elementwise ops where that costs nothing extra.
+// As real(), and also bf16 and f16: storage formats that the kernels widen on load and round to
+// nearest even on store (kernels/cpu/element.h).
 template <typename F>
 void floating(std::string_view op, std::string_view arg, const Tensor& t, F&& f) {
   dtype_in(op, arg, t, {DType::f32, DType::f64, DType::bf16, DType::f16});
