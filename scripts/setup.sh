@@ -10,7 +10,7 @@ packages=(
   libyaml-cpp-dev
   libgtest-dev
   libbenchmark-dev
-  libopenblas-dev
+  libopenblas-dev libopenblas-openmp-dev
   libcli11-dev
   nlohmann-json3-dev
   python3 python3-matplotlib
