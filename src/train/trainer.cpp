@@ -58,6 +58,8 @@ Trainer::Trainer(const Config& config, TrainOptions options)
   STRATA_CHECK(config.parallel.dp * config.parallel.tp * config.parallel.pp * config.parallel.sp == 1,
                "this trainer runs one process; parallel.dp/tp/pp/sp must be 1 (multi-rank "
                "training is a later issue)");
+  // A resume target that is not a checkpoint fails before any data is read.
+  if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
   recompute_ = parse_recompute(config.train.recompute);
   schedule_ = LrSchedule{config.optim.lr, config.optim.min_lr, config.optim.warmup_steps,
                          config.train.steps, config.optim.schedule};
