@@ -1,0 +1,71 @@
+// The NCCL backend: collectives on CUDA tensors, one GPU per rank. Bootstrapped over MPI (rank 0
+// of the group makes the unique id, MPI_Bcast hands it to the others, every rank joins with
+// ncclCommInitRank), so any MPI sub-communicator of the process grid becomes an NCCL group.
+//
+// Streams: every operation runs on this communicator's own stream (non-blocking w.r.t. the legacy
+// default stream), after the work already queued on the compute stream (an event recorded there,
+// waited for on the communication stream). The blocking calls return when the operation finished
+// on the device; the *_async handles hold an event: is_done() queries it, wait() synchronises on
+// it. NCCL errors that surface asynchronously are checked in wait() (ncclCommGetAsyncError).
+//
+// Compiled only with CUDA (src/comm/nccl/ is outside the CPU build).
+#pragma once
+
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include "comm/communicator.h"
+
+namespace strata {
+
+class NcclCommunicator final : public Communicator {
+ public:
+  // Collective over `comm`'s ranks. `device` is this rank's GPU (each rank of a group its own:
+  // NCCL refuses two ranks on one device).
+  NcclCommunicator(std::string name, MPI_Comm comm, int device);
+  ~NcclCommunicator() override;
+
+  std::string_view backend() const override { return "nccl"; }
+  int device() const { return device_; }
+  cudaStream_t stream() const { return stream_; }
+  // The stream whose queued work each operation waits for (default: the legacy default stream).
+  void set_compute_stream(cudaStream_t stream) { compute_stream_ = stream; }
+  // ncclCommAbort: in-flight operations end, the communicator is unusable afterwards. For the
+  // abort-all-ranks path (STYLE habit 15) when a peer has failed.
+  void abort();
+
+ protected:
+  CommHandle start_all_reduce(const Tensor& x, ReduceOp op, Mode mode) override;
+  CommHandle start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op,
+                                  Mode mode) override;
+  CommHandle start_all_gather(const Tensor& in, const Tensor& out, Mode mode) override;
+  CommHandle start_broadcast(const Tensor& x, int root, Mode mode) override;
+  CommHandle start_send(const Tensor& x, int peer, Mode mode) override;
+  CommHandle start_recv(const Tensor& x, int peer, Mode mode) override;
+  CommHandle start_send_recv(const Tensor& send, int to, const Tensor& recv, int from,
+                             Mode mode) override;
+  CommHandle start_all_to_all(const Tensor& in, std::span<const int64_t> send_counts,
+                              const Tensor& out, std::span<const int64_t> recv_counts,
+                              Mode mode) override;
+  void do_barrier() override;
+  std::vector<int64_t> exchange_host(std::span<const int64_t> mine) override;
+
+ private:
+  // Checks that the tensors live on this communicator's GPU, makes the communication stream wait
+  // for the compute stream, and sets the device for the calls that follow.
+  void begin(std::initializer_list<const Tensor*> tensors);
+  // Blocking: synchronises and returns a done handle. Async: a handle on an event after the op.
+  CommHandle end(Mode mode, std::string_view op, std::vector<Tensor> keep_alive);
+  void check_async_error();
+
+  MPI_Comm mpi_comm_ = MPI_COMM_NULL;
+  ncclComm_t comm_ = nullptr;
+  int device_ = 0;
+  cudaStream_t stream_ = nullptr;
+  cudaStream_t compute_stream_ = cudaStreamLegacy;
+  cudaEvent_t compute_ready_ = nullptr;
+  bool aborted_ = false;
+};
+
+}  // namespace strata
