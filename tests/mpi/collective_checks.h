@@ -64,6 +64,17 @@ void check_ring(Communicator& comm, Allocator& allocator, const CollectiveCase& 
 void check_all_to_all(Communicator& comm, Allocator& allocator, const CollectiveCase& c,
                       int64_t unit, uint64_t seed);
 
+// The message of the Error `body` throws ("no error" when it throws none).
+template <typename F>
+std::string error_of(F&& body) {
+  try {
+    body();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "no error";
+}
+
 // Whether `message` contains `part` (a failure that prints both otherwise).
 void expect_contains(const std::string& message, const std::string& part);
 

@@ -12,17 +12,6 @@ using namespace strata::testing;
 
 namespace {
 
-// The message of the Error `body` throws ("no error" when it does not).
-template <typename F>
-std::string error_of(F&& body) {
-  try {
-    body();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "no error";
-}
-
 // After an error, the group still works: an all_reduce of ones gives the group size.
 void expect_still_usable(Communicator& comm) {
   Tensor one = Tensor::from_vector(std::vector<int32_t>{1}, {1});

@@ -64,33 +64,18 @@ TEST(ProcessGroups, RanksThatDisagreeAllGetTheError) {
   // Each layout is valid on its own; the ranks just do not agree.
   const GridSizes sizes = world().rank() == 0 ? GridSizes{.dp = p} : GridSizes{.tp = p};
   ProcessGrid grid(p, world().rank(), sizes);
-  std::string message = "no error";
-  try {
-    ProcessGroups groups(grid, Backend::mpi);
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  expect_contains(message, "ranks disagree on the process grid");
+  expect_contains(error_of([&] { ProcessGroups groups(grid, Backend::mpi); }),
+                  "ranks disagree on the process grid");
 }
 
 TEST(ProcessGroups, BackendNames) {
   EXPECT_EQ(parse_backend("mpi"), Backend::mpi);
   EXPECT_EQ(backend_name(Backend::nccl), "nccl");
-  std::string message;
-  try {
-    parse_backend("gloo");
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  expect_contains(message, "unknown communication backend 'gloo' (valid: mpi, nccl)");
+  expect_contains(error_of([] { parse_backend("gloo"); }),
+                  "unknown communication backend 'gloo' (valid: mpi, nccl)");
 #if !STRATA_CUDA
   ProcessGrid grid(world().size(), world().rank(), {.dp = world().size()});
-  message.clear();
-  try {
-    ProcessGroups groups(grid, Backend::nccl);
-  } catch (const Error& e) {
-    message = e.what();
-  }
-  expect_contains(message, "the nccl backend needs CUDA");
+  expect_contains(error_of([&] { ProcessGroups groups(grid, Backend::nccl); }),
+                  "the nccl backend needs CUDA");
 #endif
 }

@@ -1,0 +1,154 @@
+// CUDA tensors across ranks: the NCCL backend, and the MPI backend's pinned-host staging, run the
+// same collective table as the CPU tests (collective_checks.h). Every test skips itself (on every
+// rank together) where there is no GPU, or, for NCCL, fewer GPUs than ranks on the node.
+#include <gtest/gtest.h>
+#include <mpi.h>
+
+#include "collective_checks.h"
+
+#if STRATA_CUDA
+#include <cuda_runtime.h>
+
+#include "comm/launch_env.h"
+#include "comm/mpi_communicator.h"
+#include "comm/nccl/nccl_communicator.h"
+#include "comm/process_groups.h"
+#include "core/cuda/cuda_check.h"
+#endif
+
+using namespace strata;
+using namespace strata::testing;
+
+#if STRATA_CUDA
+
+namespace {
+
+// Plain cudaMalloc memory for the test tensors.
+class TestCudaAllocator final : public Allocator {
+ public:
+  explicit TestCudaAllocator(int device) : device_(device) {}
+  Device device() const override { return Device::cuda(device_); }
+  void* allocate(size_t bytes) override {
+    void* ptr = nullptr;
+    STRATA_CUDA_CHECK(cudaSetDevice(device_));
+    STRATA_CUDA_CHECK(cudaMalloc(&ptr, bytes == 0 ? 256 : bytes));
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t) override { cudaFree(ptr); }
+
+ private:
+  int device_;
+};
+
+// This rank's GPU, or -1 where the test must skip: decided together (a max over the world of
+// "cannot"), so all ranks skip or none does and no rank waits in a collective alone.
+int device_for_this_rank(bool one_gpu_per_rank) {
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
+  const LaunchEnv env = read_launch_env();
+  const bool can = count > 0 && (!one_gpu_per_rank || count >= env.local_size);
+  Tensor cannot = Tensor::from_vector(std::vector<int32_t>{can ? 0 : 1}, {1});
+  world().all_reduce(cannot, ReduceOp::max);
+  if (cannot.data<int32_t>()[0] != 0) return -1;
+  const int device = env.local_rank % count;
+  STRATA_CUDA_CHECK(cudaSetDevice(device));
+  return device;
+}
+
+const std::vector<DType> kNcclDtypes = {DType::f32, DType::f64, DType::bf16,
+                                        DType::f16, DType::i32, DType::i64};
+
+// The collective table, shortened (the CPU tests cover every variant on the MPI path).
+void run_table(Communicator& comm, Allocator& allocator, const std::vector<DType>& dtypes) {
+  for (DType dtype : dtypes) {
+    for (ReduceOp op : {ReduceOp::sum, ReduceOp::avg, ReduceOp::max}) {
+      if (op == ReduceOp::avg && !is_floating(dtype)) continue;
+      for (int64_t n : {1, 7, 1000, 65537}) {
+        check_all_reduce(comm, allocator, {dtype, op, n, false, false}, 31);
+        check_reduce_scatter(comm, allocator, {dtype, op, n, false, n == 1000}, 32);
+      }
+      check_all_reduce(comm, allocator, {dtype, op, 1000, true, false}, 33);
+      check_reduce_scatter(comm, allocator, {dtype, op, 1000, true, false}, 34);
+    }
+    for (int64_t n : {1, 7, 1000, 65537}) {
+      check_all_gather(comm, allocator, {dtype, ReduceOp::sum, n, false, n == 7}, 35);
+      check_broadcast(comm, allocator, {dtype, ReduceOp::sum, n, n == 7, false}, comm.size() - 1, 36);
+      check_ring(comm, allocator, {dtype, ReduceOp::sum, n, n == 1000, false}, false, 37);
+    }
+    check_all_gather(comm, allocator, {dtype, ReduceOp::sum, 1000, true, true}, 38);
+    check_all_to_all(comm, allocator, {dtype, ReduceOp::sum, 0, false, false}, 1, 39);
+    check_all_to_all(comm, allocator, {dtype, ReduceOp::sum, 0, true, false}, 1000, 40);
+  }
+  comm.barrier();
+}
+
+}  // namespace
+
+TEST(Nccl, CollectiveTable) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
+  if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
+  TestCudaAllocator gpu(device);
+  NcclCommunicator comm("world", MPI_COMM_WORLD, device);
+  EXPECT_EQ(comm.backend(), "nccl");
+  EXPECT_EQ(comm.size(), world().size());
+  run_table(comm, gpu, kNcclDtypes);
+}
+
+TEST(Nccl, PairwiseSendRecvAndErrors) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
+  if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
+  TestCudaAllocator gpu(device);
+  NcclCommunicator comm("pp", MPI_COMM_WORLD, device);
+  const int p = comm.size(), r = comm.rank();
+  // Pipeline style: rank 0 sends, rank 1 receives (separate calls, opposite order on the peers).
+  if (p >= 2 && r < 2) {
+    std::vector<double> values(300);
+    for (size_t i = 0; i < values.size(); ++i) values[i] = input_value(DType::bf16, 41, 0, static_cast<int64_t>(i), p);
+    if (r == 0) {
+      comm.send(make_tensor(values, DType::bf16, gpu), 1);
+    } else {
+      Tensor x = Tensor::zeros({300}, DType::bf16, gpu);
+      comm.recv_async(x, 0).wait();
+      expect_values(x, values, "nccl send/recv");
+    }
+  }
+  // CPU tensors and u16 reductions are refused with the reason.
+  Tensor cpu = Tensor::zeros({4}, DType::f32);
+  expect_contains(error_of([&] { comm.all_reduce(cpu); }),
+                  "is not on this NCCL communicator's device");
+  Tensor u16s = Tensor::zeros({4}, DType::u16, gpu);
+  expect_contains(error_of([&] { comm.all_reduce(u16s); }), "NCCL cannot reduce u16");
+  // Size checks work on NCCL too (they go over the bootstrap MPI communicator).
+  if (p >= 2) {
+    Tensor x = Tensor::zeros({r == 1 ? 1000 : 1024}, DType::f32, gpu);
+    const std::string message = error_of([&] { comm.all_reduce(x); });
+    expect_contains(message, "all_reduce on group 'pp'");
+    expect_contains(message, "element counts differ across ranks");
+  }
+  comm.barrier();
+}
+
+TEST(Nccl, ProcessGroups) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
+  if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
+  TestCudaAllocator gpu(device);
+  const int p = world().size();
+  ProcessGrid grid(p, world().rank(), {.dp = p});
+  ProcessGroups groups(grid, Backend::nccl, MPI_COMM_WORLD, device);
+  check_all_reduce(groups.dp(), gpu, {DType::bf16, ReduceOp::avg, 1000, false, false}, 42);
+  check_all_reduce(groups.tp(), gpu, {DType::f32, ReduceOp::sum, 1000, true, false}, 43);
+}
+
+// The MPI backend on CUDA tensors stages through pinned host memory; ranks may share a GPU.
+TEST(MpiStaged, CollectiveTable) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/false);
+  if (device < 0) GTEST_SKIP() << "needs a GPU";
+  TestCudaAllocator gpu(device);
+  run_table(world(), gpu, {DType::f32, DType::bf16, DType::f16, DType::i64, DType::u16});
+}
+
+#else
+
+TEST(Nccl, NotBuilt) { GTEST_SKIP() << "this build has no CUDA backend (STRATA_CUDA=0)"; }
+
+#endif
