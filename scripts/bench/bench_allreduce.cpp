@@ -38,10 +38,14 @@ Options parse(int argc, char** argv) {
   Options o;
   for (int i = 1; i + 1 < argc; i += 2) {
     const std::string flag = argv[i];
-    if (flag == "--mib") o.mib = std::atof(argv[i + 1]);
-    else if (flag == "--iters") o.iters = std::atoi(argv[i + 1]);
-    else if (flag == "--warmup") o.warmup = std::atoi(argv[i + 1]);
-    else STRATA_FAIL("unknown option ", flag, " (valid: --mib, --iters, --warmup)");
+    if (flag == "--mib")
+      o.mib = std::atof(argv[i + 1]);
+    else if (flag == "--iters")
+      o.iters = std::atoi(argv[i + 1]);
+    else if (flag == "--warmup")
+      o.warmup = std::atoi(argv[i + 1]);
+    else
+      STRATA_FAIL("unknown option ", flag, " (valid: --mib, --iters, --warmup)");
   }
   STRATA_CHECK(o.mib > 0 && o.iters > 0 && o.warmup >= 0, "bad options");
   return o;
@@ -129,25 +133,26 @@ int main(int argc, char** argv) {
       int length = 0;
       MPI_Get_library_version(library, &length);
       const char* newline = std::strchr(library, '\n');
-      const std::string mpi_version(library, newline ? static_cast<size_t>(newline - library)
-                                                     : std::strlen(library));
+      const std::string mpi_version(
+          library, newline ? static_cast<size_t>(newline - library) : std::strlen(library));
       const double bytes = static_cast<double>(n) * sizeof(float);
-      std::printf("# all_reduce f32 sum, %.0f MiB (%lld elements), %d ranks, %d iterations "
-                  "(+%d warm-up), host %s, %ld cores\n# %s, %s\n",
-                  options.mib, static_cast<long long>(n), p, options.iters, options.warmup, host,
-                  sysconf(_SC_NPROCESSORS_ONLN), mpi_version.c_str(),
-                  session.thread_level_name().c_str());
+      std::printf(
+          "# all_reduce f32 sum, %.0f MiB (%lld elements), %d ranks, %d iterations "
+          "(+%d warm-up), host %s, %ld cores\n# %s, %s\n",
+          options.mib, static_cast<long long>(n), p, options.iters, options.warmup, host,
+          sysconf(_SC_NPROCESSORS_ONLN), mpi_version.c_str(), session.thread_level_name().c_str());
       std::printf("%-40s %10s %10s %12s %12s %8s %10s\n", "variant", "median_ms", "min_ms",
                   "algbw_GB/s", "busbw_GB/s", "ratio", "min_ratio");
       const double bare = median(variants[0].seconds);
-      const double bare_best = *std::min_element(variants[0].seconds.begin(), variants[0].seconds.end());
+      const double bare_best =
+          *std::min_element(variants[0].seconds.begin(), variants[0].seconds.end());
       for (const Variant& v : variants) {
         const double med = median(v.seconds);
         const double best = *std::min_element(v.seconds.begin(), v.seconds.end());
         const double algbw = bytes / med / 1e9;
         const double busbw = p > 1 ? algbw * 2.0 * (p - 1) / p : 0.0;
-        std::printf("%-40s %10.2f %10.2f %12.2f %12.2f %8.3f %10.3f\n", v.name.c_str(),
-                    med * 1e3, best * 1e3, algbw, busbw, med / bare, best / bare_best);
+        std::printf("%-40s %10.2f %10.2f %12.2f %12.2f %8.3f %10.3f\n", v.name.c_str(), med * 1e3,
+                    best * 1e3, algbw, busbw, med / bare, best / bare_best);
       }
     }
     return 0;

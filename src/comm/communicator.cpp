@@ -9,9 +9,12 @@ namespace strata {
 
 std::string_view reduce_op_name(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return "sum";
-    case ReduceOp::avg: return "avg";
-    case ReduceOp::max: return "max";
+    case ReduceOp::sum:
+      return "sum";
+    case ReduceOp::avg:
+      return "avg";
+    case ReduceOp::max:
+      return "max";
   }
   STRATA_FAIL("unknown reduce op code ", static_cast<int>(op));
 }
@@ -30,15 +33,17 @@ CommHandle& CommHandle::operator=(CommHandle&& other) noexcept {
   return *this;
 }
 
-CommHandle::~CommHandle() { finish_or_abort(); }
+CommHandle::~CommHandle() {
+  finish_or_abort();
+}
 
 void CommHandle::finish_or_abort() noexcept {
   if (!pending_) return;
   try {
     wait();
   } catch (const std::exception& e) {
-    abort_all_ranks(detail::concat("a communication handle destroyed before wait() failed: ",
-                                   e.what()));
+    abort_all_ranks(
+        detail::concat("a communication handle destroyed before wait() failed: ", e.what()));
   }
 }
 
@@ -93,8 +98,8 @@ namespace {
 
 void check_tensor(const Tensor& t, const char* what) {
   STRATA_CHECK(t.defined(), what, " is an undefined tensor");
-  STRATA_CHECK(t.is_contiguous(), what, " must be contiguous, got ", t.describe(),
-               " with strides ", shape_string(t.strides()));
+  STRATA_CHECK(t.is_contiguous(), what, " must be contiguous, got ", t.describe(), " with strides ",
+               shape_string(t.strides()));
 }
 
 void check_same_kind(const Tensor& in, const Tensor& out) {
@@ -103,8 +108,9 @@ void check_same_kind(const Tensor& in, const Tensor& out) {
 }
 
 void check_reducible(DType dtype, ReduceOp op) {
-  STRATA_CHECK(op != ReduceOp::avg || is_floating(dtype), "reduce op avg needs a floating dtype, got ",
-               dtype_name(dtype), " (sum, then divide where the rounding is yours to choose)");
+  STRATA_CHECK(op != ReduceOp::avg || is_floating(dtype),
+               "reduce op avg needs a floating dtype, got ", dtype_name(dtype),
+               " (sum, then divide where the rounding is yours to choose)");
 }
 
 void check_in_out(const Tensor& in, const Tensor& out) {
@@ -123,10 +129,11 @@ void check_in_place(const Tensor& in, const Tensor& out, bool slot_is_out, int r
   if (!comm_detail::overlaps(in.raw(), in.nbytes(), out.raw(), out.nbytes())) return;
   const Tensor& whole = slot_is_out ? in : out;
   const Tensor& slot = slot_is_out ? out : in;
-  STRATA_CHECK(static_cast<const char*>(slot.raw()) ==
-                   static_cast<const char*>(whole.raw()) + rank * static_cast<int64_t>(slot.nbytes()),
-               slot_is_out ? "out" : "in", " overlaps ", slot_is_out ? "in" : "out",
-               " but is not this rank's slot of it (the in-place form)");
+  STRATA_CHECK(
+      static_cast<const char*>(slot.raw()) ==
+          static_cast<const char*>(whole.raw()) + rank * static_cast<int64_t>(slot.nbytes()),
+      slot_is_out ? "out" : "in", " overlaps ", slot_is_out ? "in" : "out",
+      " but is not this rank's slot of it (the in-place form)");
 }
 
 void check_all_to_all_counts(const Tensor& in, std::span<const int64_t> send_counts,
@@ -205,8 +212,8 @@ std::vector<int64_t> Communicator::exchange_checked(const std::string& local_err
   return all;
 }
 
-void Communicator::agree_on(const std::string& local_error, int64_t count, DType dtype,
-                            int64_t arg, Arg kind) {
+void Communicator::agree_on(const std::string& local_error, int64_t count, DType dtype, int64_t arg,
+                            Arg kind) {
   std::vector<int64_t> all =
       exchange_checked(local_error, {count, static_cast<int64_t>(dtype), arg});
   if (all.empty()) return;
@@ -232,8 +239,8 @@ void Communicator::agree_on(const std::string& local_error, int64_t count, DType
                 }));
   }
   if (kind != Arg::none && differs(3)) {
-    STRATA_FAIL(kind == Arg::root ? "roots" : "reduce ops", " differ across ranks: ",
-                per_rank(3, [&](int64_t v) {
+    STRATA_FAIL(kind == Arg::root ? "roots" : "reduce ops",
+                " differ across ranks: ", per_rank(3, [&](int64_t v) {
                   return kind == Arg::root ? std::to_string(v)
                                            : std::string(reduce_op_name(static_cast<ReduceOp>(v)));
                 }));
@@ -260,7 +267,8 @@ void Communicator::agree_on_all_to_all(const std::string& local_error,
     dtypes.emplace_back(dtype_name(static_cast<DType>(all[r * stride + 1])));
     dtypes_differ = dtypes_differ || dtypes[r] != dtypes[0];
   }
-  STRATA_CHECK(!dtypes_differ, "dtypes differ across ranks: ", comm_detail::describe_per_rank(dtypes));
+  STRATA_CHECK(!dtypes_differ,
+               "dtypes differ across ranks: ", comm_detail::describe_per_rank(dtypes));
   std::string mismatches;
   int n_mismatches = 0;
   for (size_t i = 0; i < p; ++i) {
@@ -324,7 +332,8 @@ CommHandle Communicator::broadcast_impl(Tensor& x, int root, Mode mode) {
   return with_context(context("broadcast"), [&] {
     agree_on(local_error([&] {
                check_tensor(x, "x");
-               STRATA_CHECK(root >= 0 && root < size_, "root ", root, " is not a rank of the group");
+               STRATA_CHECK(root >= 0 && root < size_, "root ", root,
+                            " is not a rank of the group");
              }),
              x.numel(), x.dtype(), root, Arg::root);
     return start_broadcast(x, root, mode);
@@ -370,19 +379,21 @@ CommHandle Communicator::all_to_all_impl(const Tensor& in, std::span<const int64
                                          Tensor& out, std::span<const int64_t> recv_counts,
                                          Mode mode) {
   return with_context(context("all_to_all"), [&] {
-    agree_on_all_to_all(local_error([&] {
-                          check_in_out(in, out);
-                          check_all_to_all_counts(in, send_counts, out, recv_counts, size_);
-                          STRATA_CHECK(!comm_detail::overlaps(in.raw(), in.nbytes(), out.raw(),
-                                                              out.nbytes()),
-                                       "in and out overlap (all_to_all has no in-place form)");
-                        }),
-                        send_counts, recv_counts, in.dtype());
+    agree_on_all_to_all(
+        local_error([&] {
+          check_in_out(in, out);
+          check_all_to_all_counts(in, send_counts, out, recv_counts, size_);
+          STRATA_CHECK(!comm_detail::overlaps(in.raw(), in.nbytes(), out.raw(), out.nbytes()),
+                       "in and out overlap (all_to_all has no in-place form)");
+        }),
+        send_counts, recv_counts, in.dtype());
     return start_all_to_all(in, send_counts, out, recv_counts, mode);
   });
 }
 
-void Communicator::all_reduce(Tensor& x, ReduceOp op) { all_reduce_impl(x, op, Mode::blocking); }
+void Communicator::all_reduce(Tensor& x, ReduceOp op) {
+  all_reduce_impl(x, op, Mode::blocking);
+}
 CommHandle Communicator::all_reduce_async(Tensor& x, ReduceOp op) {
   return all_reduce_impl(x, op, Mode::async);
 }
@@ -401,17 +412,25 @@ CommHandle Communicator::all_gather_async(const Tensor& in, Tensor& out) {
   return all_gather_impl(in, out, Mode::async);
 }
 
-void Communicator::broadcast(Tensor& x, int root) { broadcast_impl(x, root, Mode::blocking); }
+void Communicator::broadcast(Tensor& x, int root) {
+  broadcast_impl(x, root, Mode::blocking);
+}
 CommHandle Communicator::broadcast_async(Tensor& x, int root) {
   return broadcast_impl(x, root, Mode::async);
 }
 
-void Communicator::send(const Tensor& x, int peer) { send_impl(x, peer, Mode::blocking); }
-void Communicator::recv(Tensor& x, int peer) { recv_impl(x, peer, Mode::blocking); }
+void Communicator::send(const Tensor& x, int peer) {
+  send_impl(x, peer, Mode::blocking);
+}
+void Communicator::recv(Tensor& x, int peer) {
+  recv_impl(x, peer, Mode::blocking);
+}
 CommHandle Communicator::send_async(const Tensor& x, int peer) {
   return send_impl(x, peer, Mode::async);
 }
-CommHandle Communicator::recv_async(Tensor& x, int peer) { return recv_impl(x, peer, Mode::async); }
+CommHandle Communicator::recv_async(Tensor& x, int peer) {
+  return recv_impl(x, peer, Mode::async);
+}
 
 void Communicator::send_recv(const Tensor& send, int to, Tensor& recv, int from) {
   send_recv_impl(send, to, recv, from, Mode::blocking);

@@ -74,9 +74,9 @@ class Communicator {
   Communicator& operator=(const Communicator&) = delete;
 
   const std::string& name() const { return name_; }  // the group: "world", "tp", "dp", ...
-  int rank() const { return rank_; }                  // this process's index in the group
+  int rank() const { return rank_; }                 // this process's index in the group
   int size() const { return size_; }
-  virtual std::string_view backend() const = 0;       // "mpi", "nccl"
+  virtual std::string_view backend() const = 0;  // "mpi", "nccl"
   // "group 'dp' (rank 1 of 2 ranks)": the context every error carries.
   std::string where() const;
 
@@ -115,8 +115,8 @@ class Communicator {
   CommHandle send_recv_async(const Tensor& send, int to, Tensor& recv, int from);
 
   // Uneven all-to-all: send_counts[j] elements go to rank j, recv_counts[j] come from rank j; the
-  // counts must pair up across ranks (rank i's send_counts[j] == rank j's recv_counts[i]), which the
-  // size check verifies.
+  // counts must pair up across ranks (rank i's send_counts[j] == rank j's recv_counts[i]), which
+  // the size check verifies.
   void all_to_all(const Tensor& in, std::span<const int64_t> send_counts, Tensor& out,
                   std::span<const int64_t> recv_counts);
   CommHandle all_to_all_async(const Tensor& in, std::span<const int64_t> send_counts, Tensor& out,

@@ -16,8 +16,9 @@ PinnedPool::~PinnedPool() {
 #if STRATA_CUDA
   for (auto [ptr, bytes] : capacity_) {
     cudaError_t rc = cudaFreeHost(ptr);
-    if (rc != cudaSuccess) log::warn("cudaFreeHost of a ", bytes, "-byte staging buffer failed: ",
-                                     detail::cuda_error_string(rc));
+    if (rc != cudaSuccess)
+      log::warn("cudaFreeHost of a ", bytes,
+                "-byte staging buffer failed: ", detail::cuda_error_string(rc));
   }
 #endif
 }

@@ -58,8 +58,8 @@ class HostStage {
     void* host;
   };
   std::shared_ptr<PinnedPool> pool_;
-  std::vector<void*> pinned_;     // buffers from the pool, returned on destruction
-  std::vector<Tensor> scratch_;   // CPU scratch buffers
+  std::vector<void*> pinned_;    // buffers from the pool, returned on destruction
+  std::vector<Tensor> scratch_;  // CPU scratch buffers
   std::vector<Output> outputs_;
 };
 

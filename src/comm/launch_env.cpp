@@ -35,7 +35,8 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
   size_t pos = 0;
   while (pos < spec.size()) {
     size_t comma = spec.find(',', pos);
-    std::string_view item(spec.data() + pos, (comma == std::string::npos ? spec.size() : comma) - pos);
+    std::string_view item(spec.data() + pos,
+                          (comma == std::string::npos ? spec.size() : comma) - pos);
     int tasks = 0, repeat = 1;
     size_t paren = item.find("(x");
     std::string_view tasks_text = item.substr(0, paren);
@@ -56,7 +57,8 @@ int slurm_tasks_on_node(const std::string& spec, int node) {
     index += repeat;
     pos = comma == std::string::npos ? spec.size() : comma + 1;
   }
-  STRATA_FAIL("SLURM_TASKS_PER_NODE='", spec, "' lists ", index, " nodes, but SLURM_NODEID is ", node);
+  STRATA_FAIL("SLURM_TASKS_PER_NODE='", spec, "' lists ", index, " nodes, but SLURM_NODEID is ",
+              node);
 }
 
 // Slurm's local rank and size, when Slurm set them.
@@ -102,8 +104,8 @@ struct Source {
   const char* size;        // nullptr: PMIx exports none; Slurm's (or PMI's) count is used
   const char* local_rank;  // nullptr: none of its own
   const char* local_size;
-  bool slurm_local;        // fall back on Slurm's local rank (not under mpirun: Slurm's describe
-                           // the mpirun step there)
+  bool slurm_local;  // fall back on Slurm's local rank (not under mpirun: Slurm's describe
+                     // the mpirun step there)
 };
 
 constexpr Source kSources[] = {
@@ -141,9 +143,9 @@ LaunchEnv read_launch_env(const EnvLookup& lookup) {
       env.local_rank = *local_rank;
       env.local_size = *local_size;
     } else if (!(source.slurm_local && read_slurm_local(lookup, env))) {
-      assume_single_node(env, source.local_rank ? detail::concat(source.local_rank, "/",
-                                                                 source.local_size)
-                                                : std::string("SLURM_LOCALID"));
+      assume_single_node(env, source.local_rank
+                                  ? detail::concat(source.local_rank, "/", source.local_size)
+                                  : std::string("SLURM_LOCALID"));
     }
     break;
   }

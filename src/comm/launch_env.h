@@ -5,9 +5,10 @@
 // inside a Slurm allocation both OpenMPI's and Slurm's variables are set, and Slurm's describe the
 // mpirun step, not this process):
 //   openmpi  OMPI_COMM_WORLD_RANK, _SIZE, _LOCAL_RANK, _LOCAL_SIZE
-//   pmi      PMI_RANK, PMI_SIZE (MPICH/Hydra, Intel MPI); local from MPI_LOCALRANKID, MPI_LOCALNRANKS
-//   pmix     PMIX_RANK; the sizes and local rank from Slurm's variables (srun --mpi=pmix)
-//   slurm    SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; local size from SLURM_TASKS_PER_NODE
+//   pmi      PMI_RANK, PMI_SIZE (MPICH/Hydra, Intel MPI); local from MPI_LOCALRANKID,
+//   MPI_LOCALNRANKS pmix     PMIX_RANK; the sizes and local rank from Slurm's variables (srun
+//   --mpi=pmix) slurm    SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID; local size from
+//   SLURM_TASKS_PER_NODE
 //            ("2(x3),1") at SLURM_NODEID
 // No launcher: one process, rank 0 of 1. A launcher that names a rank but not the local rank is
 // taken as a single node (local_rank = rank, local_size = world_size), and `note` says so.

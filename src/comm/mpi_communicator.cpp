@@ -28,8 +28,8 @@ class MpiPending final : public CommHandle::Pending {
   bool test() override {
     if (finished_) return true;
     int done = 0;
-    STRATA_MPI_CHECK(MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done,
-                                 statuses.data()));
+    STRATA_MPI_CHECK(
+        MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, statuses.data()));
     if (done) finish();
     return done != 0;
   }
@@ -81,15 +81,15 @@ MpiCommunicator::~MpiCommunicator() {
 }
 
 // A handle for work in flight, or (blocking) the work finished here and a done handle.
-#define STRATA_MPI_START(blocking_call, async_call, op_name)              \
-  do {                                                                    \
-    if (mode == Mode::blocking) {                                         \
-      STRATA_MPI_CHECK(blocking_call);                                    \
-      work->finish();                                                     \
-      return {};                                                          \
-    }                                                                     \
-    STRATA_MPI_CHECK(async_call);                                         \
-    return CommHandle(std::move(work), context(op_name));                 \
+#define STRATA_MPI_START(blocking_call, async_call, op_name) \
+  do {                                                       \
+    if (mode == Mode::blocking) {                            \
+      STRATA_MPI_CHECK(blocking_call);                       \
+      work->finish();                                        \
+      return {};                                             \
+    }                                                        \
+    STRATA_MPI_CHECK(async_call);                            \
+    return CommHandle(std::move(work), context(op_name));    \
   } while (0)
 
 CommHandle MpiCommunicator::start_all_reduce(const Tensor& x, ReduceOp op, Mode mode) {
@@ -104,9 +104,10 @@ CommHandle MpiCommunicator::start_all_reduce(const Tensor& x, ReduceOp op, Mode 
       divide_elements(buf, n, dtype, p);
     };
   }
-  STRATA_MPI_START(MPI_Allreduce(MPI_IN_PLACE, buf, count, type, mpi_op, comm_),
-                   MPI_Iallreduce(MPI_IN_PLACE, buf, count, type, mpi_op, comm_, work->new_request()),
-                   "all_reduce");
+  STRATA_MPI_START(
+      MPI_Allreduce(MPI_IN_PLACE, buf, count, type, mpi_op, comm_),
+      MPI_Iallreduce(MPI_IN_PLACE, buf, count, type, mpi_op, comm_, work->new_request()),
+      "all_reduce");
 }
 
 CommHandle MpiCommunicator::start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op,
@@ -116,7 +117,8 @@ CommHandle MpiCommunicator::start_reduce_scatter(const Tensor& in, const Tensor&
   // slot, so an aliasing `out` gets a scratch buffer and is written on completion.
   const bool in_place = comm_detail::overlaps(in.raw(), in.nbytes(), out.raw(), out.nbytes());
   void* send = work->stage.host(in, /*copy_in=*/true, /*copy_out=*/false);
-  void* recv = work->stage.host(out, /*copy_in=*/false, /*copy_out=*/true, /*private_copy=*/in_place);
+  void* recv =
+      work->stage.host(out, /*copy_in=*/false, /*copy_out=*/true, /*private_copy=*/in_place);
   const int count = mpi_count(out.numel());
   const MPI_Datatype type = mpi_datatype(in.dtype());
   const MPI_Op mpi_op = ops_.get(op, in.dtype());
@@ -125,10 +127,10 @@ CommHandle MpiCommunicator::start_reduce_scatter(const Tensor& in, const Tensor&
       divide_elements(recv, n, dtype, p);
     };
   }
-  STRATA_MPI_START(MPI_Reduce_scatter_block(send, recv, count, type, mpi_op, comm_),
-                   MPI_Ireduce_scatter_block(send, recv, count, type, mpi_op, comm_,
-                                             work->new_request()),
-                   "reduce_scatter");
+  STRATA_MPI_START(
+      MPI_Reduce_scatter_block(send, recv, count, type, mpi_op, comm_),
+      MPI_Ireduce_scatter_block(send, recv, count, type, mpi_op, comm_, work->new_request()),
+      "reduce_scatter");
 }
 
 CommHandle MpiCommunicator::start_all_gather(const Tensor& in, const Tensor& out, Mode mode) {
@@ -196,7 +198,8 @@ CommHandle MpiCommunicator::start_send_recv(const Tensor& send, int to, const Te
     work->finish();
     return {};
   }
-  STRATA_MPI_CHECK(MPI_Irecv(recv_buf, recv_count, recv_type, from, kTag, comm_, &work->requests[0]));
+  STRATA_MPI_CHECK(
+      MPI_Irecv(recv_buf, recv_count, recv_type, from, kTag, comm_, &work->requests[0]));
   STRATA_MPI_CHECK(MPI_Isend(send_buf, send_count, send_type, to, kTag, comm_, &work->requests[1]));
   return CommHandle(std::move(work), context("send_recv"));
 }
@@ -225,15 +228,17 @@ CommHandle MpiCommunicator::start_all_to_all(const Tensor& in, std::span<const i
   int* sd = sc + p;
   int* rc = sd + p;
   int* rd = rc + p;
-  STRATA_MPI_START(MPI_Alltoallv(send, sc, sd, type, recv, rc, rd, type, comm_),
-                   MPI_Ialltoallv(send, sc, sd, type, recv, rc, rd, type, comm_,
-                                  work->new_request()),
-                   "all_to_all");
+  STRATA_MPI_START(
+      MPI_Alltoallv(send, sc, sd, type, recv, rc, rd, type, comm_),
+      MPI_Ialltoallv(send, sc, sd, type, recv, rc, rd, type, comm_, work->new_request()),
+      "all_to_all");
 }
 
 #undef STRATA_MPI_START
 
-void MpiCommunicator::do_barrier() { STRATA_MPI_CHECK(MPI_Barrier(comm_)); }
+void MpiCommunicator::do_barrier() {
+  STRATA_MPI_CHECK(MPI_Barrier(comm_));
+}
 
 std::vector<int64_t> MpiCommunicator::exchange_host(std::span<const int64_t> mine) {
   return mpi_all_gather_i64(comm_, mine);

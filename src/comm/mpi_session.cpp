@@ -43,11 +43,16 @@ MpiSession::~MpiSession() {
 
 std::string MpiSession::thread_level_name() const {
   switch (thread_level_) {
-    case MPI_THREAD_SINGLE: return "MPI_THREAD_SINGLE";
-    case MPI_THREAD_FUNNELED: return "MPI_THREAD_FUNNELED";
-    case MPI_THREAD_SERIALIZED: return "MPI_THREAD_SERIALIZED";
-    case MPI_THREAD_MULTIPLE: return "MPI_THREAD_MULTIPLE";
-    default: return detail::concat("thread level ", thread_level_);
+    case MPI_THREAD_SINGLE:
+      return "MPI_THREAD_SINGLE";
+    case MPI_THREAD_FUNNELED:
+      return "MPI_THREAD_FUNNELED";
+    case MPI_THREAD_SERIALIZED:
+      return "MPI_THREAD_SERIALIZED";
+    case MPI_THREAD_MULTIPLE:
+      return "MPI_THREAD_MULTIPLE";
+    default:
+      return detail::concat("thread level ", thread_level_);
   }
 }
 
@@ -64,7 +69,8 @@ void abort_all_ranks(const std::string& message, int exit_code) noexcept {
     std::fprintf(stderr, "strata: fatal on rank %d of %d (host %s): %s\n", rank, world, host,
                  message.c_str());
   } else {
-    std::fprintf(stderr, "strata: fatal (host %s, before or after MPI): %s\n", host, message.c_str());
+    std::fprintf(stderr, "strata: fatal (host %s, before or after MPI): %s\n", host,
+                 message.c_str());
   }
   std::fflush(stderr);
   if (running) MPI_Abort(MPI_COMM_WORLD, exit_code);

@@ -23,7 +23,7 @@ class MpiSession {
   int world_rank() const { return world_rank_; }
   int world_size() const { return world_size_; }
   int thread_level() const { return thread_level_; }  // MPI_THREAD_* granted
-  std::string thread_level_name() const;               // "MPI_THREAD_MULTIPLE", ...
+  std::string thread_level_name() const;              // "MPI_THREAD_MULTIPLE", ...
 
  private:
   bool owns_ = false;

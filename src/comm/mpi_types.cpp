@@ -48,13 +48,18 @@ void free_op(MPI_Op& op) {
 
 MPI_Datatype mpi_datatype(DType dtype) {
   switch (dtype) {
-    case DType::f32: return MPI_FLOAT;
-    case DType::f64: return MPI_DOUBLE;
+    case DType::f32:
+      return MPI_FLOAT;
+    case DType::f64:
+      return MPI_DOUBLE;
     case DType::bf16:
     case DType::f16:
-    case DType::u16: return MPI_UINT16_T;
-    case DType::i32: return MPI_INT32_T;
-    case DType::i64: return MPI_INT64_T;
+    case DType::u16:
+      return MPI_UINT16_T;
+    case DType::i32:
+      return MPI_INT32_T;
+    case DType::i64:
+      return MPI_INT64_T;
   }
   STRATA_FAIL("unknown dtype code ", static_cast<int>(dtype));
 }
@@ -87,11 +92,16 @@ std::vector<int64_t> mpi_all_gather_i64(MPI_Comm comm, std::span<const int64_t> 
 
 void divide_elements(void* data, int64_t n, DType dtype, int divisor) {
   switch (dtype) {
-    case DType::f32: return divide_as(static_cast<float*>(data), n, static_cast<float>(divisor));
-    case DType::f64: return divide_as(static_cast<double*>(data), n, static_cast<double>(divisor));
-    case DType::bf16: return divide_half(static_cast<bf16*>(data), n, static_cast<float>(divisor));
-    case DType::f16: return divide_half(static_cast<f16*>(data), n, static_cast<float>(divisor));
-    default: STRATA_FAIL("divide_elements: ", dtype_name(dtype), " is not a floating dtype");
+    case DType::f32:
+      return divide_as(static_cast<float*>(data), n, static_cast<float>(divisor));
+    case DType::f64:
+      return divide_as(static_cast<double*>(data), n, static_cast<double>(divisor));
+    case DType::bf16:
+      return divide_half(static_cast<bf16*>(data), n, static_cast<float>(divisor));
+    case DType::f16:
+      return divide_half(static_cast<f16*>(data), n, static_cast<float>(divisor));
+    default:
+      STRATA_FAIL("divide_elements: ", dtype_name(dtype), " is not a floating dtype");
   }
 }
 

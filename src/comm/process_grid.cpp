@@ -24,13 +24,20 @@ Coordinates coordinates_of(int rank, const GridSizes& s) {
 // Whether `b` is in `a`'s group on `axis`: they agree on every coordinate the axis does not span.
 bool same_group(Axis axis, const Coordinates& a, const Coordinates& b, int ep) {
   switch (axis) {
-    case Axis::tp: return a.pp == b.pp && a.dp == b.dp && a.sp == b.sp;
-    case Axis::sp: return a.pp == b.pp && a.dp == b.dp && a.tp == b.tp;
-    case Axis::dp: return a.pp == b.pp && a.sp == b.sp && a.tp == b.tp;
-    case Axis::pp: return a.dp == b.dp && a.sp == b.sp && a.tp == b.tp;
-    case Axis::dp_sp: return a.pp == b.pp && a.tp == b.tp;
-    case Axis::ep: return a.pp == b.pp && a.tp == b.tp && a.j / ep == b.j / ep;
-    case Axis::ep_dp: return a.pp == b.pp && a.tp == b.tp && a.j % ep == b.j % ep;
+    case Axis::tp:
+      return a.pp == b.pp && a.dp == b.dp && a.sp == b.sp;
+    case Axis::sp:
+      return a.pp == b.pp && a.dp == b.dp && a.tp == b.tp;
+    case Axis::dp:
+      return a.pp == b.pp && a.sp == b.sp && a.tp == b.tp;
+    case Axis::pp:
+      return a.dp == b.dp && a.sp == b.sp && a.tp == b.tp;
+    case Axis::dp_sp:
+      return a.pp == b.pp && a.tp == b.tp;
+    case Axis::ep:
+      return a.pp == b.pp && a.tp == b.tp && a.j / ep == b.j / ep;
+    case Axis::ep_dp:
+      return a.pp == b.pp && a.tp == b.tp && a.j % ep == b.j % ep;
   }
   STRATA_FAIL("unknown axis code ", static_cast<int>(axis));
 }
@@ -39,13 +46,20 @@ bool same_group(Axis axis, const Coordinates& a, const Coordinates& b, int ep) {
 
 std::string_view axis_name(Axis axis) {
   switch (axis) {
-    case Axis::tp: return "tp";
-    case Axis::sp: return "sp";
-    case Axis::dp: return "dp";
-    case Axis::pp: return "pp";
-    case Axis::ep: return "ep";
-    case Axis::dp_sp: return "dp_sp";
-    case Axis::ep_dp: return "ep_dp";
+    case Axis::tp:
+      return "tp";
+    case Axis::sp:
+      return "sp";
+    case Axis::dp:
+      return "dp";
+    case Axis::pp:
+      return "pp";
+    case Axis::ep:
+      return "ep";
+    case Axis::dp_sp:
+      return "dp_sp";
+    case Axis::ep_dp:
+      return "ep_dp";
   }
   STRATA_FAIL("unknown axis code ", static_cast<int>(axis));
 }
@@ -57,9 +71,9 @@ std::string GridSizes::describe() const {
 ProcessGrid::ProcessGrid(int world_size, int rank, GridSizes sizes)
     : world_size_(world_size), rank_(rank), sizes_(sizes) {
   std::string too_small;
-  for (auto [name, value] : {std::pair{"dp", sizes.dp}, std::pair{"pp", sizes.pp},
-                             std::pair{"sp", sizes.sp}, std::pair{"tp", sizes.tp},
-                             std::pair{"ep", sizes.ep}}) {
+  for (auto [name, value] :
+       {std::pair{"dp", sizes.dp}, std::pair{"pp", sizes.pp}, std::pair{"sp", sizes.sp},
+        std::pair{"tp", sizes.tp}, std::pair{"ep", sizes.ep}}) {
     if (value < 1) too_small += detail::concat(too_small.empty() ? "" : ", ", name, "=", value);
   }
   STRATA_CHECK(too_small.empty(), "parallel sizes must be at least 1, got ", too_small);

@@ -76,10 +76,12 @@ class ProcessGrid {
   // The world rank at the given coordinates.
   int rank_at(int pp_i, int dp_i, int sp_i, int tp_i) const;
 
-  Neighbours pp_neighbours() const;  // previous and next stage; none before the first, after the last
-  Neighbours sp_ring() const;        // the ring wraps: with sp = 1 both are this rank itself
+  Neighbours pp_neighbours()
+      const;                   // previous and next stage; none before the first, after the last
+  Neighbours sp_ring() const;  // the ring wraps: with sp = 1 both are this rank itself
 
-  std::string describe() const;  // "dp=2 pp=1 sp=1 tp=2 ep=1 (world 4), rank 3: tp 1, sp 0, dp 1, pp 0"
+  std::string describe()
+      const;  // "dp=2 pp=1 sp=1 tp=2 ep=1 (world 4), rank 3: tp 1, sp 0, dp 1, pp 0"
 
  private:
   int world_size_;

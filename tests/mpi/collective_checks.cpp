@@ -43,7 +43,9 @@ Communicator& world() {
   STRATA_CHECK(g_world != nullptr, "the test main did not set the world communicator");
   return *g_world;
 }
-void set_world(Communicator* comm) { g_world = comm; }
+void set_world(Communicator* comm) {
+  g_world = comm;
+}
 
 double input_value(DType dtype, uint64_t seed, uint64_t stream, int64_t index, int group_size) {
   const philox::Block b = philox::words(seed, stream, static_cast<uint64_t>(index));
@@ -51,23 +53,34 @@ double input_value(DType dtype, uint64_t seed, uint64_t stream, int64_t index, i
   const int64_t p = group_size;
   // Each range keeps |sum over p ranks| within the dtype's exact integers (times a power of two).
   switch (dtype) {
-    case DType::f64: return static_cast<double>(centred(bits, (int64_t{1} << 50) / p)) / 1024.0;
-    case DType::f32: return static_cast<double>(centred(bits, (int64_t{1} << 23) / p)) / 256.0;
-    case DType::bf16: return static_cast<double>(centred(bits, std::max<int64_t>(1, 256 / p))) / 16.0;
-    case DType::f16: return static_cast<double>(centred(bits, std::max<int64_t>(1, 2048 / p))) / 64.0;
-    case DType::i32: return static_cast<double>(centred(bits, (int64_t{1} << 30) / p));
-    case DType::i64: return static_cast<double>(centred(bits, (int64_t{1} << 50) / p));
-    case DType::u16: return static_cast<double>(bits % static_cast<uint64_t>(65535 / p + 1));
+    case DType::f64:
+      return static_cast<double>(centred(bits, (int64_t{1} << 50) / p)) / 1024.0;
+    case DType::f32:
+      return static_cast<double>(centred(bits, (int64_t{1} << 23) / p)) / 256.0;
+    case DType::bf16:
+      return static_cast<double>(centred(bits, std::max<int64_t>(1, 256 / p))) / 16.0;
+    case DType::f16:
+      return static_cast<double>(centred(bits, std::max<int64_t>(1, 2048 / p))) / 64.0;
+    case DType::i32:
+      return static_cast<double>(centred(bits, (int64_t{1} << 30) / p));
+    case DType::i64:
+      return static_cast<double>(centred(bits, (int64_t{1} << 50) / p));
+    case DType::u16:
+      return static_cast<double>(bits % static_cast<uint64_t>(65535 / p + 1));
   }
   STRATA_FAIL("unknown dtype");
 }
 
 double round_to(DType dtype, double value) {
   switch (dtype) {
-    case DType::f32: return static_cast<float>(value);
-    case DType::bf16: return bf16::from_float(static_cast<float>(value)).to_float();
-    case DType::f16: return f16::from_float(static_cast<float>(value)).to_float();
-    default: return value;
+    case DType::f32:
+      return static_cast<float>(value);
+    case DType::bf16:
+      return bf16::from_float(static_cast<float>(value)).to_float();
+    case DType::f16:
+      return f16::from_float(static_cast<float>(value)).to_float();
+    default:
+      return value;
   }
 }
 
@@ -85,13 +98,27 @@ double reduce_expected(DType dtype, ReduceOp op, const std::vector<double>& per_
 Tensor make_tensor(const std::vector<double>& values, DType dtype, Allocator& allocator) {
   Tensor cpu = Tensor::empty({static_cast<int64_t>(values.size())}, dtype);
   switch (dtype) {
-    case DType::f32: fill_as<float>(cpu, values); break;
-    case DType::f64: fill_as<double>(cpu, values); break;
-    case DType::bf16: fill_as<bf16>(cpu, values); break;
-    case DType::f16: fill_as<f16>(cpu, values); break;
-    case DType::i32: fill_as<int32_t>(cpu, values); break;
-    case DType::i64: fill_as<int64_t>(cpu, values); break;
-    case DType::u16: fill_as<uint16_t>(cpu, values); break;
+    case DType::f32:
+      fill_as<float>(cpu, values);
+      break;
+    case DType::f64:
+      fill_as<double>(cpu, values);
+      break;
+    case DType::bf16:
+      fill_as<bf16>(cpu, values);
+      break;
+    case DType::f16:
+      fill_as<f16>(cpu, values);
+      break;
+    case DType::i32:
+      fill_as<int32_t>(cpu, values);
+      break;
+    case DType::i64:
+      fill_as<int64_t>(cpu, values);
+      break;
+    case DType::u16:
+      fill_as<uint16_t>(cpu, values);
+      break;
   }
   if (allocator.device().is_cpu()) return cpu;
   Tensor t = Tensor::empty(cpu.shape(), dtype, allocator);
@@ -105,13 +132,27 @@ std::vector<double> read_values(const Tensor& t) {
   for (int64_t i = 0; i < cpu.numel(); ++i) {
     double v = 0;
     switch (cpu.dtype()) {
-      case DType::f32: v = value_at<float>(cpu, i); break;
-      case DType::f64: v = value_at<double>(cpu, i); break;
-      case DType::bf16: v = value_at<bf16>(cpu, i); break;
-      case DType::f16: v = value_at<f16>(cpu, i); break;
-      case DType::i32: v = value_at<int32_t>(cpu, i); break;
-      case DType::i64: v = value_at<int64_t>(cpu, i); break;
-      case DType::u16: v = value_at<uint16_t>(cpu, i); break;
+      case DType::f32:
+        v = value_at<float>(cpu, i);
+        break;
+      case DType::f64:
+        v = value_at<double>(cpu, i);
+        break;
+      case DType::bf16:
+        v = value_at<bf16>(cpu, i);
+        break;
+      case DType::f16:
+        v = value_at<f16>(cpu, i);
+        break;
+      case DType::i32:
+        v = value_at<int32_t>(cpu, i);
+        break;
+      case DType::i64:
+        v = value_at<int64_t>(cpu, i);
+        break;
+      case DType::u16:
+        v = value_at<uint16_t>(cpu, i);
+        break;
     }
     out[static_cast<size_t>(i)] = v;
   }
@@ -138,7 +179,9 @@ std::string case_name(const CollectiveCase& c) {
   return out.str();
 }
 
-void PrintTo(const CollectiveCase& c, std::ostream* out) { *out << case_name(c); }
+void PrintTo(const CollectiveCase& c, std::ostream* out) {
+  *out << case_name(c);
+}
 
 void check_all_reduce(Communicator& comm, Allocator& allocator, const CollectiveCase& c,
                       uint64_t seed) {
@@ -178,8 +221,8 @@ void check_reduce_scatter(Communicator& comm, Allocator& allocator, const Collec
     want[static_cast<size_t>(i)] = reduce_expected(c.dtype, c.op, per_rank);
   }
   Tensor in = make_tensor(mine, c.dtype, allocator);
-  Tensor out = c.in_place ? in.slice(0, r * c.n, (r + 1) * c.n)
-                          : Tensor::zeros({c.n}, c.dtype, allocator);
+  Tensor out =
+      c.in_place ? in.slice(0, r * c.n, (r + 1) * c.n) : Tensor::zeros({c.n}, c.dtype, allocator);
   if (c.async) {
     comm.reduce_scatter_async(in, out, c.op).wait();
   } else {
@@ -232,8 +275,9 @@ void check_broadcast(Communicator& comm, Allocator& allocator, const CollectiveC
   } else {
     comm.broadcast(x, root);
   }
-  expect_values(x, want, "broadcast from " + std::to_string(root) + " " + case_name(c) + " on " +
-                             comm.where());
+  expect_values(
+      x, want,
+      "broadcast from " + std::to_string(root) + " " + case_name(c) + " on " + comm.where());
 }
 
 void check_ring(Communicator& comm, Allocator& allocator, const CollectiveCase& c, bool use_handles,
@@ -274,8 +318,10 @@ void check_all_to_all(Communicator& comm, Allocator& allocator, const Collective
   for (int j = 0; j < p; ++j) {
     send_counts.push_back(count(r, j));
     recv_counts.push_back(count(j, r));
-    for (int64_t t = 0; t < count(r, j); ++t) mine.push_back(input_value(c.dtype, seed, stream(r, j), t, p));
-    for (int64_t t = 0; t < count(j, r); ++t) want.push_back(input_value(c.dtype, seed, stream(j, r), t, p));
+    for (int64_t t = 0; t < count(r, j); ++t)
+      mine.push_back(input_value(c.dtype, seed, stream(r, j), t, p));
+    for (int64_t t = 0; t < count(j, r); ++t)
+      want.push_back(input_value(c.dtype, seed, stream(j, r), t, p));
   }
   Tensor in = make_tensor(mine, c.dtype, allocator);
   Tensor out = Tensor::zeros({static_cast<int64_t>(want.size())}, c.dtype, allocator);
@@ -284,8 +330,9 @@ void check_all_to_all(Communicator& comm, Allocator& allocator, const Collective
   } else {
     comm.all_to_all(in, send_counts, out, recv_counts);
   }
-  expect_values(out, want, "all_to_all unit " + std::to_string(unit) + " " + case_name(c) +
-                               " on " + comm.where());
+  expect_values(
+      out, want,
+      "all_to_all unit " + std::to_string(unit) + " " + case_name(c) + " on " + comm.where());
 }
 
 void expect_contains(const std::string& message, const std::string& part) {

@@ -39,12 +39,12 @@ double reduce_expected(DType dtype, ReduceOp op, const std::vector<double>& per_
 
 struct CollectiveCase {
   DType dtype;
-  ReduceOp op;     // reductions only
-  int64_t n;       // elements per rank
-  bool async;      // the *_async form, waited on
-  bool in_place;   // reduce_scatter and all_gather
+  ReduceOp op;    // reductions only
+  int64_t n;      // elements per rank
+  bool async;     // the *_async form, waited on
+  bool in_place;  // reduce_scatter and all_gather
 };
-std::string case_name(const CollectiveCase& c);  // "bf16_avg_n1000_async_inplace"
+std::string case_name(const CollectiveCase& c);            // "bf16_avg_n1000_async_inplace"
 void PrintTo(const CollectiveCase& c, std::ostream* out);  // gtest prints the case by its name
 
 void check_all_reduce(Communicator& comm, Allocator& allocator, const CollectiveCase& c,

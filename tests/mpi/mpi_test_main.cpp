@@ -55,8 +55,9 @@ int main(int argc, char** argv) {
   MPI_Gather(&failed, 1, MPI_INT, all.data(), 1, MPI_INT, 0, MPI_COMM_WORLD);
   if (rank == 0) {
     for (size_t r = 1; r < all.size(); ++r)
-      if (all[r]) std::fprintf(stderr, "rank %zu of %zu had failures (see its [rank %zu] lines)\n", r,
-                               all.size(), r);
+      if (all[r])
+        std::fprintf(stderr, "rank %zu of %zu had failures (see its [rank %zu] lines)\n", r,
+                     all.size(), r);
   }
   return result;
 }

@@ -66,7 +66,9 @@ std::string name_of(const ::testing::TestParamInfo<CollectiveCase>& info) {
 
 // Seeds differ per collective so no test can pass by reading another's leftovers.
 class AllReduce : public ::testing::TestWithParam<CollectiveCase> {};
-TEST_P(AllReduce, MatchesLocalAnswer) { check_all_reduce(world(), cpu_allocator(), GetParam(), 11); }
+TEST_P(AllReduce, MatchesLocalAnswer) {
+  check_all_reduce(world(), cpu_allocator(), GetParam(), 11);
+}
 INSTANTIATE_TEST_SUITE_P(Mpi, AllReduce, ::testing::ValuesIn(reduction_cases(false)), name_of);
 
 class ReduceScatter : public ::testing::TestWithParam<CollectiveCase> {};
@@ -76,7 +78,9 @@ TEST_P(ReduceScatter, MatchesLocalAnswer) {
 INSTANTIATE_TEST_SUITE_P(Mpi, ReduceScatter, ::testing::ValuesIn(reduction_cases(true)), name_of);
 
 class AllGather : public ::testing::TestWithParam<CollectiveCase> {};
-TEST_P(AllGather, MatchesLocalAnswer) { check_all_gather(world(), cpu_allocator(), GetParam(), 13); }
+TEST_P(AllGather, MatchesLocalAnswer) {
+  check_all_gather(world(), cpu_allocator(), GetParam(), 13);
+}
 INSTANTIATE_TEST_SUITE_P(Mpi, AllGather, ::testing::ValuesIn(movement_cases()), name_of);
 
 class Broadcast : public ::testing::TestWithParam<CollectiveCase> {};
@@ -148,22 +152,28 @@ TEST(Async, SeveralInFlightThenPolled) {
   Allocator& cpu = cpu_allocator();
   const int p = world().size(), r = world().rank();
   std::vector<double> a(5000), b(300);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = input_value(DType::f32, 20, static_cast<uint64_t>(r), static_cast<int64_t>(i), p);
-  for (size_t i = 0; i < b.size(); ++i) b[i] = input_value(DType::f64, 21, static_cast<uint64_t>(r), static_cast<int64_t>(i), p);
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] = input_value(DType::f32, 20, static_cast<uint64_t>(r), static_cast<int64_t>(i), p);
+  for (size_t i = 0; i < b.size(); ++i)
+    b[i] = input_value(DType::f64, 21, static_cast<uint64_t>(r), static_cast<int64_t>(i), p);
   Tensor x = make_tensor(a, DType::f32, cpu), y = make_tensor(b, DType::f64, cpu);
   Tensor gathered = Tensor::zeros({300 * p}, DType::f64);
   CommHandle h1 = world().all_reduce_async(x, ReduceOp::max);
   CommHandle h2 = world().all_gather_async(y, gathered);
   // Poll gently (the ranks share 2 cores): is_done() drives MPI's progress.
-  while (!h1.is_done() || !h2.is_done()) std::this_thread::sleep_for(std::chrono::microseconds(200));
+  while (!h1.is_done() || !h2.is_done())
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
   std::vector<double> want_max(a.size()), want_gather;
   for (size_t i = 0; i < a.size(); ++i) {
     std::vector<double> per_rank;
-    for (int q = 0; q < p; ++q) per_rank.push_back(input_value(DType::f32, 20, static_cast<uint64_t>(q), static_cast<int64_t>(i), p));
+    for (int q = 0; q < p; ++q)
+      per_rank.push_back(
+          input_value(DType::f32, 20, static_cast<uint64_t>(q), static_cast<int64_t>(i), p));
     want_max[i] = reduce_expected(DType::f32, ReduceOp::max, per_rank);
   }
   for (int q = 0; q < p; ++q)
-    for (int64_t i = 0; i < 300; ++i) want_gather.push_back(input_value(DType::f64, 21, static_cast<uint64_t>(q), i, p));
+    for (int64_t i = 0; i < 300; ++i)
+      want_gather.push_back(input_value(DType::f64, 21, static_cast<uint64_t>(q), i, p));
   expect_values(x, want_max, "polled all_reduce max");
   expect_values(gathered, want_gather, "polled all_gather");
   h1.wait();  // waiting again on a finished handle is a no-op
@@ -190,10 +200,12 @@ TEST(Shapes, OnlyElementCountsMatter) {
   // A [2, 3] tensor gathers into a [p, 2, 3] one.
   const int p = world().size();
   std::vector<float> mine(6);
-  for (int i = 0; i < 6; ++i) mine[static_cast<size_t>(i)] = static_cast<float>(world().rank() * 10 + i);
+  for (int i = 0; i < 6; ++i)
+    mine[static_cast<size_t>(i)] = static_cast<float>(world().rank() * 10 + i);
   Tensor in = Tensor::from_vector(mine, {2, 3});
   Tensor out = Tensor::zeros({p, 2, 3}, DType::f32);
   world().all_gather(in, out);
   for (int q = 0; q < p; ++q)
-    for (int i = 0; i < 6; ++i) EXPECT_EQ(out.data<float>()[q * 6 + i], static_cast<float>(q * 10 + i));
+    for (int i = 0; i < 6; ++i)
+      EXPECT_EQ(out.data<float>()[q * 6 + i], static_cast<float>(q * 10 + i));
 }

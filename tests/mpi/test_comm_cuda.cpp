@@ -72,7 +72,8 @@ void run_table(Communicator& comm, Allocator& allocator, const std::vector<DType
     }
     for (int64_t n : {1, 7, 1000, 65537}) {
       check_all_gather(comm, allocator, {dtype, ReduceOp::sum, n, false, n == 7}, 35);
-      check_broadcast(comm, allocator, {dtype, ReduceOp::sum, n, n == 7, false}, comm.size() - 1, 36);
+      check_broadcast(comm, allocator, {dtype, ReduceOp::sum, n, n == 7, false}, comm.size() - 1,
+                      36);
       check_ring(comm, allocator, {dtype, ReduceOp::sum, n, n == 1000, false}, false, 37);
     }
     check_all_gather(comm, allocator, {dtype, ReduceOp::sum, 1000, true, true}, 38);
@@ -103,7 +104,8 @@ TEST(Nccl, PairwiseSendRecvAndErrors) {
   // Pipeline style: rank 0 sends, rank 1 receives (separate calls, opposite order on the peers).
   if (p >= 2 && r < 2) {
     std::vector<double> values(300);
-    for (size_t i = 0; i < values.size(); ++i) values[i] = input_value(DType::bf16, 41, 0, static_cast<int64_t>(i), p);
+    for (size_t i = 0; i < values.size(); ++i)
+      values[i] = input_value(DType::bf16, 41, 0, static_cast<int64_t>(i), p);
     if (r == 0) {
       comm.send(make_tensor(values, DType::bf16, gpu), 1);
     } else {
@@ -149,6 +151,8 @@ TEST(MpiStaged, CollectiveTable) {
 
 #else
 
-TEST(Nccl, NotBuilt) { GTEST_SKIP() << "this build has no CUDA backend (STRATA_CUDA=0)"; }
+TEST(Nccl, NotBuilt) {
+  GTEST_SKIP() << "this build has no CUDA backend (STRATA_CUDA=0)";
+}
 
 #endif

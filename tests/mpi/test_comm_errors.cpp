@@ -67,8 +67,7 @@ TEST(CommErrors, DtypesOpsAndRootsMustAgree) {
   expect_contains(error_of([&] { w.all_reduce(x, odd ? ReduceOp::max : ReduceOp::sum); }),
                   "reduce ops differ across ranks: " + per_rank_list(p, p - 1, "sum", "max"));
 
-  expect_contains(error_of([&] { w.broadcast(x, odd ? 1 : 0); }),
-                  "broadcast on group 'world'");
+  expect_contains(error_of([&] { w.broadcast(x, odd ? 1 : 0); }), "broadcast on group 'world'");
   expect_contains(error_of([&] { w.broadcast(x, odd ? 1 : 0); }),
                   "roots differ across ranks: " + per_rank_list(p, p - 1, "0", "1"));
   expect_still_usable(w);

@@ -190,7 +190,8 @@ TEST(ProcessGrid, GroupsPartitionTheWorld) {
         EXPECT_EQ(g.ranks[static_cast<size_t>(g.index)], r);
         for (int member : g.ranks) {
           EXPECT_EQ(grids[static_cast<size_t>(member)].group(axis).ranks, g.ranks)
-              << sizes.describe() << " axis " << axis_name(axis) << " ranks " << r << ", " << member;
+              << sizes.describe() << " axis " << axis_name(axis) << " ranks " << r << ", "
+              << member;
         }
       }
     }
@@ -210,7 +211,8 @@ TEST(ProcessGrid, RejectsImpossibleLayouts) {
   auto expect_message = [](const std::string& got, const std::string& want) {
     EXPECT_NE(got.find(want), std::string::npos) << "message: " << got << "\nwanted: " << want;
   };
-  expect_message(error_of(8, 0, {.dp = 2, .tp = 3}), "dp*pp*sp*tp = 6 but 8 processes were launched");
+  expect_message(error_of(8, 0, {.dp = 2, .tp = 3}),
+                 "dp*pp*sp*tp = 6 but 8 processes were launched");
   expect_message(error_of(4, 0, {.dp = 2, .sp = 2, .ep = 3}), "ep=3 does not divide dp*sp=4");
   expect_message(error_of(4, 0, {.dp = 4, .tp = 0}), "parallel sizes must be at least 1, got tp=0");
   expect_message(error_of(4, 0, {.dp = -1, .ep = 0}),

@@ -27,28 +27,40 @@ class DeviceGuard {
 
 ncclDataType_t nccl_reduce_type(DType dtype) {
   switch (dtype) {
-    case DType::f32: return ncclFloat32;
-    case DType::f64: return ncclFloat64;
-    case DType::bf16: return ncclBfloat16;
-    case DType::f16: return ncclFloat16;
-    case DType::i32: return ncclInt32;
-    case DType::i64: return ncclInt64;
-    case DType::u16: break;
+    case DType::f32:
+      return ncclFloat32;
+    case DType::f64:
+      return ncclFloat64;
+    case DType::bf16:
+      return ncclBfloat16;
+    case DType::f16:
+      return ncclFloat16;
+    case DType::i32:
+      return ncclInt32;
+    case DType::i64:
+      return ncclInt64;
+    case DType::u16:
+      break;
   }
   STRATA_FAIL("NCCL cannot reduce ", dtype_name(dtype), " (it has no 16-bit integer type)");
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::sum: return ncclSum;
-    case ReduceOp::avg: return ncclAvg;
-    case ReduceOp::max: return ncclMax;
+    case ReduceOp::sum:
+      return ncclSum;
+    case ReduceOp::avg:
+      return ncclAvg;
+    case ReduceOp::max:
+      return ncclMax;
   }
   STRATA_FAIL("unknown reduce op code ", static_cast<int>(op));
 }
 
 // Collectives that only move data move bytes: every dtype (u16 included) travels as ncclUint8.
-size_t bytes_of(const Tensor& t) { return t.nbytes(); }
+size_t bytes_of(const Tensor& t) {
+  return t.nbytes();
+}
 
 // An event after the operation on the communication stream.
 class NcclPending final : public CommHandle::Pending {
@@ -203,7 +215,8 @@ CommHandle NcclCommunicator::start_broadcast(const Tensor& x, int root, Mode mod
 }
 
 CommHandle NcclCommunicator::start_send(const Tensor& x, int peer, Mode mode) {
-  STRATA_CHECK(peer != rank(), "NCCL send to oneself waits for a recv that cannot be posted; use "
+  STRATA_CHECK(peer != rank(),
+               "NCCL send to oneself waits for a recv that cannot be posted; use "
                "send_recv");
   begin({&x});
   STRATA_NCCL_CHECK(ncclSend(x.raw(), bytes_of(x), ncclUint8, peer, comm_, stream_));
@@ -211,7 +224,8 @@ CommHandle NcclCommunicator::start_send(const Tensor& x, int peer, Mode mode) {
 }
 
 CommHandle NcclCommunicator::start_recv(const Tensor& x, int peer, Mode mode) {
-  STRATA_CHECK(peer != rank(), "NCCL recv from oneself waits for a send that cannot be posted; use "
+  STRATA_CHECK(peer != rank(),
+               "NCCL recv from oneself waits for a send that cannot be posted; use "
                "send_recv");
   begin({&x});
   STRATA_NCCL_CHECK(ncclRecv(x.raw(), bytes_of(x), ncclUint8, peer, comm_, stream_));
