@@ -8,6 +8,12 @@
 // on the device; the *_async handles hold an event: is_done() queries it, wait() synchronises on
 // it. NCCL errors that surface asynchronously are checked in wait() (ncclCommGetAsyncError).
 //
+// Reductions: sum and max as NCCL does them (bf16/f16 reduced in f32, rounded at each step), avg
+// as ncclAvg (NCCL scales by 1/size as it reduces, so for group sizes that are not powers of two
+// the last bit may differ from the MPI backend's sum-then-divide). u16 cannot be reduced (NCCL has
+// no 16-bit integer type); every dtype can be moved (gathers, broadcast, send/recv, all-to-all go
+// as bytes). On NCCL, a blocking send or recv to oneself is refused (use send_recv).
+//
 // Compiled only with CUDA (src/comm/nccl/ is outside the CPU build).
 #pragma once
 
