@@ -7,7 +7,9 @@
 #include <vector>
 
 #include "cli/commands.h"
+#include "comm/launch_env.h"
 #include "core/error.h"
+#include "core/log.h"
 
 int main(int argc, char** argv) {
   CLI::App app{"Strata: train decoder-only language models on one GPU or thousands"};
@@ -21,13 +23,20 @@ int main(int argc, char** argv) {
     return app.exit(e);
   }
   try {
+    // Log lines carry the rank once there is more than one; info comes from rank 0 only.
+    const strata::LaunchEnv env = strata::read_launch_env();
+    strata::log::configure({env.rank, env.world_size, strata::log::Level::info, false});
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     std::fputs(app.help().c_str(), stdout);
     return 0;
   } catch (const std::exception& e) {
     // One line that says what is wrong; the run's files are left as they were.
-    std::fprintf(stderr, "strata: error: %s\n", e.what());
+    const strata::log::Options where = strata::log::current();
+    if (where.world > 1)
+      std::fprintf(stderr, "strata: error (rank %d of %d): %s\n", where.rank, where.world, e.what());
+    else
+      std::fprintf(stderr, "strata: error: %s\n", e.what());
     return 1;
   }
 }
