@@ -162,9 +162,9 @@ std::string file_checksum(const std::string& path) {
 std::string save_checkpoint(const std::string& dir, const Manifest& manifest,
                             const std::vector<CheckpointEntry>& entries, const CheckpointGroup& group) {
   const fs::path final_path = fs::path(dir) / checkpoint_name(manifest.step);
-  std::string partial_name = checkpoint_name(manifest.step);
-  partial_name.insert(0, ".");  // (not "." + name: GCC 12 warns -Wrestrict on that falsely)
-  partial_name += ".partial";
+  char partial_name[48];  // formatted whole: GCC 12 warns -Wrestrict falsely on "." + string
+  std::snprintf(partial_name, sizeof(partial_name), ".step-%06lld.partial",
+                static_cast<long long>(manifest.step));
   const fs::path partial = fs::path(dir) / partial_name;
   if (group.rank == 0) {
     fs::create_directories(dir);
