@@ -151,7 +151,7 @@ void cast(const Tensor& src, Tensor& dst);
 void add(const Tensor& a, const Tensor& b, Tensor& out);
 // x *= alpha.
 void scale(Tensor& x, double alpha);
-// y += alpha * x.
+// y += alpha * x (same dtype, or x bf16/f16 accumulated into an f32 y).
 void axpy(double alpha, const Tensor& x, Tensor& y);
 // Sum and sum of squares of all elements, accumulated in f64.
 double sum(const Tensor& x);

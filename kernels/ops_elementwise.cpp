@@ -54,6 +54,20 @@ void scale(Tensor& x, double alpha) {
 }
 
 void axpy(double alpha, const Tensor& x, Tensor& y) {
+  if (y.dtype() == DType::f32 && (x.dtype() == DType::bf16 || x.dtype() == DType::f16)) {
+    // The one mixed case: 16-bit values accumulated into f32 (mixed-precision gradients).
+    check::usable("axpy", "x", x);
+    check::usable("axpy", "y", y);
+    dispatch::cpu_only("axpy", "x", x);
+    dispatch::cpu_only("axpy", "y", y);
+    STRATA_CHECK(x.shape() == y.shape(), "axpy: argument 'x' ", x.describe(),
+                 " must have the shape of 'y' ", y.describe());
+    if (x.dtype() == DType::bf16)
+      cpu::axpy_widen<bf16>(alpha, x.data<bf16>(), x.numel(), y.data<float>());
+    else
+      cpu::axpy_widen<f16>(alpha, x.data<f16>(), x.numel(), y.data<float>());
+    return;
+  }
   dispatch::elementwise("axpy", {{"x", &x}, {"y", &y}}, [&](auto tag) {
     using T = decltype(tag);
     cpu::axpy<T>(alpha, x.data<T>(), x.numel(), y.data<T>());

@@ -65,6 +65,15 @@ void axpy(double alpha, const T* x, int64_t n, T* y) {
 }
 
 template <typename T>
+void axpy_widen(double alpha, const T* x, int64_t n, float* y) {
+  const auto a = static_cast<float>(alpha);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) y[i] += a * load(x[i]);
+}
+template void axpy_widen<bf16>(double, const bf16*, int64_t, float*);
+template void axpy_widen<f16>(double, const f16*, int64_t, float*);
+
+template <typename T>
 double sum(const T* x, int64_t n) {
   return chunked_sum(x, n, [](double v) { return v; });
 }

@@ -19,6 +19,9 @@ void scale(T* x, int64_t n, double alpha);
 // y += alpha * x.
 template <typename T>
 void axpy(double alpha, const T* x, int64_t n, T* y);
+// y (f32) += alpha * x (16-bit, widened): accumulating 16-bit gradients into f32 ones.
+template <typename T>
+void axpy_widen(double alpha, const T* x, int64_t n, float* y);
 // sum_i x_i and sum_i x_i^2 in f64, over fixed chunks added in order (thread-count independent).
 template <typename T>
 double sum(const T* x, int64_t n);

@@ -3,6 +3,9 @@
 #include <memory>
 
 #include "cli/commands.h"
+#include "comm/launch_env.h"
+#include "comm/mpi_session.h"
+#include "comm/process_groups.h"
 #include "core/log.h"
 #include "io/config.h"
 #include "train/trainer.h"
@@ -25,7 +28,22 @@ Command add_train(CLI::App& app) {
             const Config config = load_config(o->config_path, o->overrides);
             TrainOptions options;
             options.resume = o->resume;
-            Trainer trainer(config, options);
+            // One process needs no MPI; under mpirun (or srun) every rank joins the grid.
+            std::unique_ptr<MpiSession> mpi;
+            std::unique_ptr<ProcessGrid> grid;
+            std::unique_ptr<ProcessGroups> groups;
+            if (read_launch_env().world_size > 1) {
+              mpi = std::make_unique<MpiSession>(nullptr, nullptr);
+              const ParallelConfig& p = config.parallel;
+              grid = std::make_unique<ProcessGrid>(
+                  mpi->world_size(), mpi->world_rank(),
+                  GridSizes{static_cast<int>(p.dp), static_cast<int>(p.pp), static_cast<int>(p.sp),
+                            static_cast<int>(p.tp), static_cast<int>(p.ep)});
+              STRATA_CHECK(config.parallel.backend != "nccl", "parallel.backend: nccl needs CUDA "
+                           "tensors, and training on CUDA is not in this build yet; use mpi or auto");
+              groups = std::make_unique<ProcessGroups>(*grid, Backend::mpi);
+            }
+            Trainer trainer(config, options, groups.get());
             const TrainSummary s = trainer.run();
             if (s.losses.empty()) {
               log::info("nothing to do: the run already stands at step ", s.last_step, " of ",

@@ -1,5 +1,6 @@
 // strata: one executable for every command. Only subcommands that work are listed.
 #include <CLI/CLI.hpp>
+#include <mpi.h>
 
 #include <cstdio>
 #include <exception>
@@ -8,6 +9,7 @@
 
 #include "cli/commands.h"
 #include "comm/launch_env.h"
+#include "comm/mpi_session.h"
 #include "core/error.h"
 #include "core/log.h"
 
@@ -33,6 +35,11 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     // One line that says what is wrong; the run's files are left as they were.
     const strata::log::Options where = strata::log::current();
+    int mpi_running = 0, mpi_done = 0;
+    MPI_Initialized(&mpi_running);
+    MPI_Finalized(&mpi_done);
+    // A multi-rank job: this rank's error stops every rank, so none waits forever on it.
+    if (mpi_running && !mpi_done) strata::abort_all_ranks(e.what());
     if (where.world > 1)
       std::fprintf(stderr, "strata: error (rank %d of %d): %s\n", where.rank, where.world, e.what());
     else

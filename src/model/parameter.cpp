@@ -29,6 +29,7 @@ Parameter& ParameterRegistry::add(std::string name, Shape global_shape, ShardSpe
   p->weight_decay = weight_decay;
   p->value = Tensor::zeros(local, dtype);
   p->grad = Tensor::zeros(local, dtype);
+  if (dtype == DType::bf16 || dtype == DType::f16) p->main_grad = Tensor::zeros(local, DType::f32);
   params_.push_back(std::move(p));
   return *params_.back();
 }
@@ -59,7 +60,10 @@ void ParameterRegistry::initialize(uint64_t seed) {
 }
 
 void ParameterRegistry::zero_grads() {
-  for (auto& p : params_) fill(p->grad, 0.0);
+  for (auto& p : params_) {
+    fill(p->grad, 0.0);
+    if (p->main_grad.defined()) fill(p->main_grad, 0.0);
+  }
 }
 
 int64_t ParameterRegistry::local_numel() const {

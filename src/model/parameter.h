@@ -35,8 +35,14 @@ struct Parameter {
   bool weight_decay = true;  // false for norms, biases and embeddings
   Tensor value;              // this rank's slice, in the model's parameter dtype
   Tensor grad;               // same shape and dtype as value; backward accumulates into it
+  // For 16-bit parameters, the f32 gradient accumulated over a step's micro-batches: each
+  // micro-batch's 16-bit `grad` is added into it (and cleared) as soon as backward finishes it,
+  // so accumulation, the data-parallel reduction and the optimizer all work in f32.
+  Tensor main_grad;
 
   Shape local_shape() const { return value.shape(); }
+  // The gradient the optimizer sees: main_grad when there is one, else grad.
+  Tensor& accum() { return main_grad.defined() ? main_grad : grad; }
 };
 
 class ParameterRegistry {

@@ -20,6 +20,41 @@ Transformer::Transformer(const ModelConfig& config, DType dtype) : config_(confi
   head_ = config.tie_embeddings ? tokens_
                                 : &params_.add_replicated("head.weight", {config.vocab_size, d},
                                                           Init::normal, 0.02, true, dtype);
+
+  // Group the parameters by when backward finishes them (see set_grad_ready_hook).
+  auto with_prefix = [&](const std::string& prefix) {
+    std::vector<Parameter*> out;
+    for (auto& p : params_.all())
+      if (p->name.rfind(prefix, 0) == 0) out.push_back(p.get());
+    return out;
+  };
+  std::vector<Parameter*> top = with_prefix("final_norm.");
+  if (!config.tie_embeddings) top.insert(top.begin(), head_);
+  backward_groups_.push_back(top);
+  for (int64_t i = config.n_layers; i-- > 0;)
+    backward_groups_.push_back(with_prefix("layers." + std::to_string(i) + "."));
+  backward_groups_.push_back(with_prefix("embed."));
+  size_t grouped = 0;
+  for (const auto& g : backward_groups_) grouped += g.size();
+  STRATA_CHECK(grouped == params_.all().size(), "transformer: ", params_.all().size(),
+               " parameters but ", grouped, " in the backward groups");
+}
+
+std::vector<Parameter*> Transformer::params_in_backward_order() const {
+  std::vector<Parameter*> out;
+  for (const auto& g : backward_groups_) out.insert(out.end(), g.begin(), g.end());
+  return out;
+}
+
+void Transformer::report_ready(size_t group) const {
+  // Fold finished 16-bit gradients into their f32 accumulators and clear them for the next
+  // micro-batch.
+  for (Parameter* p : backward_groups_[group]) {
+    if (!p->main_grad.defined()) continue;
+    ops::axpy(1.0, p->grad, p->main_grad);
+    fill(p->grad, 0.0);
+  }
+  if (grad_ready_) grad_ready_(backward_groups_[group]);
 }
 
 double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute recompute) {
@@ -93,11 +128,13 @@ void Transformer::backward(double scale) {
   Tensor dx = Tensor::empty({batch, seq, d}, dtype_);
   Tensor dx2 = dx.view({rows, d});
   final_norm_.backward(dxn, xf_, final_saved_, dx2);
+  report_ready(0);
 
   for (size_t i = blocks_.size(); i-- > 0;) {
     Tensor dprev = Tensor::empty({batch, seq, d}, dtype_);
     blocks_[i].backward(dx, saved_[i], dprev);
     dx = dprev;
+    report_ready(blocks_.size() - i);
   }
   dx2 = dx.view({rows, d});
   if (positions_) {
@@ -105,6 +142,7 @@ void Transformer::backward(double scale) {
     for (int64_t b = 0; b < batch; ++b) ops::axpy(1.0, dx.slice(0, b, b + 1).view({seq, d}), dpos);
   }
   ops::embedding_backward(dx2, ids_.view({rows}), 0, tokens_->grad);
+  report_ready(backward_groups_.size() - 1);
   saved_.clear();
   xf_ = xn_ = lse_ = Tensor();
 }

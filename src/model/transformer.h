@@ -2,6 +2,8 @@
 // output head (tied to the embedding or its own), and the cross-entropy loss.
 #pragma once
 
+#include <functional>
+#include <span>
 #include <vector>
 
 #include "model/block.h"
@@ -29,6 +31,15 @@ class Transformer {
   // Logits [batch * seq, vocab] of the last forward (valid until backward).
   const Tensor& logits() const { return logits_; }
 
+  // Called during backward each time a group of parameters has its final gradient for this
+  // micro-batch: the head and final norm, then each block from the last to the first, then the
+  // embeddings (the tied head's table last of all). Data parallelism starts reducing those
+  // gradients while backward goes on.
+  using GradReadyHook = std::function<void(std::span<Parameter* const> ready)>;
+  void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+  // The parameters in the order the hook reports them.
+  std::vector<Parameter*> params_in_backward_order() const;
+
  private:
   ModelConfig config_;
   DType dtype_;
@@ -38,6 +49,11 @@ class Transformer {
   Parameter* head_ = nullptr;       // head.weight [vocab, d_model], or tokens_ when tied
   std::vector<Block> blocks_;
   Norm final_norm_;
+  // The parameter groups reported to grad_ready_, in backward order: [head + final norm],
+  // [layer n-1], ..., [layer 0], [embeddings].
+  std::vector<std::vector<Parameter*>> backward_groups_;
+  GradReadyHook grad_ready_;
+  void report_ready(size_t group) const;
 
   // Saved by forward for backward.
   Tensor ids_, targets_;

@@ -33,10 +33,10 @@ void AdamW::step(double lr, double grad_scale) {
     args.step = step_;
     args.grad_scale = grad_scale;
     if (s.master.defined()) {
-      ops::adamw(s.master, s.param->grad, s.m, s.v, args);
+      ops::adamw(s.master, s.param->accum(), s.m, s.v, args);
       ops::cast(s.master, s.param->value);
     } else {
-      ops::adamw(s.param->value, s.param->grad, s.m, s.v, args);
+      ops::adamw(s.param->value, s.param->accum(), s.m, s.v, args);
     }
   }
 }
@@ -53,7 +53,7 @@ std::vector<AdamW::NamedState> AdamW::state() {
 
 double grad_norm(ParameterRegistry& params) {
   double sum = 0;
-  for (auto& p : params.all()) sum += ops::sum_squares(p->grad);
+  for (auto& p : params.all()) sum += ops::sum_squares(p->accum());
   return std::sqrt(sum);
 }
 

@@ -22,6 +22,10 @@ struct StepMetrics {
   double memory_mb = 0;  // resident set size of this process
   double loss_scale = 1;
   bool skipped = false;  // fp16 overflow: the update was not applied
+  // Data parallelism: the gradient all-reduce's span from its first bucket's start to its end, and
+  // the part of it backward did not hide (time waited after backward).
+  double comm_total_ms = 0;
+  double comm_exposed_ms = 0;
   std::optional<double> val_loss;
 };
 

@@ -49,15 +49,21 @@ double cpu_peak_flops() {
   return peak;
 }
 
-Trainer::Trainer(const Config& config, TrainOptions options)
+Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
     : config_(config),
       options_(std::move(options)),
+      groups_(groups),
       scaler_(config.train.precision == "fp16") {
   STRATA_CHECK(config.train.device != "cuda", "key 'train.device': cuda training is not available "
                "in this build yet (the CUDA backend is a later issue); use cpu or auto");
-  STRATA_CHECK(config.parallel.dp * config.parallel.tp * config.parallel.pp * config.parallel.sp == 1,
-               "this trainer runs one process; parallel.dp/tp/pp/sp must be 1 (multi-rank "
-               "training is a later issue)");
+  const ParallelConfig& par = config.parallel;
+  const int world = groups ? groups->grid().world_size() : 1;
+  STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
+               par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
+               world == 1 ? " (launch the ranks with mpirun)" : "");
+  STRATA_CHECK(par.tp == 1 && par.pp == 1 && par.sp == 1, "parallel.tp, parallel.pp and parallel.sp "
+               "must be 1: tensor, pipeline and sequence parallelism are not in this build yet");
+  STRATA_CHECK(par.zero == 0, "parallel.zero must be 0: ZeRO is not in this build yet");
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
   recompute_ = parse_recompute(config.train.recompute);
@@ -67,11 +73,18 @@ Trainer::Trainer(const Config& config, TrainOptions options)
   train_set_ = read_dataset(config.data.train, "data.train", config.model.vocab_size);
   if (config.train.eval_every > 0)
     val_set_ = read_dataset(config.data.val, "data.val", config.model.vocab_size);
+  const int dp_rank = groups ? groups->grid().coordinate(Axis::dp) : 0;
   loader_ = std::make_unique<DataLoader>(train_set_, config.train.seq_len, config.train.global_batch,
-                                         0, 1, static_cast<uint64_t>(config.train.seed));
+                                         dp_rank, static_cast<int>(par.dp),
+                                         static_cast<uint64_t>(config.train.seed));
 
   model_ = std::make_unique<Transformer>(config.model, param_dtype());
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
+  if (groups && groups->dp_sp().size() > 1) {
+    reducer_ = std::make_unique<GradientReducer>(model_->params_in_backward_order(), groups->dp_sp(),
+                                                 par.bucket_mb);
+    model_->set_grad_ready_hook([this](std::span<Parameter* const> ready) { reducer_->ready(ready); });
+  }
   optimizer_ = std::make_unique<AdamW>(
       model_->params(), AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
                                    config.optim.weight_decay});
@@ -97,10 +110,12 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
     if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
     return offset;
   };
+  // Every dp replica holds the same values: the first one writes them.
+  const bool writer = groups_ == nullptr || groups_->grid().coordinate(Axis::dp) == 0;
   for (auto& p : model_->params().all())
-    entries.push_back({p->name, p->global_shape, place(*p), &p->value});
+    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writer});
   for (auto& s : optimizer_->state())
-    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor});
+    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor, writer});
   return entries;
 }
 
@@ -108,7 +123,9 @@ std::string Trainer::save(int64_t step) {
   Manifest m;
   m.step = step;
   m.config_yaml = config_to_yaml(config_);
-  m.layout = {{"world", 1}, {"dp", 1}, {"tp", 1}, {"pp", 1}, {"sp", 1}, {"ep", 1}};
+  const ParallelConfig& par = config_.parallel;
+  m.layout = {{"world", par.dp * par.tp * par.pp * par.sp}, {"dp", par.dp}, {"tp", par.tp},
+              {"pp", par.pp}, {"sp", par.sp}, {"ep", par.ep}};
   const LoaderState data = loader_->state();
   const LossScalerState& scale = scaler_.state();
   auto exact = [](double x) {  // a double as text that reads back bit for bit
@@ -122,9 +139,49 @@ std::string Trainer::save(int64_t step) {
              {"loss_scale.good_steps", std::to_string(scale.good_steps)},
              {"loss_scale.skipped_steps", std::to_string(scale.skipped_steps)},
              {"optimizer.steps", std::to_string(optimizer_->steps_taken())}};
-  const std::string path = save_checkpoint(config_.checkpoint_dir(), m, checkpoint_entries(), {});
-  prune_checkpoints(config_.checkpoint_dir(), config_.checkpoint.keep);
+  const CheckpointGroup group = checkpoint_group();
+  const std::string path = save_checkpoint(config_.checkpoint_dir(), m, checkpoint_entries(), group);
+  if (is_rank0()) prune_checkpoints(config_.checkpoint_dir(), config_.checkpoint.keep);
+  group.barrier();
   return path;
+}
+
+CheckpointGroup Trainer::checkpoint_group() const {
+  CheckpointGroup g;
+  if (!groups_) return g;
+  Communicator& world = groups_->world();
+  g.rank = world.rank();
+  g.world = world.size();
+  g.barrier = [&world] { world.barrier(); };
+  // Strings travel as fixed 256-byte records (a file's name, size and checksum fit easily).
+  g.gather = [&world](const std::string& mine) {
+    constexpr int64_t kRecord = 256;
+    STRATA_CHECK(static_cast<int64_t>(mine.size()) < kRecord, "checkpoint record too long: ", mine);
+    Tensor in = Tensor::zeros({kRecord}, DType::u16);
+    for (size_t i = 0; i < mine.size(); ++i) in.data<uint16_t>()[i] = static_cast<uint8_t>(mine[i]);
+    Tensor out = Tensor::empty({kRecord * world.size()}, DType::u16);
+    world.all_gather(in, out);
+    std::vector<std::string> all;
+    if (world.rank() != 0) return all;
+    for (int r = 0; r < world.size(); ++r) {
+      std::string s;
+      for (int64_t i = 0; i < kRecord; ++i) {
+        const uint16_t c = out.data<uint16_t>()[r * kRecord + i];
+        if (c == 0) break;
+        s.push_back(static_cast<char>(c));
+      }
+      all.push_back(s);
+    }
+    return all;
+  };
+  return g;
+}
+
+double Trainer::dp_mean(double local) const {
+  if (!groups_ || groups_->dp_sp().size() == 1) return local;
+  Tensor x = Tensor::from_vector(std::vector<double>{local}, {1});
+  groups_->dp_sp().all_reduce(x, ReduceOp::avg);
+  return x.data<double>()[0];
 }
 
 void Trainer::resume_from(const std::string& path) {
@@ -144,7 +201,9 @@ void Trainer::resume_from(const std::string& path) {
 }
 
 double Trainer::evaluate() {
-  EvalLoader eval(val_set_, config_.train.seq_len, config_.train.micro_batch, 0, 1);
+  const int dp_rank = groups_ ? groups_->grid().coordinate(Axis::dp) : 0;
+  EvalLoader eval(val_set_, config_.train.seq_len, config_.train.micro_batch * config_.parallel.dp,
+                  dp_rank, static_cast<int>(config_.parallel.dp));
   const int64_t n = std::min(eval.n_batches(), config_.train.eval_batches *
                                                    (config_.train.global_batch / config_.train.micro_batch));
   double weighted = 0;
@@ -156,22 +215,27 @@ double Trainer::evaluate() {
                 static_cast<double>(batch.n_rows());
     rows += batch.n_rows();
   }
-  STRATA_CHECK(rows > 0, "data.val '", config_.data.val, "' holds no full sequence of ",
-               config_.train.seq_len, " tokens");
-  return weighted / static_cast<double>(rows);
+  // Ranks may hold different numbers of rows (the last batch is short): weight by rows.
+  Tensor totals = Tensor::from_vector(std::vector<double>{weighted, static_cast<double>(rows)}, {2});
+  if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);
+  STRATA_CHECK(totals.data<double>()[1] > 0, "data.val '", config_.data.val,
+               "' holds no full sequence of ", config_.train.seq_len, " tokens");
+  return totals.data<double>()[0] / totals.data<double>()[1];
 }
 
 TrainSummary Trainer::run() {
   const TrainConfig& t = config_.train;
-  const int64_t accumulation = t.global_batch / t.micro_batch;
+  const int64_t accumulation = t.global_batch / (t.micro_batch * config_.parallel.dp);
   const double tokens_per_step = static_cast<double>(t.global_batch * t.seq_len);
   const double flops_per_step = count_model(config_.model).train_flops_per_token(t.seq_len) * tokens_per_step;
-  const double peak = options_.show_progress ? cpu_peak_flops() : 0.0;
+  const bool show = options_.show_progress && is_rank0();
+  const double peak = show ? cpu_peak_flops() : 0.0;
 
   TrainSummary summary;
   summary.first_step = step_ + 1;
-  MetricsLog metrics(t.out_dir, /*append=*/step_ > 0, step_ + 1);
-  if (options_.show_progress)
+  std::unique_ptr<MetricsLog> metrics;
+  if (is_rank0()) metrics = std::make_unique<MetricsLog>(t.out_dir, /*append=*/step_ > 0, step_ + 1);
+  if (show)
     log::info("training ", config_.model.arch, " (", count_model(config_.model).params,
               " parameters) for ", t.steps, " steps of ", t.global_batch, " x ", t.seq_len,
               " tokens, ", t.precision, ", accumulation ", accumulation);
@@ -187,9 +251,13 @@ TrainSummary Trainer::run() {
     double loss = 0;
     for (int64_t k = 0; k < accumulation; ++k) {
       const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
+      // Only the last micro-batch's backward communicates; the others accumulate locally.
+      if (reducer_) reducer_->begin_backward(k == accumulation - 1);
       loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
       model_->backward(scale / static_cast<double>(accumulation));
     }
+    if (reducer_) reducer_->finish();
+    loss = dp_mean(loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
     const double norm = grad_norm(params) / scale;
@@ -210,7 +278,8 @@ TrainSummary Trainer::run() {
     m.grad_norm = norm;
     m.step_ms = 1e3 * elapsed;
     m.tokens_per_s = tokens_per_step / elapsed;
-    m.mfu = peak > 0 ? flops_per_step / elapsed / peak : 0.0;
+    const double world = groups_ ? groups_->grid().world_size() : 1;
+    m.mfu = peak > 0 ? flops_per_step / elapsed / (peak * world) : 0.0;
     m.memory_mb = resident_memory_mb();
     m.loss_scale = scaler_.scale();
     m.skipped = !apply;
@@ -220,14 +289,18 @@ TrainSummary Trainer::run() {
     }
     summary.losses.push_back(loss);
     summary.skipped.push_back(!apply);
-    if (step % t.log_every == 0 || step == t.steps || m.val_loss) {
-      metrics.write(m);
-      if (options_.show_progress) metrics.show(m);
+    if (reducer_) {
+      m.comm_exposed_ms = reducer_->last_stats().exposed_ms;
+      m.comm_total_ms = reducer_->last_stats().reduce_ms;
+    }
+    if (metrics && (step % t.log_every == 0 || step == t.steps || m.val_loss)) {
+      metrics->write(m);
+      if (show) metrics->show(m);
     }
     const bool checkpoint_due = config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0;
     if (checkpoint_due || step == last) summary.last_checkpoint = save(step);
   }
-  if (options_.show_progress) metrics.finish_line();
+  if (show) metrics->finish_line();
   summary.last_step = step_;
   return summary;
 }

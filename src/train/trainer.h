@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/process_groups.h"
 #include "data/loader.h"
 #include "io/checkpoint.h"
 #include "io/config.h"
@@ -16,6 +17,7 @@
 #include "optim/adamw.h"
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
+#include "parallel/data_parallel.h"
 
 namespace strata {
 
@@ -43,7 +45,9 @@ struct TrainSummary {
 
 class Trainer {
  public:
-  Trainer(const Config& config, TrainOptions options);
+  // `groups`: the process groups of a multi-rank run (their grid must match config.parallel), or
+  // nullptr for one process.
+  Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups = nullptr);
   TrainSummary run();
 
   Transformer& model() { return *model_; }
@@ -57,8 +61,15 @@ class Trainer {
   std::vector<CheckpointEntry> checkpoint_entries();
   DType param_dtype() const;
 
+  bool is_rank0() const { return groups_ == nullptr || groups_->grid().rank() == 0; }
+  // The mean over dp ranks of a per-rank value (each rank's share of the batch is equal).
+  double dp_mean(double local) const;
+  CheckpointGroup checkpoint_group() const;
+
   Config config_;
   TrainOptions options_;
+  const ProcessGroups* groups_ = nullptr;
+  std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;

@@ -54,7 +54,9 @@ TEST(AdamW, MasterWeightsFollowTheF32Update) {
     for (int i = 0; i < 64; ++i) {
       float g = std::sin(0.1f * static_cast<float>(i * step));
       pa.grad.data<float>()[i] = g;
-      pb.grad.data<bf16>()[i] = bf16::from_float(g);
+      // A bf16 parameter's gradient reaches the optimizer as its f32 main_grad, summed from
+      // bf16 micro-batch gradients: here one, rounded to bf16.
+      pb.accum().data<float>()[i] = bf16::from_float(g).to_float();
     }
     opt_a.step(1e-2, 1.0);
     opt_b.step(1e-2, 1.0);
