@@ -7,15 +7,14 @@
 namespace strata {
 
 SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& name,
-                             const ModelConfig& config, DType dtype, int64_t tp_rank,
-                             int64_t tp_size)
-    : rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
-  STRATA_CHECK(config.n_heads % tp_size == 0 && config.n_kv_heads % tp_size == 0, name,
-               ": n_heads=", config.n_heads, " and n_kv_heads=", config.n_kv_heads,
-               " must both split over tp=", tp_size);
+                             const ModelConfig& config, DType dtype, const TensorParallel& tp)
+    : tp_(tp), rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
+  const int64_t tp_rank = tp.rank, tp_size = tp.size;
+  check_attention_layout(config, tp_size);
   head_dim_ = config.head_dim();
   n_heads_ = config.n_heads / tp_size;
-  n_kv_heads_ = config.n_kv_heads / tp_size;
+  const bool split_kv = config.n_kv_heads % tp_size == 0;
+  n_kv_heads_ = split_kv ? config.n_kv_heads / tp_size : 1;
   const int64_t d = config.d_model, kv = config.n_kv_heads * head_dim_;
   // GPT-2's scaled initialisation: residual projections get std 0.02 / sqrt(2 n_layers), so the
   // residual stream's variance does not grow with depth.
@@ -24,8 +23,19 @@ SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& nam
     return LinearSpec{name + "." + part, in, out, config.bias, std, split, tp_rank, tp_size};
   };
   wq_ = Linear(registry, spec("wq", d, d, Split::column, 0.02), dtype);
-  wk_ = Linear(registry, spec("wk", d, kv, Split::column, 0.02), dtype);
-  wv_ = Linear(registry, spec("wv", d, kv, Split::column, 0.02), dtype);
+  if (split_kv) {
+    wk_ = Linear(registry, spec("wk", d, kv, Split::column, 0.02), dtype);
+    wv_ = Linear(registry, spec("wv", d, kv, Split::column, 0.02), dtype);
+  } else {
+    // n_kv_heads < tp: this rank's query heads all use kv head (rank x n_kv_heads / tp).
+    const int64_t kv_head = tp_rank * config.n_kv_heads / tp_size;
+    for (auto [part, linear] : {std::pair{"wk", &wk_}, std::pair{"wv", &wv_}}) {
+      LinearSpec s = spec(part, d, kv, Split::none, 0.02);
+      s.window_start = kv_head * head_dim_;
+      s.window_size = head_dim_;
+      *linear = Linear(registry, s, dtype);
+    }
+  }
   wo_ = Linear(registry, spec("wo", d, d, Split::row, residual_std), dtype);
 }
 
@@ -55,6 +65,7 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
   core_forward(s);
   Tensor y2 = y.view({rows, -1});
   wo_.forward(s.out.view({rows, -1}), y2);
+  tp_.reduce(y);  // g: the row-parallel partial outputs summed
   if (!keep_core) {
     s.out = Tensor();
     s.lse = Tensor();
@@ -79,6 +90,16 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   wq_.backward(x2, dq.view({rows, -1}), dx2);
   wk_.backward(x2, dk.view({rows, -1}), dx2, /*accumulate_dx=*/true);
   wv_.backward(x2, dv.view({rows, -1}), dx2, /*accumulate_dx=*/true);
+  tp_.reduce(dx);  // f's backward: each rank's heads give part of the input gradient
+}
+
+void check_attention_layout(const ModelConfig& config, int64_t tp) {
+  STRATA_CHECK(config.n_heads % tp == 0, "parallel.tp = ", tp, " does not divide model.n_heads = ",
+               config.n_heads, ": attention heads are split across tensor-parallel ranks");
+  STRATA_CHECK(config.n_kv_heads % tp == 0 || tp % config.n_kv_heads == 0, "parallel.tp = ", tp,
+               " and model.n_kv_heads = ", config.n_kv_heads,
+               ": one must divide the other (kv heads are split when tp divides them, shared by "
+               "groups of ranks when they divide tp)");
 }
 
 }  // namespace strata

@@ -1,10 +1,13 @@
 // Causal self-attention: q, k, v projections (GQA: n_kv_heads <= n_heads), optional RoPE, the
-// flash-form attention op, and the output projection. Under tensor parallelism the heads split
-// over tp: wq/wk/wv are column-parallel, wo row-parallel.
+// flash-form attention op, and the output projection. Under tensor parallelism the query heads
+// split over tp: wq is column-parallel, wo row-parallel (its partial outputs summed over tp), and
+// wk/wv are column-parallel when tp divides n_kv_heads; when n_kv_heads < tp (and divides it)
+// every rank holds wk/wv whole and computes only the one kv head its query heads use.
 #pragma once
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "parallel/tensor_parallel.h"
 
 namespace strata {
 
@@ -19,21 +22,25 @@ class SelfAttention {
  public:
   SelfAttention() = default;
   SelfAttention(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
-                DType dtype, int64_t tp_rank = 0, int64_t tp_size = 1);
+                DType dtype, const TensorParallel& tp = {});
 
-  // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model] (before any tp
-  // reduction). keep_core: save out/lse (false under selective recompute).
+  // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model], summed over tp.
+  // keep_core: save out/lse (false under selective recompute).
   void forward(const Tensor& x, Tensor& y, AttentionSaved& saved, bool keep_core) const;
-  // dx overwritten.
+  // dx overwritten (summed over tp).
   void backward(const Tensor& dy, const Tensor& x, AttentionSaved& saved, Tensor& dx) const;
 
  private:
   void core_forward(AttentionSaved& saved) const;
 
   Linear wq_, wk_, wv_, wo_;
+  TensorParallel tp_;
   int64_t n_heads_ = 0, n_kv_heads_ = 0, head_dim_ = 0;  // local (per tp rank) head counts
   bool rope_ = true;
   double rope_theta_ = 10000.0;
 };
+
+// Refuses a layout the attention cannot split, naming the keys (before any work is done).
+void check_attention_layout(const ModelConfig& config, int64_t tp);
 
 }  // namespace strata

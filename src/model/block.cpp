@@ -12,13 +12,13 @@ Recompute parse_recompute(const std::string& name) {
 }
 
 Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-             int64_t tp_rank, int64_t tp_size) {
+             const TensorParallel& tp) {
   const std::string name = "layers." + std::to_string(index);
   const NormKind kind = config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm;
   norm1_ = Norm(registry, name + ".attn_norm", kind, config.d_model, config.norm_eps, dtype);
-  attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp_rank, tp_size);
+  attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp);
   norm2_ = Norm(registry, name + ".mlp_norm", kind, config.d_model, config.norm_eps, dtype);
-  mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp_rank, tp_size);
+  mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);
 }
 
 void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_core) const {

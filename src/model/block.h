@@ -26,7 +26,7 @@ class Block {
  public:
   Block() = default;
   Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-        int64_t tp_rank = 0, int64_t tp_size = 1);
+        const TensorParallel& tp = {});
   // x, y: [batch, seq, d_model].
   void forward(const Tensor& x, Tensor& y, BlockSaved& saved, Recompute recompute) const;
   // dx overwritten; releases what was saved.

@@ -28,34 +28,57 @@ Linear::Linear(ParameterRegistry& registry, const LinearSpec& spec, DType dtype)
                  spec.in_features, " input features do not split over tp=", spec.tp_size);
     local_in_ = spec.in_features / spec.tp_size;
     weight_shard = {1, "tp", spec.tp_rank * local_in_};
+    bias_here_ = spec.tp_rank == 0;
+  } else if (spec.window_size > 0) {
+    STRATA_CHECK(spec.window_start >= 0 && spec.window_start + spec.window_size <= spec.out_features,
+                 "linear '", spec.name, "': window [", spec.window_start, ", ",
+                 spec.window_start + spec.window_size, ") outside ", spec.out_features, " rows");
+    windowed_ = spec.window_size < spec.out_features;
+    window_start_ = spec.window_start;
+    local_out_ = spec.window_size;
   }
   weight_ = &registry.add(spec.name + ".weight", {spec.out_features, spec.in_features}, weight_shard,
                           weight_shard.dim == 0 ? local_out_ : local_in_, Init::normal,
                           spec.init_std, true, dtype);
   if (spec.bias)
-    bias_ = &registry.add(spec.name + ".bias", {spec.out_features}, bias_shard, local_out_,
-                          Init::zeros, 0.0, false, dtype);
+    bias_ = &registry.add(spec.name + ".bias", {spec.out_features}, bias_shard,
+                          bias_shard.replicated() ? 0 : local_out_, Init::zeros, 0.0, false, dtype);
+  if (windowed_) {
+    weight_->tp_partial_grad = true;
+    if (bias_) bias_->tp_partial_grad = true;
+  }
+}
+
+Tensor Linear::weight_rows(const Tensor& w) const {
+  return windowed_ ? w.slice(0, window_start_, window_start_ + local_out_) : w;
+}
+
+Tensor Linear::bias_rows(const Tensor& b) const {
+  return windowed_ ? b.slice(0, window_start_, window_start_ + local_out_) : b;
 }
 
 void Linear::forward(const Tensor& x, Tensor& y) const {
-  ops::gemm(x, weight_->value, y, {.trans_b = true});
-  if (bias_) {
+  ops::gemm(x, weight_rows(weight_->value), y, {.trans_b = true});
+  if (bias_ && bias_here_) {
     // y += ones[rows, 1] @ b[1, out]: the bias broadcast over rows as a rank-1 product.
     Tensor ones = ones_column(x.size(0), x.dtype());
-    ops::gemm(ones, bias_->value.view({1, local_out_}), y, {.beta = 1.0});
+    ops::gemm(ones, bias_rows(bias_->value).view({1, local_out_}), y, {.beta = 1.0});
   }
 }
 
 void Linear::backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) const {
   // dW[out, in] += dy^T[out, rows] @ x[rows, in]
-  ops::gemm(dy, x, weight_->grad, {.trans_a = true, .beta = 1.0});
+  Tensor dw = weight_rows(weight_->grad);
+  ops::gemm(dy, x, dw, {.trans_a = true, .beta = 1.0});
   if (bias_) {
-    // db[1, out] += ones^T[1, rows] @ dy[rows, out]
+    // db[1, out] += ones^T[1, rows] @ dy[rows, out]. Every tp rank computes it (dy is the same on
+    // all of them for a row-parallel linear), so the replicated bias stays the same everywhere.
     Tensor ones = ones_column(x.size(0), x.dtype());
-    Tensor db = bias_->grad.view({1, local_out_});
+    Tensor db = bias_rows(bias_->grad).view({1, local_out_});
     ops::gemm(ones, dy, db, {.trans_a = true, .beta = 1.0});
   }
-  if (dx.defined()) ops::gemm(dy, weight_->value, dx, {.beta = accumulate_dx ? 1.0 : 0.0});
+  if (dx.defined())
+    ops::gemm(dy, weight_rows(weight_->value), dx, {.beta = accumulate_dx ? 1.0 : 0.0});
 }
 
 }  // namespace strata

@@ -23,6 +23,11 @@ struct LinearSpec {
   Split split = Split::none;
   int64_t tp_rank = 0;
   int64_t tp_size = 1;
+  // Split::none only: compute just the output rows [window_start, window_start + window_size) of
+  // a weight every tp rank holds whole (its gradient is then partial on each rank and summed
+  // over tp). 0: every row.
+  int64_t window_start = 0;
+  int64_t window_size = 0;
 };
 
 class Linear {
@@ -40,9 +45,16 @@ class Linear {
   void backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false) const;
 
  private:
+  // The rows of W (and b) this rank computes with: all of them, or the window.
+  Tensor weight_rows(const Tensor& w) const;
+  Tensor bias_rows(const Tensor& b) const;
+
   Parameter* weight_ = nullptr;
   Parameter* bias_ = nullptr;
   int64_t local_in_ = 0, local_out_ = 0;
+  int64_t window_start_ = 0;
+  bool windowed_ = false;
+  bool bias_here_ = true;  // row-parallel: the bias is added by tp rank 0 only (once in the sum)
 };
 
 // A column of ones [rows, 1] in `dtype`: bias broadcasts and column sums as gemms.

@@ -5,6 +5,7 @@
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "parallel/tensor_parallel.h"
 
 namespace strata {
 
@@ -18,12 +19,13 @@ class Mlp {
  public:
   Mlp() = default;
   Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig& config, DType dtype,
-      int64_t tp_rank = 0, int64_t tp_size = 1);
-  // x, y: [rows, d_model].
+      const TensorParallel& tp = {});
+  // x, y: [rows, d_model]; y and dx are summed over tp.
   void forward(const Tensor& x, Tensor& y, MlpSaved& saved) const;
   void backward(const Tensor& dy, const Tensor& x, const MlpSaved& saved, Tensor& dx) const;
 
  private:
+  TensorParallel tp_;
   bool swiglu_ = true;
   int64_t local_ff_ = 0;
   Linear in_, gate_, out_;  // gelu: in_ = fc, out_ = proj; swiglu: in_ = up, gate_, out_ = down

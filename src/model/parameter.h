@@ -33,6 +33,9 @@ struct Parameter {
   Init init = Init::normal;
   double init_std = 0.02;
   bool weight_decay = true;  // false for norms, biases and embeddings
+  // Replicated over tp, but each tp rank's backward gives only a partial gradient (kv projections
+  // shared by the query heads of several ranks): the gradients are summed over tp after backward.
+  bool tp_partial_grad = false;
   Tensor value;              // this rank's slice, in the model's parameter dtype
   Tensor grad;               // same shape and dtype as value; backward accumulates into it
   // For 16-bit parameters, the f32 gradient accumulated over a step's micro-batches: each

@@ -5,21 +5,27 @@
 
 namespace strata {
 
-Transformer::Transformer(const ModelConfig& config, DType dtype) : config_(config), dtype_(dtype) {
+Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp)
+    : config_(config), dtype_(dtype), tp_(tp) {
   const int64_t d = config.d_model;
-  tokens_ = &params_.add_replicated("embed.tokens.weight", {config.vocab_size, d}, Init::normal,
-                                    0.02, false, dtype);
+  check_attention_layout(config, tp.size);
+  STRATA_CHECK(config.d_ff % tp.size == 0, "parallel.tp = ", tp.size,
+               " does not divide model.d_ff = ", config.d_ff);
+  vocab_ = vocab_shard(config.vocab_size, tp.rank, tp.size);
+  const ShardSpec vocab_split = tp.active() ? ShardSpec{0, "tp", vocab_.start} : ShardSpec{};
+  tokens_ = &params_.add("embed.tokens.weight", {config.vocab_size, d}, vocab_split, vocab_.rows,
+                         Init::normal, 0.02, false, dtype);
   if (config.position == "learned")
     positions_ = &params_.add_replicated("embed.positions.weight", {config.max_seq_len, d},
                                          Init::normal, 0.02, false, dtype);
   blocks_.reserve(static_cast<size_t>(config.n_layers));
-  for (int64_t i = 0; i < config.n_layers; ++i) blocks_.emplace_back(params_, i, config, dtype);
+  for (int64_t i = 0; i < config.n_layers; ++i) blocks_.emplace_back(params_, i, config, dtype, tp);
   final_norm_ = Norm(params_, "final_norm",
                      config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm, d,
                      config.norm_eps, dtype);
   head_ = config.tie_embeddings ? tokens_
-                                : &params_.add_replicated("head.weight", {config.vocab_size, d},
-                                                          Init::normal, 0.02, true, dtype);
+                                : &params_.add("head.weight", {config.vocab_size, d}, vocab_split,
+                                               vocab_.rows, Init::normal, 0.02, true, dtype);
 
   // Group the parameters by when backward finishes them (see set_grad_ready_hook).
   auto with_prefix = [&](const std::string& prefix) {
@@ -69,7 +75,8 @@ double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute 
   // x = tokens[ids] (+ positions[0:seq] for every sequence of the batch)
   Tensor x = Tensor::empty({batch, seq, d}, dtype_);
   Tensor x2 = x.view({rows, d});
-  ops::embedding_forward(ids.view({rows}), tokens_->value, 0, x2);
+  ops::embedding_forward(ids.view({rows}), tokens_->value, vocab_.start, x2);
+  tp_.reduce(x2);  // vocab-parallel: each rank filled the rows of the ids it holds
   if (positions_) {
     Tensor pos = positions_->value.slice(0, 0, seq);
     for (int64_t b = 0; b < batch; ++b) {
@@ -88,12 +95,28 @@ double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute 
   xn_ = Tensor::empty({rows, d}, dtype_);
   final_norm_.forward(xf_, xn_, final_saved_);
 
-  logits_ = Tensor::empty({rows, config_.vocab_size}, dtype_);
+  // Vocab-parallel logits: this rank's columns [vocab_.start, vocab_.start + vocab_.rows).
+  logits_ = Tensor::empty({rows, vocab_.rows}, dtype_);
   ops::gemm(xn_, head_->value, logits_, {.trans_b = true});
   const DType stats = ops::stats_dtype(dtype_);
   Tensor loss = Tensor::empty({rows}, stats);
   lse_ = Tensor::empty({rows}, stats);
-  ops::cross_entropy_forward(logits_, targets.view({rows}), loss, lse_);
+  if (!tp_.active()) {
+    ops::cross_entropy_forward(logits_, targets.view({rows}), loss, lse_);
+  } else {
+    // Each rank's shard statistics, gathered over tp ([tp, rows]) and combined identically on
+    // every rank: the loss and lse of the whole vocabulary.
+    Tensor max = Tensor::empty({rows}, stats), sum_exp = Tensor::empty({rows}, stats),
+           target_logit = Tensor::empty({rows}, stats);
+    ops::cross_entropy_stats(logits_, targets.view({rows}), vocab_.start, max, sum_exp, target_logit);
+    Tensor all_max = Tensor::empty({tp_.size, rows}, stats),
+           all_sum = Tensor::empty({tp_.size, rows}, stats),
+           all_target = Tensor::empty({tp_.size, rows}, stats);
+    tp_.group->all_gather(max, all_max);
+    tp_.group->all_gather(sum_exp, all_sum);
+    tp_.group->all_gather(target_logit, all_target);
+    ops::cross_entropy_combine(all_max, all_sum, all_target, targets.view({rows}), loss, lse_);
+  }
 
   // Mean over the targets that count (negative targets are ignored and have loss 0).
   const Tensor t = targets.view({rows});
@@ -117,13 +140,14 @@ void Transformer::backward(double scale) {
   Tensor dloss = Tensor::empty({rows}, stats);
   fill(dloss, scale / static_cast<double>(n_valid_));
   Tensor dlogits = Tensor::empty(logits_.shape(), dtype_);
-  ops::cross_entropy_backward(logits_, targets_.view({rows}), 0, lse_, dloss, dlogits);
+  ops::cross_entropy_backward(logits_, targets_.view({rows}), vocab_.start, lse_, dloss, dlogits);
   logits_ = Tensor();
 
   // logits = xn @ W^T:  dW += dlogits^T @ xn,  dxn = dlogits @ W
   ops::gemm(dlogits, xn_, head_->grad, {.trans_a = true, .beta = 1.0});
   Tensor dxn = Tensor::empty({rows, d}, dtype_);
   ops::gemm(dlogits, head_->value, dxn);
+  tp_.reduce(dxn);  // each vocabulary shard's part of the gradient
   dlogits = Tensor();
   Tensor dx = Tensor::empty({batch, seq, d}, dtype_);
   Tensor dx2 = dx.view({rows, d});
@@ -141,7 +165,7 @@ void Transformer::backward(double scale) {
     Tensor dpos = positions_->grad.slice(0, 0, seq);
     for (int64_t b = 0; b < batch; ++b) ops::axpy(1.0, dx.slice(0, b, b + 1).view({seq, d}), dpos);
   }
-  ops::embedding_backward(dx2, ids_.view({rows}), 0, tokens_->grad);
+  ops::embedding_backward(dx2, ids_.view({rows}), vocab_.start, tokens_->grad);
   report_ready(backward_groups_.size() - 1);
   saved_.clear();
   xf_ = xn_ = lse_ = Tensor();

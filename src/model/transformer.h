@@ -9,12 +9,15 @@
 #include "model/block.h"
 #include "model/config.h"
 #include "model/parameter.h"
+#include "parallel/tensor_parallel.h"
 
 namespace strata {
 
 class Transformer {
  public:
-  Transformer(const ModelConfig& config, DType dtype);
+  // Under tensor parallelism (tp.size > 1) blocks split their heads and FFN, the token table and
+  // the head split the vocabulary (parallel/tensor_parallel.h), and the loss is combined over tp.
+  Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
@@ -43,6 +46,8 @@ class Transformer {
  private:
   ModelConfig config_;
   DType dtype_;
+  TensorParallel tp_;
+  VocabShard vocab_;  // this rank's rows of the token table and the head
   ParameterRegistry params_;
   Parameter* tokens_ = nullptr;     // embed.tokens.weight [vocab, d_model]
   Parameter* positions_ = nullptr;  // embed.positions.weight [max_seq_len, d_model] (learned)

@@ -61,8 +61,9 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
-  STRATA_CHECK(par.tp == 1 && par.pp == 1 && par.sp == 1, "parallel.tp, parallel.pp and parallel.sp "
-               "must be 1: tensor, pipeline and sequence parallelism are not in this build yet");
+  STRATA_CHECK(par.pp == 1 && par.sp == 1, "parallel.pp and parallel.sp must be 1: pipeline and "
+               "sequence parallelism are not in this build yet");
+  STRATA_CHECK(!par.tp_sequence_parallel, "parallel.tp_sequence_parallel is not in this build yet");
   STRATA_CHECK(par.zero == 0, "parallel.zero must be 0: ZeRO is not in this build yet");
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
@@ -78,7 +79,9 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                                          dp_rank, static_cast<int>(par.dp),
                                          static_cast<uint64_t>(config.train.seed));
 
-  model_ = std::make_unique<Transformer>(config.model, param_dtype());
+  TensorParallel tp;
+  if (groups) tp = {&groups->tp(), groups->grid().coordinate(Axis::tp), groups->tp().size()};
+  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp);
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
   if (groups && groups->dp_sp().size() > 1) {
     reducer_ = std::make_unique<GradientReducer>(model_->params_in_backward_order(), groups->dp_sp(),
@@ -110,12 +113,18 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
     if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
     return offset;
   };
-  // Every dp replica holds the same values: the first one writes them.
-  const bool writer = groups_ == nullptr || groups_->grid().coordinate(Axis::dp) == 0;
+  // Every dp replica holds the same values: the first one writes them; of a tensor replicated
+  // over tp, tp rank 0 writes the one copy.
+  auto writes = [&](const Parameter& p) {
+    if (!groups_) return true;
+    const ProcessGrid& g = groups_->grid();
+    return g.coordinate(Axis::dp) == 0 && (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
+  };
   for (auto& p : model_->params().all())
-    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writer});
+    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p)});
   for (auto& s : optimizer_->state())
-    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor, writer});
+    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor,
+                       writes(*s.param)});
   return entries;
 }
 
@@ -175,6 +184,26 @@ CheckpointGroup Trainer::checkpoint_group() const {
     return all;
   };
   return g;
+}
+
+void Trainer::reduce_partial_grads() {
+  if (!groups_ || groups_->tp().size() == 1) return;
+  for (auto& p : model_->params().all())
+    if (p->tp_partial_grad) groups_->tp().all_reduce(p->accum(), ReduceOp::sum);
+}
+
+double Trainer::global_grad_norm() {
+  // Every parameter counted once: a tp-sharded one contributes each rank's slice (summed over tp),
+  // a replicated one its (identical) local copy. Gradients are already the same across dp.
+  double sharded = 0, replicated = 0;
+  for (auto& p : model_->params().all())
+    (p->shard.replicated() ? replicated : sharded) += ops::sum_squares(p->accum());
+  if (groups_ && groups_->tp().size() > 1) {
+    Tensor x = Tensor::from_vector(std::vector<double>{sharded}, {1});
+    groups_->tp().all_reduce(x, ReduceOp::sum);
+    sharded = x.data<double>()[0];
+  }
+  return std::sqrt(sharded + replicated);
 }
 
 double Trainer::dp_mean(double local) const {
@@ -257,10 +286,11 @@ TrainSummary Trainer::run() {
       model_->backward(scale / static_cast<double>(accumulation));
     }
     if (reducer_) reducer_->finish();
+    reduce_partial_grads();
     loss = dp_mean(loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
-    const double norm = grad_norm(params) / scale;
+    const double norm = global_grad_norm() / scale;
     const bool apply = scaler_.update(norm);
     const double lr = schedule_.at(step);
     if (apply) {

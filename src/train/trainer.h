@@ -64,6 +64,10 @@ class Trainer {
   bool is_rank0() const { return groups_ == nullptr || groups_->grid().rank() == 0; }
   // The mean over dp ranks of a per-rank value (each rank's share of the batch is equal).
   double dp_mean(double local) const;
+  // Sums over tp the gradients that tp ranks only hold parts of (Parameter::tp_partial_grad).
+  void reduce_partial_grads();
+  // The gradient norm of the whole model, each parameter counted once however it is split.
+  double global_grad_norm();
   CheckpointGroup checkpoint_group() const;
 
   Config config_;
