@@ -44,13 +44,7 @@ Storage::Storage(Allocator& allocator, size_t bytes)
 Storage::~Storage() { allocator_->deallocate(data_, bytes_); }
 
 Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
-  Tensor t;
-  t.shape_ = shape;
-  t.strides_ = contiguous_strides(shape);
-  t.numel_ = shape_numel(shape);
-  t.dtype_ = dtype;
-  t.dtype_set_ = true;
-  t.device_ = allocator.device();
+  Tensor t = wrap(nullptr, shape, dtype, allocator.device());
   t.storage_ = std::make_shared<Storage>(allocator, t.nbytes());
   t.data_ = t.storage_->data();
   return t;

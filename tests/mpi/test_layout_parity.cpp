@@ -12,6 +12,7 @@
 #include "core/philox.h"
 #include "data/dataset.h"
 #include "kernels/ops.h"
+#include "synthetic_corpus.h"
 #include "train/trainer.h"
 
 using namespace strata;
@@ -40,23 +41,11 @@ fs::path shared_dir(const std::string& name) {
   return dir;
 }
 
-// The synthetic corpus of the trainer tests: mostly next = (7 current + 3) mod 97.
+// The synthetic corpus (tests/synthetic_corpus.h), written once by rank 0.
 void write_corpus(const fs::path& dir) {
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank == 0) {
-    for (const char* split : {"train", "val"}) {
-      const int64_t n = split[0] == 't' ? 20000 : 2000;
-      std::vector<int32_t> tokens(static_cast<size_t>(n));
-      int32_t current = 1;
-      for (int64_t i = 0; i < n; ++i) {
-        philox::Block w = philox::words(split[0], 0, static_cast<uint64_t>(i));
-        current = (w.v[0] % 8 == 0) ? static_cast<int32_t>(w.v[1] % 97) : (7 * current + 3) % 97;
-        tokens[static_cast<size_t>(i)] = current;
-      }
-      TokenDataset::write(dir / (std::string(split) + ".h5"), tokens, {97, 1, -1, "synthetic", "test"});
-    }
-  }
+  if (rank == 0) strata::testing::write_synthetic_corpus(dir);
   MPI_Barrier(MPI_COMM_WORLD);
 }
 

@@ -10,6 +10,7 @@
 #include "data/dataset.h"
 #include "kernels/ops.h"
 #include "op_testing.h"
+#include "synthetic_corpus.h"
 #include "train/trainer.h"
 
 using namespace strata;
@@ -17,25 +18,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A corpus with structure to learn: mostly next = (7 * current + 3) mod 97, one token in eight
-// random.
+// The synthetic corpus (tests/synthetic_corpus.h) in a folder of this process.
 struct SyntheticCorpus {
   fs::path dir;
   SyntheticCorpus() {
     dir = fs::temp_directory_path() / ("strata_trainer_" + std::to_string(::getpid()));
     fs::remove_all(dir);
     fs::create_directories(dir);
-    for (const char* split : {"train", "val"}) {
-      const int64_t n = split[0] == 't' ? 20000 : 2000;
-      std::vector<int32_t> tokens(static_cast<size_t>(n));
-      int32_t current = 1;
-      for (int64_t i = 0; i < n; ++i) {
-        philox::Block w = philox::words(split[0], 0, static_cast<uint64_t>(i));
-        current = (w.v[0] % 8 == 0) ? static_cast<int32_t>(w.v[1] % 97) : (7 * current + 3) % 97;
-        tokens[static_cast<size_t>(i)] = current;
-      }
-      TokenDataset::write(dir / (std::string(split) + ".h5"), tokens, {97, 1, -1, "synthetic", "test"});
-    }
+    strata::testing::write_synthetic_corpus(dir);
   }
   ~SyntheticCorpus() { fs::remove_all(dir); }
 };
