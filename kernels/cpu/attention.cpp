@@ -5,6 +5,8 @@
 #include <limits>
 #include <vector>
 
+#include "kernels/cpu/vector_math.h"
+
 namespace strata::cpu {
 namespace {
 
@@ -21,10 +23,19 @@ int64_t first_query_seeing(const AttentionMask& mask, int64_t seq_q, int64_t j) 
   return std::clamp<int64_t>(mask.k_offset + j - mask.q_offset, 0, seq_q);
 }
 
+// sum_d a_d b_d with element d added into partial sum d % kLanes and the partial sums added in
+// order at the end: independent accumulators vectorize (one running sum waits on every add), and
+// the order of the additions is fixed, whatever the vector width or the thread count.
 template <typename C>
 C dot(const C* a, const C* b, int64_t n) {
+  constexpr int64_t kLanes = 8;
+  const int64_t body = n / kLanes * kLanes;
+  C lane[kLanes] = {};
+  for (int64_t d = 0; d < body; d += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lane[l] += a[d + l] * b[d + l];
+  for (int64_t d = body; d < n; ++d) lane[d - body] += a[d] * b[d];
   C s = 0;
-  for (int64_t d = 0; d < n; ++d) s += a[d] * b[d];
+  for (int64_t l = 0; l < kLanes; ++l) s += lane[l];
   return s;
 }
 
@@ -112,12 +123,13 @@ void attention_forward(const T* q, const T* k, const T* v, const AttentionShape&
             tile_max = std::max(tile_max, s[count(j)]);
           }
           const C m_new = std::max(m[count(r)], tile_max);
-          const C rescale = std::exp(m[count(r)] - m_new);  // 0 on the row's first visible tile
+          const C rescale = exp_c(m[count(r)] - m_new);  // 0 on the row's first visible tile
           C* acc_r = acc.data() + r * head_dim;
           C l_r = l[count(r)] * rescale;
           for (int64_t d = 0; d < head_dim; ++d) acc_r[d] *= rescale;
+          for (int64_t j = 0; j < n; ++j) s[count(j)] = exp_c(s[count(j)] - m_new);  // p_j
           for (int64_t j = 0; j < n; ++j) {
-            const C p = std::exp(s[count(j)] - m_new);
+            const C p = s[count(j)];
             l_r += p;
             const C* v_j = v_tile.data() + j * head_dim;
             for (int64_t d = 0; d < head_dim; ++d) acc_r[d] += p * v_j[d];
@@ -170,6 +182,7 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
     std::vector<C> dk_acc(count(seq_k * head_dim)), dv_acc(count(seq_k * head_dim));
     std::vector<C> dq_acc(count(group * seq_q * head_dim));  // [group, seq_q, head_dim]
     std::vector<C> delta(count(group * seq_q));              // D_i = dout_i . out_i per head
+    std::vector<C> p(count(tile_k)), dp(count(tile_k));      // one query row's p_j, dout_i.v_j
 #pragma omp for schedule(dynamic)
     for (int64_t item = 0; item < n_items; ++item) {
       const int64_t b = item / n_kv_heads, kv_h = item % n_kv_heads;
@@ -203,16 +216,22 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
             load_row(dout + at, head_dim, dout_i.data());
             C* dq_i = dq_acc.data() + (g * seq_q + i) * head_dim;
             const C delta_i = delta[count(g * seq_q + i)];
+            // p_j = exp(scale q_i.k_j - lse_i) and dp_j = dout_i.v_j for the tile's keys first,
+            // so the exponentials run as one vector loop.
+            for (int64_t j = 0; j < n; ++j) {
+              p[count(j)] = scale * dot(q_i.data(), k_tile.data() + j * head_dim, head_dim) - lse_i;
+              dp[count(j)] = dot(dout_i.data(), v_tile.data() + j * head_dim, head_dim);
+            }
+            for (int64_t j = 0; j < n; ++j) p[count(j)] = exp_c(p[count(j)]);
             for (int64_t j = 0; j < n; ++j) {
               const C* k_j = k_tile.data() + j * head_dim;
-              const C* v_j = v_tile.data() + j * head_dim;
               C* dk_j = dk_acc.data() + (j0 + j) * head_dim;
               C* dv_j = dv_acc.data() + (j0 + j) * head_dim;
-              const C p = std::exp(scale * dot(q_i.data(), k_j, head_dim) - lse_i);
-              const C ds = p * (dot(dout_i.data(), v_j, head_dim) - delta_i);
+              const C p_j = p[count(j)];
+              const C ds = p_j * (dp[count(j)] - delta_i);
               const C scaled_ds = scale * ds;
               for (int64_t d = 0; d < head_dim; ++d) {
-                dv_j[d] += p * dout_i[count(d)];
+                dv_j[d] += p_j * dout_i[count(d)];
                 dk_j[d] += scaled_ds * q_i[count(d)];
                 dq_i[d] += scaled_ds * k_j[d];
               }

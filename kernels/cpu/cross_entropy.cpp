@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "kernels/cpu/vector_math.h"
+
 namespace strata::cpu {
 namespace {
 
@@ -13,14 +15,32 @@ struct RowStats {
   C sum_exp;  // sum_j exp(logit_j - max), in [1, n] for n > 0 columns
 };
 
-// Two passes: the max first, so every exp is <= 1 and the sum cannot overflow.
+// Elements of a row are spread over this many partial maxima and sums (element j goes to lane
+// j % kLanes), combined in lane order at the end: the loops vectorize, and the result depends only
+// on the row, not on the vector width or the thread count.
+constexpr int64_t kLanes = 16;
+
+// Two passes: the max first, so every exp is <= 1 and the sum cannot overflow. exp_c is exp_f32
+// for f32 and the 16-bit formats (within 1 ulp, kernels/cpu/vector_math.h), libm for f64.
 template <typename T>
 RowStats<compute_t<T>> row_stats(const T* logits, int64_t n) {
   using C = compute_t<T>;
-  C max = -std::numeric_limits<C>::infinity();
-  for (int64_t j = 0; j < n; ++j) max = std::max(max, load(logits[j]));
+  constexpr C neg_inf = -std::numeric_limits<C>::infinity();
+  const int64_t body = n / kLanes * kLanes;
+  C lane[kLanes];
+  std::fill_n(lane, kLanes, neg_inf);
+  for (int64_t j = 0; j < body; j += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lane[l] = std::max(lane[l], load(logits[j + l]));
+  for (int64_t j = body; j < n; ++j) lane[j - body] = std::max(lane[j - body], load(logits[j]));
+  C max = neg_inf;
+  for (int64_t l = 0; l < kLanes; ++l) max = std::max(max, lane[l]);
+
+  std::fill_n(lane, kLanes, C(0));
+  for (int64_t j = 0; j < body; j += kLanes)
+    for (int64_t l = 0; l < kLanes; ++l) lane[l] += exp_c(load(logits[j + l]) - max);
+  for (int64_t j = body; j < n; ++j) lane[j - body] += exp_c(load(logits[j]) - max);
   C sum_exp = 0;
-  for (int64_t j = 0; j < n; ++j) sum_exp += std::exp(load(logits[j]) - max);
+  for (int64_t l = 0; l < kLanes; ++l) sum_exp += lane[l];
   return {max, sum_exp};
 }
 
@@ -106,11 +126,13 @@ void cross_entropy_backward(const T* logits, const I* targets, int64_t rows, int
       continue;
     }
     const C lse_r = lse[r], dloss_r = dloss[r];
+    // The target's column is redone with the one-hot term, (p - 1) dloss (not p dloss - dloss);
+    // its logit is read first, so dlogits may be the logits' own buffer.
     const int64_t column = target_column(targets[r], vocab_start, vocab_shard);
-    for (int64_t j = 0; j < vocab_shard; ++j) {
-      const C onehot = j == column ? C(1) : C(0);
-      grad[j] = store<T>((std::exp(load(row[j]) - lse_r) - onehot) * dloss_r);
-    }
+    const C target_logit = column >= 0 ? load(row[column]) : C(0);
+    for (int64_t j = 0; j < vocab_shard; ++j)
+      grad[j] = store<T>(exp_c(load(row[j]) - lse_r) * dloss_r);
+    if (column >= 0) grad[column] = store<T>((exp_c(target_logit - lse_r) - C(1)) * dloss_r);
   }
 }
 

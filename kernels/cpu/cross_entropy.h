@@ -37,7 +37,8 @@ int64_t cross_entropy_forward(const T* logits, const I* targets, int64_t rows, i
                               compute_t<T>* loss, compute_t<T>* lse);
 
 // dlogits_j = (exp(logit_j - lse) - [vocab_start + j == target]) * dloss for this shard's columns,
-// with the global lse of the row; an ignored row gets 0. dlogits overwritten, [rows, vocab_shard].
+// with the global lse of the row; an ignored row gets 0. dlogits overwritten, [rows, vocab_shard];
+// it may be the logits' own buffer (each logit is read before its gradient is written).
 template <typename T, typename I>
 void cross_entropy_backward(const T* logits, const I* targets, int64_t rows, int64_t vocab_shard,
                             int64_t vocab_start, const compute_t<T>* lse, const compute_t<T>* dloss,

@@ -16,15 +16,26 @@ D convert(S x) {
   return narrow<D>(widen(x));
 }
 
+// Inside a chunk, element i goes to partial sum i % kLanes and the lanes are added in order at the
+// end: independent accumulators let the loop vectorize and pipeline (one running sum is bound by
+// the latency of each f64 add), and the order of additions stays fixed whatever the vector width.
+constexpr int64_t kLanes = 8;
+static_assert(kReduceChunk % kLanes == 0);
+
 template <typename T, typename Term>
 double chunked_sum(const T* x, int64_t n, Term term) {
   const int64_t chunks = (n + kReduceChunk - 1) / kReduceChunk;
   std::vector<double> partial(static_cast<size_t>(chunks));
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t c = 0; c < chunks; ++c) {
-    const int64_t end = std::min(n, (c + 1) * kReduceChunk);
+    const int64_t begin = c * kReduceChunk, end = std::min(n, begin + kReduceChunk);
+    const int64_t body = begin + (end - begin) / kLanes * kLanes;
+    double lane[kLanes] = {};
+    for (int64_t i = begin; i < body; i += kLanes)
+      for (int64_t l = 0; l < kLanes; ++l) lane[l] += term(static_cast<double>(load(x[i + l])));
+    for (int64_t i = body; i < end; ++i) lane[i - body] += term(static_cast<double>(load(x[i])));
     double s = 0;
-    for (int64_t i = c * kReduceChunk; i < end; ++i) s += term(static_cast<double>(load(x[i])));
+    for (int64_t l = 0; l < kLanes; ++l) s += lane[l];
     partial[static_cast<size_t>(c)] = s;
   }
   double total = 0;

@@ -8,7 +8,7 @@ namespace strata {
 
 SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& name,
                              const ModelConfig& config, DType dtype, const TensorParallel& tp)
-    : tp_(tp), rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
+    : rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
   const int64_t tp_rank = tp.rank, tp_size = tp.size;
   check_attention_layout(config, tp_size);
   head_dim_ = config.head_dim();
@@ -65,7 +65,6 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
   core_forward(s);
   Tensor y2 = y.view({rows, -1});
   wo_.forward(s.out.view({rows, -1}), y2);
-  tp_.reduce(y);  // g: the row-parallel partial outputs summed
   if (!keep_core) {
     s.out = Tensor();
     s.lse = Tensor();
@@ -90,7 +89,6 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   wq_.backward(x2, dq.view({rows, -1}), dx2);
   wk_.backward(x2, dk.view({rows, -1}), dx2, /*accumulate_dx=*/true);
   wv_.backward(x2, dv.view({rows, -1}), dx2, /*accumulate_dx=*/true);
-  tp_.reduce(dx);  // f's backward: each rank's heads give part of the input gradient
 }
 
 void check_attention_layout(const ModelConfig& config, int64_t tp) {

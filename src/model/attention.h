@@ -24,17 +24,17 @@ class SelfAttention {
   SelfAttention(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
                 DType dtype, const TensorParallel& tp = {});
 
-  // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model], summed over tp.
+  // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model], this rank's partial
+  // sum (the block combines the tp ranks').
   // keep_core: save out/lse (false under selective recompute).
   void forward(const Tensor& x, Tensor& y, AttentionSaved& saved, bool keep_core) const;
-  // dx overwritten (summed over tp).
+  // dx overwritten: this rank's part of the input gradient.
   void backward(const Tensor& dy, const Tensor& x, AttentionSaved& saved, Tensor& dx) const;
 
  private:
   void core_forward(AttentionSaved& saved) const;
 
   Linear wq_, wk_, wv_, wo_;
-  TensorParallel tp_;
   int64_t n_heads_ = 0, n_kv_heads_ = 0, head_dim_ = 0;  // local (per tp rank) head counts
   bool rope_ = true;
   double rope_theta_ = 10000.0;

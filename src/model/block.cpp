@@ -12,31 +12,36 @@ Recompute parse_recompute(const std::string& name) {
 }
 
 Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-             const TensorParallel& tp) {
+             const TensorParallel& tp)
+    : tp_(tp) {
   const std::string name = "layers." + std::to_string(index);
   const NormKind kind = config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm;
-  norm1_ = Norm(registry, name + ".attn_norm", kind, config.d_model, config.norm_eps, dtype);
+  norm1_ = Norm(registry, name + ".attn_norm", kind, config.d_model, config.norm_eps, dtype,
+                tp.splits_rows());
   attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp);
-  norm2_ = Norm(registry, name + ".mlp_norm", kind, config.d_model, config.norm_eps, dtype);
+  norm2_ = Norm(registry, name + ".mlp_norm", kind, config.d_model, config.norm_eps, dtype,
+                tp.splits_rows());
   mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);
 }
 
 void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_core) const {
-  const Shape shape = x.shape();
-  const int64_t rows = x.size(0) * x.size(1);
+  const int64_t rows = x.size(0), d = x.size(1), all_rows = s.batch * s.seq;
   const DType dt = x.dtype();
-  Tensor x2 = x.view({rows, -1});
-  s.xn1 = Tensor::empty(shape, dt);
-  Tensor xn1_2 = s.xn1.view({rows, -1});
-  norm1_.forward(x2, xn1_2, s.norm1);
-  s.h = Tensor::empty(shape, dt);
-  attn_.forward(s.xn1, s.h, s.attn, keep_core);
-  ops::add(s.h, x, s.h);  // h = x + attn(norm1(x))
-  s.xn2 = Tensor::empty({rows, x.size(2)}, dt);
-  norm2_.forward(s.h.view({rows, -1}), s.xn2, s.norm2);
-  Tensor y2 = y.view({rows, -1});
-  mlp_.forward(s.xn2, y2, s.mlp);
-  ops::add(y, s.h, y);  // y = h + mlp(norm2(h))
+  Tensor xn1 = Tensor::empty({rows, d}, dt);
+  norm1_.forward(x, xn1, s.norm1);
+  s.xn1 = tp_.to_full(xn1).view({s.batch, s.seq, d});  // f
+  Tensor a = Tensor::empty({s.batch, s.seq, d}, dt);
+  attn_.forward(s.xn1, a, s.attn, keep_core);
+  Tensor a2 = a.view({all_rows, d});
+  s.h = tp_.from_partial(a2);  // g
+  ops::add(s.h, x, s.h);       // h = x + attn(norm1(x))
+  Tensor xn2 = Tensor::empty({rows, d}, dt);
+  norm2_.forward(s.h, xn2, s.norm2);
+  s.xn2 = tp_.to_full(xn2);  // f
+  Tensor m = Tensor::empty({all_rows, d}, dt);
+  mlp_.forward(s.xn2, m, s.mlp);
+  Tensor m_rows = tp_.from_partial(m);  // g
+  ops::add(m_rows, s.h, y);             // y = h + mlp(norm2(h))
   s.complete = true;
 }
 
@@ -44,9 +49,11 @@ void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompu
   s.x = x;
   run_forward(x, y, s, recompute == Recompute::none);
   if (recompute == Recompute::full) {
-    Tensor kept = s.x;
-    s = BlockSaved{};
-    s.x = kept;
+    BlockSaved kept;
+    kept.batch = s.batch;
+    kept.seq = s.seq;
+    kept.x = s.x;
+    s = kept;
   }
 }
 
@@ -55,22 +62,28 @@ void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx) const {
     Tensor y = Tensor::empty(s.x.shape(), s.x.dtype());
     run_forward(s.x, y, s, /*keep_core=*/true);
   }
-  const int64_t rows = s.x.size(0) * s.x.size(1);
+  const int64_t rows = s.x.size(0), d = s.x.size(1), all_rows = s.batch * s.seq;
   const DType dt = s.x.dtype();
-  Tensor dy2 = dy.view({rows, -1});
-  // Through the MLP branch: dh = dy + norm2'(mlp'(dy)).
-  Tensor dxn2 = Tensor::empty(s.xn2.shape(), dt);
-  mlp_.backward(dy2, s.xn2, s.mlp, dxn2);
-  Tensor dh = Tensor::empty({rows, s.x.size(2)}, dt);
-  norm2_.backward(dxn2, s.h.view({rows, -1}), s.norm2, dh);
-  ops::add(dh, dy2, dh);
-  // Through the attention branch: dx = dh + norm1'(attn'(dh)).
-  Tensor dxn1 = Tensor::empty(s.x.shape(), dt);
-  attn_.backward(dh.view(s.x.shape()), s.xn1, s.attn, dxn1);
-  Tensor dx2 = dx.view({rows, -1});
-  norm1_.backward(dxn1.view({rows, -1}), s.x.view({rows, -1}), s.norm1, dx2);
-  ops::add(dx2, dh, dx2);
+  // Through the MLP branch: dh = dy + norm2'(g'(mlp'(f'(dy)))), where f' and g' swap roles.
+  Tensor dy_full = tp_.to_full(dy);
+  Tensor dxn2 = Tensor::empty({all_rows, d}, dt);
+  mlp_.backward(dy_full, s.xn2, s.mlp, dxn2);
+  Tensor dxn2_rows = tp_.from_partial(dxn2);
+  Tensor dh = Tensor::empty({rows, d}, dt);
+  norm2_.backward(dxn2_rows, s.h, s.norm2, dh);
+  ops::add(dh, dy, dh);
+  // Through the attention branch: dx = dh + norm1'(attention'(dh)).
+  Tensor dh_full = tp_.to_full(dh);
+  Tensor dxn1 = Tensor::empty({s.batch, s.seq, d}, dt);
+  attn_.backward(dh_full.view({s.batch, s.seq, d}), s.xn1, s.attn, dxn1);
+  Tensor dxn1_2 = dxn1.view({all_rows, d});
+  Tensor dxn1_rows = tp_.from_partial(dxn1_2);
+  norm1_.backward(dxn1_rows, s.x, s.norm1, dx);
+  ops::add(dx, dh, dx);
+  const int64_t batch = s.batch, seq = s.seq;
   s = BlockSaved{};
+  s.batch = batch;
+  s.seq = seq;
 }
 
 }  // namespace strata

@@ -1,4 +1,8 @@
 // One pre-norm transformer block:  h = x + attn(norm1(x));  y = h + mlp(norm2(h)).
+// Under tensor parallelism the attention and MLP branches are tp regions: their inputs enter
+// through f (identity, or an all-gather of the rows under sequence parallelism) and their partial
+// outputs leave through g (an all-reduce, or a reduce-scatter of the rows); the norms and the
+// residual adds work on every row, or under sequence parallelism on this rank's rows only.
 #pragma once
 
 #include "model/attention.h"
@@ -14,8 +18,10 @@ enum class Recompute : uint8_t { none, selective, full };
 Recompute parse_recompute(const std::string& name);
 
 struct BlockSaved {
-  Tensor x;  // the block input [rows, d_model]: always kept
-  Tensor xn1, h, xn2;
+  int64_t batch = 0, seq = 0;  // the full batch's shape (set by the caller)
+  Tensor x;  // the block input [rows, d_model] (this rank's rows): always kept
+  Tensor xn1, xn2;  // the tp regions' inputs, all rows [batch * seq, d_model]
+  Tensor h;         // x + attention, [rows, d_model] (this rank's rows)
   NormSaved norm1, norm2;
   AttentionSaved attn;
   MlpSaved mlp;
@@ -27,7 +33,8 @@ class Block {
   Block() = default;
   Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
         const TensorParallel& tp = {});
-  // x, y: [batch, seq, d_model].
+  // x, y: [rows, d_model]: batch * seq rows, or this rank's batch * seq / tp under sequence
+  // parallelism; saved.batch and saved.seq give the full shape.
   void forward(const Tensor& x, Tensor& y, BlockSaved& saved, Recompute recompute) const;
   // dx overwritten; releases what was saved.
   void backward(const Tensor& dy, BlockSaved& saved, Tensor& dx) const;
@@ -35,6 +42,7 @@ class Block {
  private:
   void run_forward(const Tensor& x, Tensor& y, BlockSaved& saved, bool keep_core) const;
 
+  TensorParallel tp_;
   Norm norm1_, norm2_;
   SelfAttention attn_;
   Mlp mlp_;

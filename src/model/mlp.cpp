@@ -8,7 +8,7 @@ namespace strata {
 
 Mlp::Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
          DType dtype, const TensorParallel& tp)
-    : tp_(tp), swiglu_(config.activation == "swiglu") {
+    : swiglu_(config.activation == "swiglu") {
   const int64_t tp_rank = tp.rank, tp_size = tp.size;
   STRATA_CHECK(config.d_ff % tp_size == 0, name, ": d_ff=", config.d_ff, " does not split over tp=",
                tp_size);
@@ -43,7 +43,6 @@ void Mlp::forward(const Tensor& x, Tensor& y, MlpSaved& s) const {
     ops::gelu_forward(s.h, s.act);
   }
   out_.forward(s.act, y);
-  tp_.reduce(y);  // g
 }
 
 void Mlp::backward(const Tensor& dy, const Tensor& x, const MlpSaved& s, Tensor& dx) const {
@@ -60,7 +59,6 @@ void Mlp::backward(const Tensor& dy, const Tensor& x, const MlpSaved& s, Tensor&
     ops::gelu_backward(dact, s.h, dh);
     in_.backward(x, dh, dx);
   }
-  tp_.reduce(dx);  // f's backward
 }
 
 }  // namespace strata

@@ -20,12 +20,11 @@ class Mlp {
   Mlp() = default;
   Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig& config, DType dtype,
       const TensorParallel& tp = {});
-  // x, y: [rows, d_model]; y and dx are summed over tp.
+  // x, y: [rows, d_model]; y and dx are this rank's partial sums (the block combines them).
   void forward(const Tensor& x, Tensor& y, MlpSaved& saved) const;
   void backward(const Tensor& dy, const Tensor& x, const MlpSaved& saved, Tensor& dx) const;
 
  private:
-  TensorParallel tp_;
   bool swiglu_ = true;
   int64_t local_ff_ = 0;
   Linear in_, gate_, out_;  // gelu: in_ = fc, out_ = proj; swiglu: in_ = up, gate_, out_ = down

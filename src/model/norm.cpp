@@ -5,11 +5,14 @@
 namespace strata {
 
 Norm::Norm(ParameterRegistry& registry, const std::string& name, NormKind kind, int64_t dim,
-           double eps, DType dtype)
+           double eps, DType dtype, bool partial_grads)
     : kind_(kind), eps_(eps) {
   weight_ = &registry.add_replicated(name + ".weight", {dim}, Init::ones, 0.0, false, dtype);
-  if (kind == NormKind::layernorm)
+  weight_->tp_partial_grad = partial_grads;
+  if (kind == NormKind::layernorm) {
     bias_ = &registry.add_replicated(name + ".bias", {dim}, Init::zeros, 0.0, false, dtype);
+    bias_->tp_partial_grad = partial_grads;
+  }
 }
 
 void Norm::forward(const Tensor& x, Tensor& y, NormSaved& saved) const {

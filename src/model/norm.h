@@ -20,8 +20,10 @@ class Norm {
  public:
   Norm() = default;
   // Parameters <name>.weight (ones) and, for layernorm, <name>.bias (zeros); no weight decay.
+  // partial_grads: each tp rank sees only its rows (sequence parallelism), so the parameters'
+  // gradients are summed over tp after backward.
   Norm(ParameterRegistry& registry, const std::string& name, NormKind kind, int64_t dim, double eps,
-       DType dtype);
+       DType dtype, bool partial_grads = false);
   // x, y: [rows, dim].
   void forward(const Tensor& x, Tensor& y, NormSaved& saved) const;
   // dx overwritten; parameter gradients accumulated.

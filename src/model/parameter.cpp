@@ -1,5 +1,11 @@
 #include "model/parameter.h"
 
+#include <algorithm>
+#include <cstddef>
+#include <cstring>
+#include <utility>
+#include <vector>
+
 #include "core/philox.h"
 #include "core/random.h"
 #include "kernels/ops.h"
@@ -60,10 +66,26 @@ void ParameterRegistry::initialize(uint64_t seed) {
 }
 
 void ParameterRegistry::zero_grads() {
+  // +0.0 is all zero bits in every floating dtype, so the gradients are cleared with memset, in
+  // pieces of at most 1 MiB spread over the OpenMP threads: one pass at memory bandwidth, where
+  // fill() converts element by element on one core (GPT-2 124M: 0.5 GB of gradients every step).
+  constexpr size_t kPiece = size_t{1} << 20;
+  std::vector<std::pair<std::byte*, size_t>> pieces;
+  auto add = [&](Tensor& t) {
+    STRATA_CHECK(t.device().is_cpu() && t.is_contiguous(), "zero_grads: needs contiguous CPU "
+                 "gradients, got ", t.describe());
+    auto* data = static_cast<std::byte*>(t.raw());
+    for (size_t at = 0; at < t.nbytes(); at += kPiece)
+      pieces.emplace_back(data + at, std::min(kPiece, t.nbytes() - at));
+  };
   for (auto& p : params_) {
-    fill(p->grad, 0.0);
-    if (p->main_grad.defined()) fill(p->main_grad, 0.0);
+    add(p->grad);
+    if (p->main_grad.defined()) add(p->main_grad);
   }
+  const auto n = static_cast<int64_t>(pieces.size());
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i)
+    std::memset(pieces[static_cast<size_t>(i)].first, 0, pieces[static_cast<size_t>(i)].second);
 }
 
 int64_t ParameterRegistry::local_numel() const {

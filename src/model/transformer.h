@@ -31,7 +31,8 @@ class Transformer {
   // Gradient of `scale` x (the mean loss of the last forward), accumulated into the parameters'
   // grads; releases the saved activations.
   void backward(double scale);
-  // Logits [batch * seq, vocab] of the last forward (valid until backward).
+  // Logits [batch * seq, vocab] of the last forward (valid until the next forward or backward,
+  // which reuse the buffer).
   const Tensor& logits() const { return logits_; }
 
   // Called during backward each time a group of parameters has its final gradient for this
@@ -64,6 +65,7 @@ class Transformer {
   Tensor ids_, targets_;
   std::vector<BlockSaved> saved_;
   Tensor xf_, xn_, logits_, lse_;
+  Tensor spare_logits_;  // the last backward's dlogits buffer, reused as the next logits
   NormSaved final_saved_;
   int64_t n_valid_ = 0;
 };

@@ -16,12 +16,25 @@ struct TensorParallel {
   Communicator* group = nullptr;  // the tp group; nullptr for one rank
   int64_t rank = 0;
   int64_t size = 1;
+  // Sequence parallelism in the norm regions (Korthikanti et al., "Reducing Activation
+  // Recomputation in Large Transformer Models", 2022): between the tp regions each rank holds
+  // only its 1/tp of the rows (tokens); g becomes a reduce-scatter and f an all-gather.
+  bool sequence_parallel = false;
 
   bool active() const { return size > 1; }
+  bool splits_rows() const { return active() && sequence_parallel; }
   // Sums partial results over the tp group in place.
   void reduce(Tensor& x) const {
     if (active()) group->all_reduce(x, ReduceOp::sum);
   }
+  // Entering a tp region: the full rows [rows, d] from this rank's part [rows / tp, d] (an
+  // all-gather under sequence parallelism; the tensor itself otherwise).
+  Tensor to_full(const Tensor& part) const;
+  // Leaving a tp region: this rank's part of the sum of every rank's partial [rows, d] (a
+  // reduce-scatter under sequence parallelism; an all-reduce in place otherwise).
+  Tensor from_partial(Tensor& partial) const;
+  // This rank's rows of a tensor every rank holds whole (no communication).
+  Tensor own_rows(const Tensor& full) const;
 };
 
 // Vocabulary-parallel sharding: the vocabulary is padded to a multiple of 128 * tp (so every

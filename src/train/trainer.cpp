@@ -63,7 +63,6 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                world == 1 ? " (launch the ranks with mpirun)" : "");
   STRATA_CHECK(par.pp == 1 && par.sp == 1, "parallel.pp and parallel.sp must be 1: pipeline and "
                "sequence parallelism are not in this build yet");
-  STRATA_CHECK(!par.tp_sequence_parallel, "parallel.tp_sequence_parallel is not in this build yet");
   STRATA_CHECK(par.zero == 0, "parallel.zero must be 0: ZeRO is not in this build yet");
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
@@ -80,7 +79,9 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                                          static_cast<uint64_t>(config.train.seed));
 
   TensorParallel tp;
-  if (groups) tp = {&groups->tp(), groups->grid().coordinate(Axis::tp), groups->tp().size()};
+  if (groups)
+    tp = {&groups->tp(), groups->grid().coordinate(Axis::tp), groups->tp().size(),
+          par.tp_sequence_parallel};
   model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp);
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
   if (groups && groups->dp_sp().size() > 1) {

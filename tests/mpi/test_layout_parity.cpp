@@ -56,6 +56,7 @@ struct Layout {
   std::string precision = "fp32";
   double tolerance = 1e-5;        // relative, on every step's loss
   double param_tolerance = 1e-5;  // relative L2, on every final parameter
+  bool sequence_parallel = false;
 };
 
 Config parity_config(const Layout& l, const fs::path& dir, const std::string& run) {
@@ -139,6 +140,7 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   Config layout = parity_config(l, dir, "layout");
   layout.parallel.dp = l.dp;
   layout.parallel.tp = l.tp;
+  layout.parallel.tp_sequence_parallel = l.sequence_parallel;
   ProcessGrid grid(world_size(), rank, GridSizes{l.dp, 1, 1, l.tp, 1});
   ProcessGroups groups(grid, Backend::mpi);
   const RunResult many = run(layout, &groups);
@@ -207,6 +209,11 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"dp4_llama", 4, 1}, Layout{"dp4_gpt2", 4, 1, "gpt2"},
                       Layout{"tp4_llama", 1, 4}, Layout{"tp4_gpt2", 1, 4, "gpt2"},
                       Layout{"dp2tp2_llama", 2, 2}, Layout{"dp2tp2_gpt2", 2, 2, "gpt2"},
+                      Layout{"tp2sp_llama", 1, 2, "llama", "fp32", 1e-5, 1e-5, true},
+                      Layout{"tp2sp_gpt2", 1, 2, "gpt2", "fp32", 1e-5, 1e-5, true},
+                      Layout{"tp4sp_llama", 1, 4, "llama", "fp32", 1e-5, 1e-5, true},
+                      Layout{"dp2tp2sp_gpt2", 2, 2, "gpt2", "fp32", 1e-5, 1e-5, true},
+                      Layout{"tp2sp_llama_bf16", 1, 2, "llama", "bf16", 2e-2, 5e-2, true},
                       Layout{"dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2},
                       Layout{"tp2_gpt2_bf16", 1, 2, "gpt2", "bf16", 2e-2, 5e-2},
                       Layout{"dp2tp2_llama_bf16", 2, 2, "llama", "bf16", 2e-2, 5e-2}),
