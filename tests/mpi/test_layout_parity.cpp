@@ -161,10 +161,10 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
     // no effect on the loss, which is compared above.
     if (name.find("attn.wk.bias") != std::string::npos) continue;
     // A tp-sharded parameter is compared with the same slice of the one-process parameter.
-    const Tensor& reference = one.params.at(name).values;
+    const Tensor& reference_values = one.params.at(name).values;
     const Tensor whole = mine.shard.replicated()
-                             ? reference
-                             : reference.slice(mine.shard.dim, mine.shard.start,
+                             ? reference_values
+                             : reference_values.slice(mine.shard.dim, mine.shard.start,
                                                mine.shard.start + mine.values.size(mine.shard.dim))
                                    .contiguous();
     ASSERT_EQ(mine.values.shape(), whole.shape()) << name;
@@ -217,6 +217,6 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2},
                       Layout{"tp2_gpt2_bf16", 1, 2, "gpt2", "bf16", 2e-2, 5e-2},
                       Layout{"dp2tp2_llama_bf16", 2, 2, "llama", "bf16", 2e-2, 5e-2}),
-    [](const ::testing::TestParamInfo<Layout>& info) { return info.param.name; });
+    [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 
 }  // namespace
