@@ -19,12 +19,12 @@ if [[ ! -f data/brown/train.h5 || ! -f data/brown/val.h5 ]]; then
     --val-output data/brown/val.h5 --tokenizer data/gpt2 --val-fraction 0.01
 fi
 
-# One process with every core as OpenMP threads (our kernels and OpenBLAS share the pool).
-# Multi-rank data parallelism over mpirun arrives with the DP issue; until then threads are the
-# only way this job uses the cores.
+# One process with every core as OpenMP threads (our kernels and OpenBLAS share the pool): on the
+# 2-core machine this measured 1.06-1.11x faster than dp2 over mpirun with one thread per rank
+# (docs/benchmarks.md, scripts/bench_threads_vs_ranks.sh).
 threads=$(nproc)
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$threads}
-echo "run: 1 process x $OMP_NUM_THREADS OpenMP threads (config $config)"
+echo "run: 1 process x $OMP_NUM_THREADS OpenMP threads, measured faster here than $threads mpirun ranks (config $config)"
 out_dir=$("$build/strata" config --config "$config" "$@" | sed -n 's/^  out_dir: "\(.*\)"$/\1/p')
 time "$build/strata" train --config "$config" --resume auto "$@"
 /usr/bin/python3 "$root/scripts/plot_metrics.py" "$out_dir"
