@@ -43,17 +43,23 @@ Command add_train(CLI::App& app) {
                            "tensors, and training on CUDA is not in this build yet; use mpi or auto");
               groups = std::make_unique<ProcessGroups>(*grid, Backend::mpi);
             }
-            Trainer trainer(config, options, groups.get());
-            const TrainSummary s = trainer.run();
-            if (s.losses.empty()) {
-              log::info("nothing to do: the run already stands at step ", s.last_step, " of ",
-                        config.train.steps);
-            } else {
-              log::info("done: step ", s.last_step, ", loss ", s.losses.back(),
-                        s.last_val_loss ? ", val_loss " + std::to_string(*s.last_val_loss) : "",
-                        ", checkpoint ", s.last_checkpoint);
-            }
-            return 0;
+            auto train = [&] {
+              Trainer trainer(config, options, groups.get());
+              const TrainSummary s = trainer.run();
+              if (s.losses.empty()) {
+                log::info("nothing to do: the run already stands at step ", s.last_step, " of ",
+                          config.train.steps);
+              } else {
+                log::info("done: step ", s.last_step, ", loss ", s.losses.back(),
+                          s.last_val_loss ? ", val_loss " + std::to_string(*s.last_val_loss) : "",
+                          ", checkpoint ", s.last_checkpoint);
+              }
+              return 0;
+            };
+            // Several ranks: an error on one stops them all (MPI_Abort) while MPI is still up,
+            // so no rank waits forever in a collective for a peer that has gone.
+            if (mpi) return run_or_abort(train);
+            return train();
           }};
 }
 
