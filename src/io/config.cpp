@@ -209,7 +209,9 @@ std::vector<ConfigField> make_schema() {
                                    "AdamW beta1, beta2."),
       field<F>("optim.eps", [](Config& c) -> F& { return c.optim.eps; }, "AdamW epsilon."),
       field<F>("optim.weight_decay", [](Config& c) -> F& { return c.optim.weight_decay; },
-               "Decoupled weight decay (not applied to norms, biases and embeddings)."),
+               "Decoupled weight decay (not applied to norms, biases and embeddings unless decay_all)."),
+      field<B>("optim.decay_all", [](Config& c) -> B& { return c.optim.decay_all; },
+               "Apply weight decay to norms, biases and embeddings too."),
       // data
       field<S>("data.train", [](Config& c) -> S& { return c.data.train; },
                "HDF5 token dataset for training (strata tokenize makes it)."),

@@ -58,6 +58,7 @@ struct OptimConfig {
   std::array<double, 2> betas = {0.9, 0.95};
   double eps = 1.0e-8;
   double weight_decay = 0.1;
+  bool decay_all = false;  // also decay norms, biases and embeddings
 };
 
 struct DataConfig {

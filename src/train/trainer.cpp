@@ -84,6 +84,8 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
           par.tp_sequence_parallel};
   model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp);
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
+  if (config.optim.decay_all)
+    for (auto& p : model_->params().all()) p->weight_decay = true;
   if (groups && groups->dp_sp().size() > 1) {
     reducer_ = std::make_unique<GradientReducer>(model_->params_in_backward_order(), groups->dp_sp(),
                                                  par.bucket_mb);

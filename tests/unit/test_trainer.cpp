@@ -210,3 +210,17 @@ TEST(Trainer, PrecisionsFollowTheSameCurve) {
                 precision.c_str(), worst, curve.back(), ref.back());
   }
 }
+
+TEST(Trainer, WeightDecaySkipsNormsBiasesEmbeddingsUnlessDecayAll) {
+  for (bool all : {false, true}) {
+    Config c = tiny_config(all ? "decay_all" : "decay_some");
+    c.optim.decay_all = all;
+    Trainer t(c, quiet());
+    for (auto& p : t.model().params().all()) {
+      const bool exempt = p->name.find("norm") != std::string::npos ||
+                          p->name.find(".bias") != std::string::npos ||
+                          p->name.rfind("embed.", 0) == 0;
+      EXPECT_EQ(p->weight_decay, all || !exempt) << p->name;
+    }
+  }
+}
