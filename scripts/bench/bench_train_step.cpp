@@ -47,7 +47,9 @@ double median(std::vector<double> x) {
   return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
-double minimum(const std::vector<double>& x) { return *std::min_element(x.begin(), x.end()); }
+double minimum(const std::vector<double>& x) {
+  return *std::min_element(x.begin(), x.end());
+}
 
 struct Options {
   std::string config = "configs/gpt2-124m.yaml";
@@ -67,12 +69,18 @@ Options parse(int argc, char** argv) {
       std::exit(2);
     }
     const char* value = argv[++i];
-    if (key == "--config") o.config = value;
-    else if (key == "--micro-batch") o.micro_batch = std::atoll(value);
-    else if (key == "--seq-len") o.seq_len = std::atoll(value);
-    else if (key == "--steps") o.steps = std::atoi(value);
-    else if (key == "--warmup") o.warmup = std::atoi(value);
-    else if (key == "--gemm") o.gemm = std::atoi(value);
+    if (key == "--config")
+      o.config = value;
+    else if (key == "--micro-batch")
+      o.micro_batch = std::atoll(value);
+    else if (key == "--seq-len")
+      o.seq_len = std::atoll(value);
+    else if (key == "--steps")
+      o.steps = std::atoi(value);
+    else if (key == "--warmup")
+      o.warmup = std::atoi(value);
+    else if (key == "--gemm")
+      o.gemm = std::atoi(value);
     else {
       std::fprintf(stderr,
                    "bench_train_step: unknown option '%s' (valid: --config --micro-batch "
@@ -96,8 +104,9 @@ struct StepTimes {
 
 // The trainer's step for one micro-batch (src/train/trainer.cpp): loss scale 1 (fp32), clipping
 // to grad_clip by the global norm, then AdamW.
-StepTimes train_step(strata::Transformer& model, strata::AdamW& optimizer, const strata::Tensor& ids,
-                     const strata::Tensor& targets, double lr, double grad_clip) {
+StepTimes train_step(strata::Transformer& model, strata::AdamW& optimizer,
+                     const strata::Tensor& ids, const strata::Tensor& targets, double lr,
+                     double grad_clip) {
   StepTimes t;
   const auto start = Clock::now();
   auto mark = start;
@@ -182,11 +191,12 @@ int main(int argc, char** argv) {
               o.config.c_str(), mc.arch.c_str(), static_cast<long long>(counts.params),
               static_cast<long long>(mc.n_layers), static_cast<long long>(mc.d_model),
               static_cast<long long>(mc.vocab_size));
-  std::printf("micro_batch %lld x seq_len %lld = %lld tokens/step; %.1f MFLOP/token "
-              "(count_model), %.1f GFLOP/step\n",
-              static_cast<long long>(o.micro_batch), static_cast<long long>(o.seq_len),
-              static_cast<long long>(tokens), 1e-6 * counts.train_flops_per_token(o.seq_len),
-              1e-9 * step_flops);
+  std::printf(
+      "micro_batch %lld x seq_len %lld = %lld tokens/step; %.1f MFLOP/token "
+      "(count_model), %.1f GFLOP/step\n",
+      static_cast<long long>(o.micro_batch), static_cast<long long>(o.seq_len),
+      static_cast<long long>(tokens), 1e-6 * counts.train_flops_per_token(o.seq_len),
+      1e-9 * step_flops);
   std::printf("threads: OpenMP %d, OpenBLAS %d (%s)\n", omp_get_max_threads(),
               openblas_get_num_threads(), openblas_get_config());
   std::printf("%d warm-up + %d timed steps, each followed by one %d^3 cblas_sgemm\n\n", o.warmup,
@@ -212,19 +222,35 @@ int main(int argc, char** argv) {
     for (const StepTimes& t : steps) x.push_back(t.*field);
     return x;
   };
+  // The phases outside forward and backward stream over every parameter: zero_grads writes the
+  // f32 gradients (4 bytes per parameter), grad_norm reads them (4), AdamW reads param, grad, m, v
+  // and writes param, m, v (28).
+  const auto n_params = static_cast<double>(model.params().local_numel());
   const double total_median = median(column(&StepTimes::total));
-  std::printf("%-12s %10s %10s %8s\n", "phase", "median ms", "min ms", "share");
-  const std::pair<const char*, double StepTimes::*> phases[] = {
-      {"zero_grads", &StepTimes::zero_grads}, {"forward", &StepTimes::forward},
-      {"backward", &StepTimes::backward},     {"grad_norm", &StepTimes::grad_norm},
-      {"adamw", &StepTimes::adamw},           {"step", &StepTimes::total}};
-  for (const auto& [name, field] : phases) {
-    const std::vector<double> x = column(field);
-    std::printf("%-12s %10.1f %10.1f %7.1f%%\n", name, median(x), minimum(x),
+  std::printf("%-12s %10s %10s %8s %10s %8s\n", "phase", "median ms", "min ms", "share",
+              "traffic GB", "GB/s");
+  struct Phase {
+    const char* name;
+    double StepTimes::*field;
+    double bytes_per_param;  // 0: not a streaming phase
+  };
+  const Phase phases[] = {
+      {"zero_grads", &StepTimes::zero_grads, 4}, {"forward", &StepTimes::forward, 0},
+      {"backward", &StepTimes::backward, 0},     {"grad_norm", &StepTimes::grad_norm, 4},
+      {"adamw", &StepTimes::adamw, 28},          {"step", &StepTimes::total, 0}};
+  for (const Phase& ph : phases) {
+    const std::vector<double> x = column(ph.field);
+    std::printf("%-12s %10.1f %10.1f %7.1f%%", ph.name, median(x), minimum(x),
                 100.0 * median(x) / total_median);
+    if (ph.bytes_per_param > 0) {
+      const double gb = 1e-9 * ph.bytes_per_param * n_params;
+      std::printf(" %10.2f %8.1f", gb, gb / (1e-3 * median(x)));
+    }
+    std::printf("\n");
   }
 
-  const double step_s = 1e-3 * total_median, best_step_s = 1e-3 * minimum(column(&StepTimes::total));
+  const double step_s = 1e-3 * total_median;
+  const double best_step_s = 1e-3 * minimum(column(&StepTimes::total));
   const double gemm_gflops = 1e-6 * sgemm.flops() / median(gemm_ms);
   const double best_gemm_gflops = 1e-6 * sgemm.flops() / minimum(gemm_ms);
   const double step_gflops = 1e-9 * step_flops / step_s;
@@ -232,11 +258,21 @@ int main(int argc, char** argv) {
   std::printf("\n%-28s %12s %12s\n", "", "median", "best");
   std::printf("%-28s %12.0f %12.0f\n", "tokens/s", static_cast<double>(tokens) / step_s,
               static_cast<double>(tokens) / best_step_s);
-  std::printf("%-28s %12.1f %12.1f\n", "step GFLOP/s (count_model)", step_gflops,
-              best_step_gflops);
+  std::printf("%-28s %12.1f %12.1f\n", "step GFLOP/s (count_model)", step_gflops, best_step_gflops);
   std::printf("%-28s %12.1f %12.1f\n", "sgemm 2n^3 GFLOP/s", gemm_gflops, best_gemm_gflops);
   std::printf("%-28s %11.1f%% %11.1f%%   (target 75%%)\n", "ratio step / sgemm",
               100.0 * step_gflops / gemm_gflops, 100.0 * best_step_gflops / best_gemm_gflops);
+
+  // The ceiling these optimizer phases leave: even if every FLOP of forward and backward ran at
+  // the sgemm rate, the step would also spend the measured zero_grads + grad_norm + adamw time.
+  const double flops_ms = 1e-6 * step_flops / gemm_gflops;
+  const double streaming_ms = median(column(&StepTimes::zero_grads)) +
+                              median(column(&StepTimes::grad_norm)) +
+                              median(column(&StepTimes::adamw));
+  std::printf(
+      "ceiling: %.1f GFLOP at the sgemm rate = %.0f ms, + zero_grads/grad_norm/adamw "
+      "%.0f ms -> ratio <= %.1f%%\n",
+      1e-9 * step_flops, flops_ms, streaming_ms, 100.0 * flops_ms / (flops_ms + streaming_ms));
   std::printf("loss after the last step: %.4f\n", steps.back().loss);
   return 0;
 }
