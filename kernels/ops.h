@@ -114,7 +114,9 @@ void cross_entropy_combine(const Tensor& max, const Tensor& sum_exp, const Tenso
 // Whole vocabulary in one call: loss, lse: [rows].
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor& lse);
 // dlogits = (softmax(logits) - onehot(target)) * dloss for one shard, using the global lse.
-// dloss: [rows] (stats dtype); ignored rows get zero gradient. dlogits overwritten.
+// dloss: [rows] (stats dtype); ignored rows get zero gradient. dlogits overwritten; it may be the
+// logits tensor itself (each logit is read before its gradient is written), which the model uses
+// to avoid a second [rows, vocab] buffer. Every backend must keep that in-place form working.
 void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t vocab_start,
                             const Tensor& lse, const Tensor& dloss, Tensor& dlogits);
 
