@@ -159,6 +159,25 @@ TEST_P(CrossEntropy, BackwardLowPrecisionMatchesF64) {
   }
 }
 
+// The model writes dlogits over the logits (ops.h allows it): the result is bitwise the
+// out-of-place one, in every dtype.
+TEST_P(CrossEntropy, BackwardInPlaceEqualsOutOfPlace) {
+  const CrossEntropyCase& c = GetParam();
+  const Tensor targets = make_targets(c, DType::i64);
+  for (DType dtype : {DType::f64, DType::f32, DType::bf16, DType::f16}) {
+    SCOPED_TRACE(std::string(dtype_name(dtype)));
+    const DType stats = ops::stats_dtype(dtype);
+    Tensor logits = strata::testing::converted(make_logits(c, DType::f64), dtype);
+    const Tensor dloss = strata::testing::converted(random_tensor({c.rows}, DType::f32, "dloss"), stats);
+    Tensor loss = Tensor::empty({c.rows}, stats), lse = Tensor::empty({c.rows}, stats);
+    ops::cross_entropy_forward(logits, targets, loss, lse);
+    Tensor apart = Tensor::empty(logits.shape(), dtype);
+    ops::cross_entropy_backward(logits, targets, 0, lse, dloss, apart);
+    ops::cross_entropy_backward(logits, targets, 0, lse, dloss, logits);  // in place
+    EXPECT_EQ(max_relative_error(logits, apart), 0.0);
+  }
+}
+
 // Vocab-parallel: each shard's statistics land in row s of stacked [shards, rows] buffers (as an
 // all-gather would leave them), combine gives the unsharded loss and lse, and each shard's
 // backward with the global lse is its column slice of the unsharded dlogits.
