@@ -6,6 +6,9 @@
 #include <filesystem>
 
 #include "core/log.h"
+#if STRATA_CUDA
+#include "core/cuda/cuda_allocator.h"
+#endif
 #include "core/random.h"
 #include "kernels/ops.h"
 #include "model/flops.h"
@@ -56,6 +59,11 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
       scaler_(config.train.precision == "fp16") {
   STRATA_CHECK(config.train.device != "cuda", "key 'train.device': cuda training is not available "
                "in this build yet (the CUDA backend is a later issue); use cpu or auto");
+#if STRATA_CUDA
+  if (config.train.device == "auto" && cuda_device_count() > 0)
+    log::warn("train.device auto: a GPU is visible, but training on CUDA is not in this build yet; "
+              "training on the CPU");
+#endif
   const ParallelConfig& par = config.parallel;
   const int world = groups ? groups->grid().world_size() : 1;
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
