@@ -191,4 +191,19 @@ inline void expect_error(const std::function<void()>& call,
   ADD_FAILURE() << "expected a strata::Error";
 }
 
+// One wrong call of an op and the words its Error must contain.
+struct MisuseCase {
+  const char* name;
+  std::function<void()> call;
+  std::vector<std::string> message_has;  // each must appear in the Error's message
+};
+
+// Every case of a misuse table throws an Error naming what its message_has says.
+inline void expect_misuse_errors(const std::vector<MisuseCase>& cases) {
+  for (const MisuseCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    expect_error(c.call, c.message_has);
+  }
+}
+
 }  // namespace strata::testing

@@ -17,7 +17,6 @@
 using namespace strata;
 using strata::ops::AttentionArgs;
 using strata::testing::element;
-using strata::testing::expect_error;
 using strata::testing::max_relative_error;
 using strata::testing::random_tensor;
 
@@ -365,11 +364,7 @@ TEST(AttentionMerge, EmptySidesAreSafe) {
 
 // ---- misuse --------------------------------------------------------------------------------
 
-struct MisuseCase {
-  const char* name;
-  std::function<void()> call;
-  std::vector<std::string> message_has;  // each must appear in the Error's message
-};
+using strata::testing::MisuseCase;
 
 Tensor f32(const Shape& shape) {
   return Tensor::zeros(shape, DType::f32);
@@ -487,10 +482,7 @@ const std::vector<MisuseCase>& misuse_cases() {
 }
 
 TEST(AttentionMisuse, ThrowsNamingOpArgumentAndShapes) {
-  for (const MisuseCase& c : misuse_cases()) {
-    SCOPED_TRACE(c.name);
-    expect_error(c.call, c.message_has);
-  }
+  strata::testing::expect_misuse_errors(misuse_cases());
 }
 
 }  // namespace

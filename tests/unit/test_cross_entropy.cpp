@@ -13,7 +13,6 @@
 
 using namespace strata;
 using strata::testing::element;
-using strata::testing::expect_error;
 using strata::testing::max_relative_error;
 using strata::testing::random_tensor;
 
@@ -241,11 +240,7 @@ INSTANTIATE_TEST_SUITE_P(Cases, CrossEntropy, ::testing::ValuesIn(kCases), case_
 
 // ---- misuse --------------------------------------------------------------------------------
 
-struct MisuseCase {
-  const char* name;
-  std::function<void()> call;
-  std::vector<std::string> message_has;  // each must appear in the Error's message
-};
+using strata::testing::MisuseCase;
 
 Tensor f32(const Shape& shape) {
   return Tensor::zeros(shape, DType::f32);
@@ -346,10 +341,7 @@ const std::vector<MisuseCase>& misuse_cases() {
 }
 
 TEST(CrossEntropyMisuse, ThrowsNamingOpArgumentAndShapes) {
-  for (const MisuseCase& c : misuse_cases()) {
-    SCOPED_TRACE(c.name);
-    expect_error(c.call, c.message_has);
-  }
+  strata::testing::expect_misuse_errors(misuse_cases());
 }
 
 }  // namespace
