@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/philox.h"
 #include "core/random.h"
 #include "io/config.h"
@@ -274,5 +275,9 @@ int main(int argc, char** argv) {
       "%.0f ms -> ratio <= %.1f%%\n",
       1e-9 * step_flops, flops_ms, streaming_ms, 100.0 * flops_ms / (flops_ms + streaming_ms));
   std::printf("loss after the last step: %.4f\n", steps.back().loss);
+  const strata::PoolStats mem = strata::cpu_memory_stats();
+  std::printf("host memory pool: peak in use %.0f MiB, reserved %.0f MiB, %zu backing allocations\n",
+              static_cast<double>(mem.peak_allocated_bytes) / (1 << 20),
+              static_cast<double>(mem.reserved_bytes) / (1 << 20), mem.backing_allocations);
   return 0;
 }

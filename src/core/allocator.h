@@ -1,10 +1,11 @@
-// Where tensor memory comes from. An Allocator is an object handed to whoever makes tensors; the
-// CPU one is stateless, the CUDA caching allocator and the pinned host allocator (src/core/cuda/)
-// keep pools and are owned by the run that creates them.
+// Where tensor memory comes from. An Allocator is an object handed to whoever makes tensors. All of
+// them keep pools of freed blocks: the process-wide CPU one here, and the CUDA caching allocator
+// and pinned host allocator (src/core/cuda/), which are owned by the run that creates them.
 #pragma once
 
 #include <cstddef>
 
+#include "core/caching_pool.h"
 #include "core/dtype.h"
 
 namespace strata {
@@ -19,7 +20,10 @@ class Allocator {
   virtual void deallocate(void* ptr, size_t bytes) = 0;
 };
 
-// Plain host memory (aligned_alloc). Stateless: one instance serves the whole process.
+// Host memory (aligned_alloc) behind a caching pool: freed blocks are reused, not returned to the
+// C library. One instance serves the whole process and lives until it exits.
 Allocator& cpu_allocator();
+// The host pool's counters (in use, reserved, peak, backing calls).
+PoolStats cpu_memory_stats();
 
 }  // namespace strata
