@@ -36,6 +36,11 @@ struct Parameter {
   // Replicated over tp, but each tp rank's backward gives only a partial gradient (kv projections
   // shared by the query heads of several ranks): the gradients are summed over tp after backward.
   bool tp_partial_grad = false;
+  // A copy of a parameter that another pipeline stage owns, under the same name: the tied head on
+  // the last stage mirrors embed.tokens.weight of the first. The pipeline sums the two copies'
+  // gradients so both take the same update; the copy is not counted again in the gradient norm
+  // and not written to checkpoints (it is read back from the owner's tensor).
+  bool mirror = false;
   Tensor value;              // this rank's slice, in the model's parameter dtype
   Tensor grad;               // same shape and dtype as value; backward accumulates into it
   // For 16-bit parameters, the f32 gradient accumulated over a step's micro-batches: each

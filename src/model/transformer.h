@@ -1,5 +1,11 @@
 // The decoder: token embedding (+ learned positions for GPT-2), n_layers blocks, final norm,
 // output head (tied to the embedding or its own), and the cross-entropy loss.
+//
+// Under pipeline parallelism a rank holds only some of it: one or more model chunks, each a
+// contiguous range of layers, the first chunk of the whole model with the embedding and the last
+// with the final norm, head and loss. Each chunk runs forward and backward on its own, for any
+// number of micro-batches in flight, each with its own ChunkActivations. With one chunk holding
+// everything (the default), forward()/backward() run the whole model for one micro-batch.
 #pragma once
 
 #include <functional>
@@ -13,27 +19,60 @@
 
 namespace strata {
 
+// Layers [first_layer, end_layer) (global indices), and whether the chunk starts the model (the
+// embedding) and ends it (final norm, head, loss).
+struct ChunkSpec {
+  int64_t first_layer = 0, end_layer = 0;
+  bool embedding = false, head = false;
+};
+
+// What a chunk's forward keeps for its backward, for one micro-batch.
+struct ChunkActivations {
+  Tensor ids, targets;  // [batch, seq]
+  std::vector<BlockSaved> blocks;
+  Tensor xf, xn, logits, lse;  // the head chunk's: last block output, normed rows, logits, lse
+  NormSaved final_saved;
+  int64_t n_valid = 0;  // targets that count (>= 0)
+  bool live = false;    // forward ran and backward has not yet released it
+};
+
 class Transformer {
  public:
   // Under tensor parallelism (tp.size > 1) blocks split their heads and FFN, the token table and
   // the head split the vocabulary (parallel/tensor_parallel.h), and the loss is combined over tp.
-  Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {});
+  // `chunks`: this rank's model chunks in order (empty: one chunk with the whole model).
+  Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {},
+              std::vector<ChunkSpec> chunks = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
   const ModelConfig& config() const { return config_; }
   DType dtype() const { return dtype_; }
   ParameterRegistry& params() { return params_; }
+  const std::vector<ChunkSpec>& chunks() const { return chunks_; }
 
-  // ids, targets: [batch, seq] (i32/i64). Returns the mean cross-entropy over the targets that are
-  // not ignored (>= 0), and keeps what backward needs.
+  // The whole model, one micro-batch (one chunk holding everything). ids, targets: [batch, seq]
+  // (i32/i64). Returns the mean cross-entropy over the targets that are not ignored (>= 0), and
+  // keeps what backward needs.
   double forward(const Tensor& ids, const Tensor& targets, Recompute recompute = Recompute::none);
   // Gradient of `scale` x (the mean loss of the last forward), accumulated into the parameters'
   // grads; releases the saved activations.
   void backward(double scale);
-  // Logits [batch * seq, vocab] of the last forward (valid until the next forward or backward,
+  // Logits [batch * seq, vocab] of the last forward() (valid until the next forward or backward,
   // which reuse the buffer).
-  const Tensor& logits() const { return logits_; }
+  const Tensor& logits() const { return whole_.logits; }
+
+  // One chunk, one micro-batch. ids, targets: [batch, seq] (the embedding chunk reads ids, the head
+  // chunk targets; both are kept). x: the chunk's input [rows, d_model] (this rank's rows under
+  // sequence parallelism) from the previous chunk; ignored by the embedding chunk. Returns the
+  // chunk's output [rows, d_model], or for the head chunk an empty tensor with the mean loss in
+  // *loss.
+  Tensor forward_chunk(size_t chunk, const Tensor& ids, const Tensor& targets, const Tensor& x,
+                       ChunkActivations& saved, Recompute recompute, double* loss = nullptr);
+  // dy: the gradient of the chunk's output (the head chunk ignores it and starts from `scale` x
+  // its mean loss). Accumulates parameter gradients, releases `saved`, and returns the gradient of
+  // the chunk's input (an empty tensor for the embedding chunk).
+  Tensor backward_chunk(size_t chunk, const Tensor& dy, double scale, ChunkActivations& saved);
 
   // Called during backward each time a group of parameters has its final gradient for this
   // micro-batch: the head and final norm, then each block from the last to the first, then the
@@ -41,33 +80,40 @@ class Transformer {
   // gradients while backward goes on.
   using GradReadyHook = std::function<void(std::span<Parameter* const> ready)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
-  // The parameters in the order the hook reports them.
+  // The parameters in the order the hook reports them (chunks from the last to the first).
   std::vector<Parameter*> params_in_backward_order() const;
 
  private:
+  // The parameters of one chunk, grouped by when its backward finishes them: [head + final norm],
+  // [its last layer], ..., [its first layer], [embeddings]; groups may be absent.
+  struct ChunkGroups {
+    std::vector<Parameter*> top;
+    std::vector<std::vector<Parameter*>> layers;  // by layer, first to last
+    std::vector<Parameter*> embed;
+  };
+  void report_ready(std::span<Parameter* const> group) const;
+  std::vector<Parameter*> registered_since(size_t first) const;
+
   ModelConfig config_;
   DType dtype_;
   TensorParallel tp_;
+  std::vector<ChunkSpec> chunks_;
   VocabShard vocab_;  // this rank's rows of the token table and the head
   ParameterRegistry params_;
-  Parameter* tokens_ = nullptr;     // embed.tokens.weight [vocab, d_model]
+  Parameter* tokens_ = nullptr;     // embed.tokens.weight [vocab, d_model] (embedding chunk)
   Parameter* positions_ = nullptr;  // embed.positions.weight [max_seq_len, d_model] (learned)
-  Parameter* head_ = nullptr;       // head.weight [vocab, d_model], or tokens_ when tied
-  std::vector<Block> blocks_;
+  // head.weight [vocab, d_model]; tokens_ when tied on the same rank, or a mirror of
+  // embed.tokens.weight when tied and the embedding is on another pipeline stage.
+  Parameter* head_ = nullptr;
+  std::vector<Block> blocks_;  // this rank's layers, in order; block i is layer layer_of_[i]
+  std::vector<int64_t> layer_of_;
+  std::vector<size_t> chunk_first_block_;  // index into blocks_ of each chunk's first layer
   Norm final_norm_;
-  // The parameter groups reported to grad_ready_, in backward order: [head + final norm],
-  // [layer n-1], ..., [layer 0], [embeddings].
-  std::vector<std::vector<Parameter*>> backward_groups_;
+  std::vector<ChunkGroups> groups_;
   GradReadyHook grad_ready_;
-  void report_ready(size_t group) const;
 
-  // Saved by forward for backward.
-  Tensor ids_, targets_;
-  std::vector<BlockSaved> saved_;
-  Tensor xf_, xn_, logits_, lse_;
-  Tensor spare_logits_;  // the last backward's dlogits buffer, reused as the next logits
-  NormSaved final_saved_;
-  int64_t n_valid_ = 0;
+  ChunkActivations whole_;  // forward()/backward()'s micro-batch
+  Tensor spare_logits_;     // the last backward's dlogits buffer, reused as the next logits
 };
 
 }  // namespace strata
