@@ -54,6 +54,7 @@ HostStage::~HostStage() {
 
 void* HostStage::host(const Tensor& t, bool copy_in, bool copy_out, bool private_copy) {
   void* host = nullptr;
+  touched_.push_back(t);
   if (t.device().is_cpu()) {
     if (!private_copy) return t.raw();
     scratch_.push_back(Tensor::empty({t.numel()}, t.dtype()));

@@ -48,6 +48,8 @@ class HostStage {
   // The host memory MPI should use for `t`. CPU tensors: the tensor's memory, or with
   // `private_copy` a scratch buffer (for outputs that alias an input). CUDA tensors: a pinned
   // buffer. `copy_in` fills the buffer from `t`; `copy_out` makes finish() copy it back into `t`.
+  // The stage holds a reference to `t` until it is destroyed: a non-blocking send may still be
+  // reading a CPU tensor's memory after its owner dropped it.
   void* host(const Tensor& t, bool copy_in, bool copy_out, bool private_copy = false);
   // Copies the outputs back into their tensors. Call once, after the MPI operation completed.
   void finish();
@@ -61,6 +63,7 @@ class HostStage {
   std::vector<void*> pinned_;    // buffers from the pool, returned on destruction
   std::vector<Tensor> scratch_;  // CPU scratch buffers
   std::vector<Output> outputs_;
+  std::vector<Tensor> touched_;  // every tensor handed to host(), kept alive with the operation
 };
 
 }  // namespace strata

@@ -9,6 +9,7 @@
 
 #include "collective_checks.h"
 #include "comm/mpi_communicator.h"
+#include "core/random.h"
 
 using namespace strata;
 using namespace strata::testing;
@@ -185,6 +186,33 @@ TEST(Async, HandleDestroyedUnwaitedStillCompletes) {
   { CommHandle dropped = world().all_reduce_async(x, ReduceOp::sum); }
   EXPECT_EQ(x.data<float>()[0], static_cast<float>(p));
   EXPECT_EQ(x.data<float>()[99], static_cast<float>(p));
+}
+
+TEST(Async, SendOfADroppedTensorStillDeliversIt) {
+  // A pipeline drops its activation right after starting the send; the handle must keep the
+  // memory alive (and unreused) until the message is out, however late the receiver posts.
+  const int p = world().size(), r = world().rank();
+  if (p < 2) GTEST_SKIP() << "needs 2 ranks";
+  const int64_t n = 1 << 18;  // 1 MiB of f32: past MPI's eager limit, so sent by rendezvous
+  CommHandle send;
+  if (r == 0) {
+    Tensor x = Tensor::empty({n}, DType::f32);
+    for (int64_t i = 0; i < n; ++i) x.data<float>()[i] = static_cast<float>(i);
+    send = world().send_async(x, 1);
+  }
+  // The freed block would be handed out again to the next allocation of its size: fill it.
+  Tensor reuse = Tensor::empty({n}, DType::f32);
+  fill(reuse, -1.0);
+  if (r == 1) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    Tensor y = Tensor::empty({n}, DType::f32);
+    world().recv(y, 0);
+    int64_t wrong = 0;
+    for (int64_t i = 0; i < n; ++i) wrong += y.data<float>()[i] != static_cast<float>(i);
+    EXPECT_EQ(wrong, 0) << "elements overwritten before the send completed";
+  }
+  send.wait();
+  world().barrier();
 }
 
 TEST(Barrier, WaitsForTheLastRank) {
