@@ -65,6 +65,8 @@ ProcessGroups::ProcessGroups(const ProcessGrid& grid, Backend backend, MPI_Comm 
     try {
       groups_[static_cast<size_t>(axis)] =
           make_communicator(std::string(axis_name(axis)), sub, backend, cuda_device);
+      if (axis == Axis::pp)
+        pp_backward_ = make_communicator("pp_backward", sub, backend, cuda_device);
     } catch (...) {
       MPI_Comm_free(&sub);
       throw;

@@ -37,6 +37,10 @@ class ProcessGroups {
   Communicator& sp() const { return get(Axis::sp); }
   Communicator& dp() const { return get(Axis::dp); }
   Communicator& pp() const { return get(Axis::pp); }
+  // A second communicator over the pp group's ranks: the pipeline sends activations forward on
+  // pp() and gradients backward on this one, so untagged in-order messages of the two kinds
+  // between the same two ranks can never match each other.
+  Communicator& pp_backward() const { return *pp_backward_; }
   Communicator& ep() const { return get(Axis::ep); }
   Communicator& dp_sp() const { return get(Axis::dp_sp); }
   Communicator& ep_dp() const { return get(Axis::ep_dp); }
@@ -46,6 +50,7 @@ class ProcessGroups {
   Backend backend_;
   std::unique_ptr<Communicator> world_;
   std::array<std::unique_ptr<Communicator>, kAllAxes.size()> groups_;
+  std::unique_ptr<Communicator> pp_backward_;
 };
 
 }  // namespace strata

@@ -33,6 +33,7 @@ template <> const char* type_name<double>() { return "float"; }
 template <> const char* type_name<bool>() { return "bool"; }
 template <> const char* type_name<std::string>() { return "string"; }
 template <> const char* type_name<std::array<double, 2>>() { return "[float, float]"; }
+template <> const char* type_name<std::vector<int64_t>>() { return "[int, ...]"; }
 
 template <typename T>
 T convert(const std::string& path, const YAML::Node& node) {
@@ -52,12 +53,26 @@ std::array<double, 2> convert<std::array<double, 2>>(const std::string& path, co
   return {convert<double>(path + "[0]", node[0]), convert<double>(path + "[1]", node[1])};
 }
 
+template <>
+std::vector<int64_t> convert<std::vector<int64_t>>(const std::string& path, const YAML::Node& node) {
+  STRATA_CHECK(node.IsSequence(), "key '", path, "': expected a list of ints, got '",
+               node_text(node), "'");
+  std::vector<int64_t> out;
+  for (size_t i = 0; i < node.size(); ++i)
+    out.push_back(convert<int64_t>(path + "[" + std::to_string(i) + "]", node[i]));
+  return out;
+}
+
 template <typename T>
 std::string to_text(const T& value) {
   YAML::Emitter out;
   out << YAML::Flow;
   if constexpr (std::is_same_v<T, std::array<double, 2>>) {
     out << YAML::BeginSeq << value[0] << value[1] << YAML::EndSeq;
+  } else if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    out << YAML::BeginSeq;
+    for (int64_t v : value) out << v;
+    out << YAML::EndSeq;
   } else if constexpr (std::is_same_v<T, std::string>) {
     out << YAML::DoubleQuoted << value;
   } else {
@@ -158,6 +173,10 @@ std::vector<ConfigField> make_schema() {
                "Pipeline schedule.", {"gpipe", "1f1b", "interleaved"}),
       field<I>("parallel.virtual_stages", [](Config& c) -> I& { return c.parallel.virtual_stages; },
                "Model chunks per pipeline rank (interleaved schedule)."),
+      field<std::vector<int64_t>>(
+          "parallel.pp_layers", [](Config& c) -> std::vector<int64_t>& { return c.parallel.pp_layers; },
+          "Layers per virtual stage, in model order (pp x virtual_stages entries summing to "
+          "model.n_layers); empty: an even split, the remainder to the earliest stages."),
       field<B>("parallel.offload.optimizer", [](Config& c) -> B& { return c.parallel.offload.optimizer; },
                "Keep master weights and optimizer state in pinned host memory; AdamW on the CPU."),
       field<B>("parallel.offload.params", [](Config& c) -> B& { return c.parallel.offload.params; },

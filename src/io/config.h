@@ -29,6 +29,7 @@ struct ParallelConfig {
   bool tp_sequence_parallel = false;
   std::string pp_schedule = "1f1b";  // gpipe | 1f1b | interleaved
   int64_t virtual_stages = 1;
+  std::vector<int64_t> pp_layers;  // layers per virtual stage; empty: an even split
   OffloadConfig offload;
   std::string backend = "auto";  // auto | nccl | mpi
   double bucket_mb = 25.0;

@@ -50,6 +50,11 @@ class Transformer {
   DType dtype() const { return dtype_; }
   ParameterRegistry& params() { return params_; }
   const std::vector<ChunkSpec>& chunks() const { return chunks_; }
+  // The shape of the activation between two chunks for a [batch, seq] micro-batch: [rows, d_model]
+  // with rows = batch * seq, or this rank's batch * seq / tp under sequence parallelism.
+  Shape activation_shape(int64_t batch, int64_t seq) const {
+    return {tp_.splits_rows() ? batch * seq / tp_.size : batch * seq, config_.d_model};
+  }
 
   // The whole model, one micro-batch (one chunk holding everything). ids, targets: [batch, seq]
   // (i32/i64). Returns the mean cross-entropy over the targets that are not ignored (>= 0), and

@@ -56,6 +56,11 @@ GradientReducer::GradientReducer(std::span<Parameter* const> order, Communicator
 
 void GradientReducer::begin_backward(bool communicate) {
   communicate_ = communicate;
+  step_communicates_ |= communicate;
+}
+
+void GradientReducer::begin_step() {
+  communicate_ = step_communicates_ = false;
   for (Bucket& b : buckets_) {
     STRATA_CHECK(!b.started || b.handle.is_done(), "gradient reducer: a bucket is still in flight "
                  "at the start of a backward (finish() was not called)");
@@ -86,7 +91,7 @@ void GradientReducer::ready(std::span<Parameter* const> params) {
 }
 
 void GradientReducer::finish() {
-  if (!communicate_) return;
+  if (!step_communicates_) return;
   const auto begin = std::chrono::steady_clock::now();
   for (Bucket& b : buckets_)
     if (!b.started) start(b);
@@ -94,7 +99,7 @@ void GradientReducer::finish() {
   const auto end = std::chrono::steady_clock::now();
   stats_.exposed_ms = ms_between(begin, end);
   stats_.reduce_ms = ms_between(first_start_, end);
-  communicate_ = false;
+  communicate_ = step_communicates_ = false;
 }
 
 }  // namespace strata

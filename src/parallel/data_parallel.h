@@ -31,8 +31,12 @@ class GradientReducer {
   GradientReducer(const GradientReducer&) = delete;
   GradientReducer& operator=(const GradientReducer&) = delete;
 
+  // Starts an optimizer step: no gradient is final yet.
+  void begin_step();
   // Starts a micro-batch's backward: `communicate` on the last micro-batch of a step only (the
-  // earlier ones just accumulate locally).
+  // earlier ones just accumulate locally). Under pipeline parallelism with several model chunks a
+  // backward covers one chunk: `communicate` when it is that chunk's last micro-batch; only the
+  // parameters it reports count toward their buckets.
   void begin_backward(bool communicate);
   // Backward has finished these parameters' gradients: start every bucket now complete, and give
   // the ones in flight a chance to progress.
@@ -57,6 +61,7 @@ class GradientReducer {
   std::vector<size_t> bucket_of_;  // by parameter index in params_
   std::vector<Parameter*> params_;
   bool communicate_ = false;
+  bool step_communicates_ = false;  // some backward of this step communicated
   ReducerStats stats_;
   std::chrono::steady_clock::time_point first_start_;
 };

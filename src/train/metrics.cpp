@@ -46,6 +46,12 @@ void MetricsLog::write(const StepMetrics& m) {
     j["comm_total_ms"] = m.comm_total_ms;
     j["comm_exposed_ms"] = m.comm_exposed_ms;
   }
+  if (!m.pipeline_bubble.empty()) {
+    double mean = 0;
+    for (double b : m.pipeline_bubble) mean += b / static_cast<double>(m.pipeline_bubble.size());
+    j["pipeline_bubble"] = mean;
+    j["pipeline_bubble_by_stage"] = m.pipeline_bubble;
+  }
   out_ << j.dump() << "\n";
   out_.flush();
 }

@@ -1,5 +1,6 @@
 // What a run reports per step: a JSON object per logged step in <out_dir>/metrics.jsonl (step,
-// loss, lr, grad_norm, tokens_per_s, mfu, memory_mb, loss_scale, and val_loss when evaluated), and
+// loss, lr, grad_norm, tokens_per_s, mfu, memory_mb, loss_scale, and val_loss when evaluated; the
+// data-parallel all-reduce times and the pipeline's bubble by stage when there are such), and
 // a progress line on the terminal (rewritten in place on a tty, one line per log step otherwise).
 #pragma once
 
@@ -7,6 +8,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <vector>
 
 namespace strata {
 
@@ -26,6 +28,9 @@ struct StepMetrics {
   // the part of it backward did not hide (time waited after backward).
   double comm_total_ms = 0;
   double comm_exposed_ms = 0;
+  // Pipeline parallelism: each stage's share of the step spent not computing (waiting for its
+  // neighbours: the bubble), by pipeline rank; empty without a pipeline.
+  std::vector<double> pipeline_bubble;
   std::optional<double> val_loss;
 };
 

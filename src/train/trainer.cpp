@@ -69,8 +69,15 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
-  STRATA_CHECK(par.pp == 1 && par.sp == 1, "parallel.pp and parallel.sp must be 1: pipeline and "
-               "sequence parallelism are not in this build yet");
+  STRATA_CHECK(par.sp == 1, "parallel.sp must be 1: sequence parallelism is not in this build yet");
+  // The pipeline's layout is checked before any data is read.
+  const int64_t accumulation = config.train.global_batch / (config.train.micro_batch * par.dp);
+  const PipelineSchedule pp_kind = parse_pipeline_schedule(par.pp_schedule);
+  const int pp = static_cast<int>(par.pp), virtual_stages = static_cast<int>(par.virtual_stages);
+  STRATA_CHECK(pp > 1 || virtual_stages == 1, "parallel.virtual_stages = ", virtual_stages,
+               " needs a pipeline (parallel.pp > 1)");
+  if (pp > 1) check_pipeline_shape(pp_kind, {pp, virtual_stages, static_cast<int>(accumulation)});
+  pipeline_layer_split(config.model.n_layers, pp, virtual_stages, par.pp_layers);
   STRATA_CHECK(par.zero == 0, "parallel.zero must be 0: ZeRO is not in this build yet");
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
@@ -90,7 +97,14 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   if (groups)
     tp = {&groups->tp(), groups->grid().coordinate(Axis::tp), groups->tp().size(),
           par.tp_sequence_parallel};
-  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp);
+  std::vector<ChunkSpec> chunks;
+  if (pp > 1)
+    chunks = pipeline_chunks(config.model.n_layers, pp, virtual_stages,
+                             groups->grid().coordinate(Axis::pp), par.pp_layers);
+  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks);
+  if (pp > 1)
+    pipeline_ = std::make_unique<PipelineEngine>(*model_, pp_kind, pp, virtual_stages, &groups->pp(),
+                                                 &groups->pp_backward());
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
   if (config.optim.decay_all)
     for (auto& p : model_->params().all()) p->weight_decay = true;
@@ -129,7 +143,8 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   auto writes = [&](const Parameter& p) {
     if (!groups_) return true;
     const ProcessGrid& g = groups_->grid();
-    return g.coordinate(Axis::dp) == 0 && (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
+    return !p.mirror && g.coordinate(Axis::dp) == 0 &&
+           (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
   };
   for (auto& p : model_->params().all())
     entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p)});
@@ -197,6 +212,19 @@ CheckpointGroup Trainer::checkpoint_group() const {
   return g;
 }
 
+void Trainer::sum_tied_grads() {
+  if (!pipeline_ || !config_.model.tie_embeddings) return;
+  const int stage = groups_->grid().coordinate(Axis::pp), last = groups_->pp().size() - 1;
+  if (stage != 0 && stage != last) return;
+  // The first stage's table and the last stage's mirror: each adds the other's gradient. a + b and
+  // b + a are the same float, so both copies take bit-identical updates and stay equal.
+  Tensor& mine = model_->params().get("embed.tokens.weight").accum();
+  Tensor theirs = Tensor::empty(mine.shape(), mine.dtype());
+  const int peer = stage == 0 ? last : 0;
+  groups_->pp().send_recv(mine.contiguous(), peer, theirs, peer);
+  ops::add(mine, theirs, mine);
+}
+
 void Trainer::reduce_partial_grads() {
   if (!groups_ || groups_->tp().size() == 1) return;
   for (auto& p : model_->params().all())
@@ -206,15 +234,23 @@ void Trainer::reduce_partial_grads() {
 double Trainer::global_grad_norm() {
   // Every parameter counted once: a tp-sharded one contributes each rank's slice (summed over tp),
   // a replicated one its (identical) local copy. Gradients are already the same across dp.
+  // Each pipeline stage holds its own layers (a tied head's mirror is left out: its owner counts it).
   double sharded = 0, replicated = 0;
   for (auto& p : model_->params().all())
-    (p->shard.replicated() ? replicated : sharded) += ops::sum_squares(p->accum());
+    if (!p->mirror) (p->shard.replicated() ? replicated : sharded) += ops::sum_squares(p->accum());
   if (groups_ && groups_->tp().size() > 1) {
     Tensor x = Tensor::from_vector(std::vector<double>{sharded}, {1});
     groups_->tp().all_reduce(x, ReduceOp::sum);
     sharded = x.data<double>()[0];
   }
-  return std::sqrt(sharded + replicated);
+  return std::sqrt(pp_sum(sharded + replicated));
+}
+
+double Trainer::pp_sum(double local) const {
+  if (!pipeline_) return local;
+  Tensor x = Tensor::from_vector(std::vector<double>{local}, {1});
+  groups_->pp().all_reduce(x, ReduceOp::sum);
+  return x.data<double>()[0];
 }
 
 double Trainer::dp_mean(double local) const {
@@ -248,13 +284,19 @@ double Trainer::evaluate() {
                                                    (config_.train.global_batch / config_.train.micro_batch));
   double weighted = 0;
   int64_t rows = 0;
+  std::vector<Batch> batches;
   for (int64_t b = 0; b < n; ++b) {
     Batch batch = eval.batch(b);
     if (batch.n_rows() == 0) continue;
-    weighted += model_->forward(batch.input, batch.target, Recompute::full) *
-                static_cast<double>(batch.n_rows());
     rows += batch.n_rows();
+    if (pipeline_)
+      batches.push_back(batch);
+    else
+      weighted += model_->forward(batch.input, batch.target, Recompute::full) *
+                  static_cast<double>(batch.n_rows());
   }
+  // Under a pipeline the last stage computes the losses; the stages' sum hands them to everyone.
+  if (pipeline_) weighted = pp_sum(batches.empty() ? 0.0 : pipeline_->forward_only(batches));
   // Ranks may hold different numbers of rows (the last batch is short): weight by rows.
   Tensor totals = Tensor::from_vector(std::vector<double>{weighted, static_cast<double>(rows)}, {2});
   if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);
@@ -288,16 +330,30 @@ TrainSummary Trainer::run() {
     params.zero_grads();
     const Batch batch = loader_->next_batch();
     const double scale = scaler_.scale();  // the backward's loss scale (update() may change it)
+    if (reducer_) reducer_->begin_step();
     double loss = 0;
-    for (int64_t k = 0; k < accumulation; ++k) {
-      const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
-      // Only the last micro-batch's backward communicates; the others accumulate locally.
-      if (reducer_) reducer_->begin_backward(k == accumulation - 1);
-      loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
-      model_->backward(scale / static_cast<double>(accumulation));
+    if (pipeline_) {
+      std::vector<Batch> micro;
+      for (int64_t k = 0; k < accumulation; ++k) micro.push_back(batch.rows(k * t.micro_batch, t.micro_batch));
+      // Each chunk's last micro-batch's backward communicates; the others accumulate locally.
+      loss = pipeline_->train_step(micro, scale / static_cast<double>(accumulation), recompute_,
+                                   [this](bool final_micro) {
+                                     if (reducer_) reducer_->begin_backward(final_micro);
+                                   }) /
+             static_cast<double>(accumulation);
+      loss = pp_sum(loss);  // only the last stage has it
+    } else {
+      for (int64_t k = 0; k < accumulation; ++k) {
+        const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
+        // Only the last micro-batch's backward communicates; the others accumulate locally.
+        if (reducer_) reducer_->begin_backward(k == accumulation - 1);
+        loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
+        model_->backward(scale / static_cast<double>(accumulation));
+      }
     }
     if (reducer_) reducer_->finish();
     reduce_partial_grads();
+    sum_tied_grads();
     loss = dp_mean(loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
@@ -330,6 +386,12 @@ TrainSummary Trainer::run() {
     }
     summary.losses.push_back(loss);
     summary.skipped.push_back(!apply);
+    if (pipeline_) {
+      Tensor mine = Tensor::from_vector(std::vector<double>{pipeline_->last_stats().bubble()}, {1});
+      Tensor all = Tensor::empty({groups_->pp().size()}, DType::f64);
+      groups_->pp().all_gather(mine, all);
+      m.pipeline_bubble.assign(all.data<double>(), all.data<double>() + all.numel());
+    }
     if (reducer_) {
       m.comm_exposed_ms = reducer_->last_stats().exposed_ms;
       m.comm_total_ms = reducer_->last_stats().reduce_ms;

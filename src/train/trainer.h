@@ -18,6 +18,7 @@
 #include "optim/loss_scaler.h"
 #include "optim/schedule.h"
 #include "parallel/data_parallel.h"
+#include "parallel/pipeline.h"
 
 namespace strata {
 
@@ -55,6 +56,8 @@ class Trainer {
   double evaluate();
   // Writes a checkpoint of the current state; returns its folder.
   std::string save(int64_t step);
+  // The pipeline's measurements of the last step (bubble, activations held); nullptr without one.
+  const PipelineStats* pipeline_stats() const { return pipeline_ ? &pipeline_->last_stats() : nullptr; }
 
  private:
   void resume_from(const std::string& path);
@@ -64,6 +67,11 @@ class Trainer {
   bool is_rank0() const { return groups_ == nullptr || groups_->grid().rank() == 0; }
   // The mean over dp ranks of a per-rank value (each rank's share of the batch is equal).
   double dp_mean(double local) const;
+  // The sum over pipeline stages of a per-stage value (the value itself without a pipeline).
+  double pp_sum(double local) const;
+  // Tied embeddings split over the pipeline: adds the first stage's table gradient and the last
+  // stage's mirror's, on both.
+  void sum_tied_grads();
   // Sums over tp the gradients that tp ranks only hold parts of (Parameter::tp_partial_grad).
   void reduce_partial_grads();
   // The gradient norm of the whole model, each parameter counted once however it is split.
@@ -75,6 +83,7 @@ class Trainer {
   const ProcessGroups* groups_ = nullptr;
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<Transformer> model_;
+  std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;
   LossScaler scaler_;
