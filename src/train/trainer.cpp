@@ -277,6 +277,8 @@ void Trainer::resume_from(const std::string& path) {
 }
 
 double Trainer::evaluate() {
+  // A run with train.eval_every 0 reads the validation set only when asked.
+  if (!val_set_) val_set_ = read_dataset(config_.data.val, "data.val", config_.model.vocab_size);
   const int dp_rank = groups_ ? groups_->grid().coordinate(Axis::dp) : 0;
   EvalLoader eval(val_set_, config_.train.seq_len, config_.train.micro_batch * config_.parallel.dp,
                   dp_rank, static_cast<int>(config_.parallel.dp));

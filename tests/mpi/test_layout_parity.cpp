@@ -125,6 +125,7 @@ struct RunResult {
   std::vector<double> losses;
   std::map<std::string, LocalParam> params;
   std::vector<int> max_live_by_chunk;  // the pipeline engine's count of activations held
+  double val_loss = 0;                 // evaluate() after the last step
 };
 
 RunResult run(const Config& config, const ProcessGroups* groups) {
@@ -134,6 +135,7 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
   RunResult r;
   r.losses = t.run().losses;
   if (const PipelineStats* stats = t.pipeline_stats()) r.max_live_by_chunk = stats->max_live_by_chunk;
+  r.val_loss = t.evaluate();
   for (auto& p : t.model().params().all()) {
     Tensor v = Tensor::empty(p->value.shape(), DType::f64);
     ops::cast(p->value, v);
@@ -225,6 +227,8 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   ProcessGroups groups(grid, Backend::mpi);
   const RunResult many = run(layout, &groups);
 
+  // Evaluation runs through the same layout (a forward-only schedule under a pipeline).
+  EXPECT_NEAR(many.val_loss, one.val_loss, l.tolerance * std::abs(one.val_loss)) << l.name << " val";
   if (l.pp > 1) {
     // Activations held at once, as the engine counted them: 1F1B's bound pp - stage (reached
     // exactly), GPipe's every micro-batch.
