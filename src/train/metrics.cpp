@@ -63,6 +63,13 @@ void MetricsLog::show(const StepMetrics& m) {
                 static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss, m.lr,
                 m.grad_norm, m.tokens_per_s, 100.0 * m.mfu, m.memory_mb, m.skipped ? "  (skipped)" : "");
   std::string text = line;
+  if (!m.pipeline_bubble.empty()) {
+    text += "  bubble";
+    for (double b : m.pipeline_bubble) {
+      std::snprintf(line, sizeof(line), " %.0f%%", 100.0 * b);
+      text += line;
+    }
+  }
   if (m.val_loss) {
     std::snprintf(line, sizeof(line), "  val_loss %.4f", *m.val_loss);
     text += line;
