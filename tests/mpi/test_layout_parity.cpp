@@ -314,7 +314,8 @@ INSTANTIATE_TEST_SUITE_P(
                       Layout{"tp2_gpt2_bf16", 1, 2, "gpt2", "bf16", 2e-2, 5e-2},
                       Layout{"dp2tp2_llama_bf16", 2, 2, "llama", "bf16", 2e-2, 5e-2},
                       // Pipelines, m = pp and m = 4 pp micro-batches: pp2, pp4, pp2 x tp2,
-                      // pp2 x dp2 with 1F1B, interleaved pp2 with 2 chunks a rank, and GPipe.
+                      // pp2 x dp2 with 1F1B, interleaved pp2 with 2 chunks a rank (also under
+                      // dp2: each chunk's gradients reduced after its own last backward), GPipe.
                       pipeline("pp2_llama_m2", 2, 1, 1, "llama", "1f1b", 1, 2),
                       pipeline("pp2_gpt2_m2", 2, 1, 1, "gpt2", "1f1b", 1, 2),
                       pipeline("pp2_llama_m8", 2, 1, 1, "llama", "1f1b", 1, 8),
@@ -335,6 +336,7 @@ INSTANTIATE_TEST_SUITE_P(
                       pipeline("pp2v2_gpt2_m2", 2, 1, 1, "gpt2", "interleaved", 2, 2),
                       pipeline("pp2v2_llama_m8", 2, 1, 1, "llama", "interleaved", 2, 8),
                       pipeline("pp2v2_gpt2_m8", 2, 1, 1, "gpt2", "interleaved", 2, 8),
+                      pipeline("pp2v2dp2_gpt2_m4", 2, 2, 1, "gpt2", "interleaved", 2, 4),
                       pipeline("pp2_gpipe_gpt2_m4", 2, 1, 1, "gpt2", "gpipe", 1, 4),
                       pipeline("pp4_gpipe_llama_m8", 4, 1, 1, "llama", "gpipe", 1, 8)),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
