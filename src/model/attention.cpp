@@ -7,8 +7,9 @@
 namespace strata {
 
 SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& name,
-                             const ModelConfig& config, DType dtype, const TensorParallel& tp)
-    : rope_(config.position == "rope"), rope_theta_(config.rope_theta) {
+                             const ModelConfig& config, DType dtype, const TensorParallel& tp,
+                             const SequenceParallel& sp)
+    : rope_(config.position == "rope"), rope_theta_(config.rope_theta), sp_(sp) {
   const int64_t tp_rank = tp.rank, tp_size = tp.size;
   check_attention_layout(config, tp_size);
   head_dim_ = config.head_dim();
@@ -44,7 +45,25 @@ void SelfAttention::core_forward(AttentionSaved& s) const {
   const DType stats = ops::stats_dtype(s.q.dtype());
   s.out = Tensor::empty({batch, seq, n_heads_, head_dim_}, s.q.dtype());
   s.lse = Tensor::empty({batch, n_heads_, seq}, stats);
-  ops::attention_forward(s.q, s.k, s.v, {}, s.out, s.lse);
+  if (sp_.active())
+    ring_attention_forward(*sp_.group, s.q, s.k, s.v, 0.0, s.out, s.lse);
+  else
+    ops::attention_forward(s.q, s.k, s.v, {}, s.out, s.lse);
+}
+
+void SelfAttention::rotate(Tensor& x, bool backward) const {
+  auto apply = [&](Tensor& t, int64_t offset) {
+    if (backward)
+      ops::rope_backward(t, offset, rope_theta_, t);
+    else
+      ops::rope_forward(t, offset, rope_theta_, t);
+  };
+  if (!sp_.active()) return apply(x, 0);
+  // Two chunks of c rows at their global positions.
+  std::array<Tensor, 2> chunks = zigzag_split_chunks(x);
+  const std::array<int64_t, 2> offsets = zigzag_offsets(sp_.rank, sp_.size, chunks[0].size(1));
+  for (size_t h = 0; h < 2; ++h) apply(chunks[h], offsets[h]);
+  zigzag_join_chunks(chunks, x);
 }
 
 void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool keep_core) const {
@@ -59,8 +78,8 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
   wk_.forward(x2, k2);
   wv_.forward(x2, v2);
   if (rope_) {
-    ops::rope_forward(s.q, 0, rope_theta_, s.q);
-    ops::rope_forward(s.k, 0, rope_theta_, s.k);
+    rotate(s.q, false);
+    rotate(s.k, false);
   }
   core_forward(s);
   Tensor y2 = y.view({rows, -1});
@@ -80,10 +99,13 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   wo_.backward(s.out.view({rows, -1}), dy.view({rows, -1}), dout2);
   Tensor dq = Tensor::empty(s.q.shape(), dt), dk = Tensor::empty(s.k.shape(), dt),
          dv = Tensor::empty(s.v.shape(), dt);
-  ops::attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, {}, dq, dk, dv);
+  if (sp_.active())
+    ring_attention_backward(*sp_.group, dout, s.q, s.k, s.v, s.out, s.lse, 0.0, dq, dk, dv);
+  else
+    ops::attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, {}, dq, dk, dv);
   if (rope_) {
-    ops::rope_backward(dq, 0, rope_theta_, dq);
-    ops::rope_backward(dk, 0, rope_theta_, dk);
+    rotate(dq, true);
+    rotate(dk, true);
   }
   Tensor x2 = x.view({rows, -1}), dx2 = dx.view({rows, -1});
   wq_.backward(x2, dq.view({rows, -1}), dx2);

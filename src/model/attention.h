@@ -7,6 +7,7 @@
 
 #include "model/config.h"
 #include "model/linear.h"
+#include "parallel/ring_attention.h"
 #include "parallel/tensor_parallel.h"
 
 namespace strata {
@@ -21,8 +22,11 @@ struct AttentionSaved {
 class SelfAttention {
  public:
   SelfAttention() = default;
+  // Under sequence parallelism (sp.size > 1) the rows are this rank's two zigzag chunks of each
+  // sequence (parallel/ring_attention.h): RoPE uses their global positions and the attention core
+  // is ring attention over the sp group.
   SelfAttention(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
-                DType dtype, const TensorParallel& tp = {});
+                DType dtype, const TensorParallel& tp = {}, const SequenceParallel& sp = {});
 
   // x: [batch, seq, d_model] (the normed input) -> y: [batch, seq, d_model], this rank's partial
   // sum (the block combines the tp ranks').
@@ -33,11 +37,14 @@ class SelfAttention {
 
  private:
   void core_forward(AttentionSaved& saved) const;
+  // RoPE (or its backward) in place at the rows' global positions.
+  void rotate(Tensor& x, bool backward) const;
 
   Linear wq_, wk_, wv_, wo_;
   int64_t n_heads_ = 0, n_kv_heads_ = 0, head_dim_ = 0;  // local (per tp rank) head counts
   bool rope_ = true;
   double rope_theta_ = 10000.0;
+  SequenceParallel sp_;
 };
 
 // Refuses a layout the attention cannot split, naming the keys (before any work is done).

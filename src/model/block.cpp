@@ -12,13 +12,13 @@ Recompute parse_recompute(const std::string& name) {
 }
 
 Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-             const TensorParallel& tp)
+             const TensorParallel& tp, const SequenceParallel& sp)
     : tp_(tp) {
   const std::string name = "layers." + std::to_string(index);
   const NormKind kind = config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm;
   norm1_ = Norm(registry, name + ".attn_norm", kind, config.d_model, config.norm_eps, dtype,
                 tp.splits_rows());
-  attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp);
+  attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp, sp);
   norm2_ = Norm(registry, name + ".mlp_norm", kind, config.d_model, config.norm_eps, dtype,
                 tp.splits_rows());
   mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);

@@ -6,8 +6,8 @@
 namespace strata {
 
 Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp,
-                         std::vector<ChunkSpec> chunks)
-    : config_(config), dtype_(dtype), tp_(tp), chunks_(std::move(chunks)) {
+                         std::vector<ChunkSpec> chunks, const SequenceParallel& sp)
+    : config_(config), dtype_(dtype), tp_(tp), sp_(sp), chunks_(std::move(chunks)) {
   const int64_t d = config.d_model;
   check_attention_layout(config, tp.size);
   STRATA_CHECK(config.d_ff % tp.size == 0, "parallel.tp = ", tp.size,
@@ -41,7 +41,7 @@ Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorPar
     chunk_first_block_.push_back(blocks_.size());
     for (int64_t i = spec.first_layer; i < spec.end_layer; ++i) {
       const size_t first = params_.all().size();
-      blocks_.emplace_back(params_, i, config, dtype, tp);
+      blocks_.emplace_back(params_, i, config, dtype, tp, sp);
       layer_of_.push_back(i);
       g.layers.push_back(registered_since(first));
     }
@@ -66,6 +66,15 @@ Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorPar
     }
   }
   if (config.tie_embeddings && has_head && has_embedding) head_ = tokens_;
+}
+
+std::vector<Transformer::PositionRun> Transformer::position_runs(int64_t seq) const {
+  if (!sp_.active()) return {{0, 0, seq}};
+  STRATA_CHECK(seq % 2 == 0, "model forward: a sequence-parallel rank's ", seq,
+               " tokens are not two equal zigzag chunks");
+  const int64_t c = seq / 2;
+  const std::array<int64_t, 2> at = zigzag_offsets(sp_.rank, sp_.size, c);
+  return {{at[0], 0, c}, {at[1], c, c}};
 }
 
 std::vector<Parameter*> Transformer::registered_since(size_t first) const {
@@ -137,10 +146,15 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
     ops::embedding_forward(ids.view({rows}), tokens_->value, vocab_.start, x2);
     tp_.reduce(x2);  // vocab-parallel: each rank filled the rows of the ids it holds
     if (positions_) {
-      Tensor pos = positions_->value.slice(0, 0, seq);
-      for (int64_t b = 0; b < batch; ++b) {
-        Tensor xb = full.slice(0, b, b + 1).view({seq, d});
-        ops::add(xb, pos, xb);
+      for (const PositionRun& run : position_runs(seq)) {
+        STRATA_CHECK(run.table_row + run.count <= config_.max_seq_len, "model forward: position ",
+                     run.table_row + run.count - 1, " is past model.max_seq_len ", config_.max_seq_len);
+        Tensor pos = positions_->value.slice(0, run.table_row, run.table_row + run.count);
+        for (int64_t b = 0; b < batch; ++b) {
+          Tensor xb = full.slice(0, b, b + 1).view({seq, d}).slice(0, run.local_row,
+                                                                    run.local_row + run.count);
+          ops::add(xb, pos, xb);
+        }
       }
     }
     // Blocks work on this rank's rows under sequence parallelism, on all rows otherwise.
@@ -261,8 +275,13 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
   Tensor dx2 = tp_.to_full(dx);  // every row, for the embedding tables
   Tensor dx3 = dx2.view({batch, seq, d});
   if (positions_) {
-    Tensor dpos = positions_->grad.slice(0, 0, seq);
-    for (int64_t b = 0; b < batch; ++b) ops::axpy(1.0, dx3.slice(0, b, b + 1).view({seq, d}), dpos);
+    for (const PositionRun& run : position_runs(seq)) {
+      Tensor dpos = positions_->grad.slice(0, run.table_row, run.table_row + run.count);
+      for (int64_t b = 0; b < batch; ++b)
+        ops::axpy(1.0,
+                  dx3.slice(0, b, b + 1).view({seq, d}).slice(0, run.local_row, run.local_row + run.count),
+                  dpos);
+    }
   }
   ops::embedding_backward(dx2, ids.view({rows}), vocab_.start, tokens_->grad);
   report_ready(groups.embed);

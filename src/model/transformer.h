@@ -41,8 +41,11 @@ class Transformer {
   // Under tensor parallelism (tp.size > 1) blocks split their heads and FFN, the token table and
   // the head split the vocabulary (parallel/tensor_parallel.h), and the loss is combined over tp.
   // `chunks`: this rank's model chunks in order (empty: one chunk with the whole model).
+  // Under sequence parallelism (sp.size > 1) every [batch, seq] input holds this rank's two zigzag
+  // chunks of each sequence (parallel/ring_attention.h): positions are the global ones and
+  // attention rings over the sp group.
   Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {},
-              std::vector<ChunkSpec> chunks = {});
+              std::vector<ChunkSpec> chunks = {}, const SequenceParallel& sp = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
@@ -50,6 +53,7 @@ class Transformer {
   DType dtype() const { return dtype_; }
   ParameterRegistry& params() { return params_; }
   const std::vector<ChunkSpec>& chunks() const { return chunks_; }
+  const SequenceParallel& sequence_parallel() const { return sp_; }
   // The shape of the activation between two chunks for a [batch, seq] micro-batch: [rows, d_model]
   // with rows = batch * seq, or this rank's batch * seq / tp under sequence parallelism.
   Shape activation_shape(int64_t batch, int64_t seq) const {
@@ -102,6 +106,7 @@ class Transformer {
   ModelConfig config_;
   DType dtype_;
   TensorParallel tp_;
+  SequenceParallel sp_;
   std::vector<ChunkSpec> chunks_;
   VocabShard vocab_;  // this rank's rows of the token table and the head
   ParameterRegistry params_;
@@ -116,6 +121,13 @@ class Transformer {
   Norm final_norm_;
   std::vector<ChunkGroups> groups_;
   GradReadyHook grad_ready_;
+
+  // The rows of the position table a [seq]-long local sequence uses, as (first table row, local
+  // row, count) runs: one run, or two under sequence parallelism.
+  struct PositionRun {
+    int64_t table_row, local_row, count;
+  };
+  std::vector<PositionRun> position_runs(int64_t seq) const;
 
   ChunkActivations whole_;  // forward()/backward()'s micro-batch
   Tensor spare_logits_;     // the last backward's dlogits buffer, reused as the next logits

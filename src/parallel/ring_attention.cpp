@@ -117,6 +117,23 @@ RingShape ring_shape(std::string_view op, const Communicator& group, const Tenso
   return s;
 }
 
+}  // namespace
+
+std::array<Tensor, 2> zigzag_split_chunks(const Tensor& local, int dim) {
+  STRATA_CHECK(local.is_contiguous() && dim >= 0 && dim < local.ndim() && local.size(dim) % 2 == 0,
+               "zigzag chunks of ", local.describe(), " along dim ", dim,
+               ": need a contiguous tensor with an even number of rows there");
+  return split_chunks(local, dim);
+}
+
+void zigzag_join_chunks(const std::array<Tensor, 2>& chunks, Tensor& local, int dim) {
+  STRATA_CHECK(local.is_contiguous() && local.size(dim) == 2 * chunks[0].size(dim),
+               "zigzag chunks joined into ", local.describe(), " along dim ", dim);
+  join_chunks(chunks, dim, local);
+}
+
+namespace {
+
 // Whether every key of a chunk at k_pos comes after every query of a chunk at q_pos (both c
 // rows): the causal mask hides the whole pair, which is then never computed. Chunks start at
 // multiples of c, so a pair is either hidden, diagonal (k_pos = q_pos) or fully visible.

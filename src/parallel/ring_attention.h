@@ -38,6 +38,15 @@
 
 namespace strata {
 
+// Sequence parallelism as the model sees it: the sp group its attention rings over. With one rank
+// (the default) attention is the plain op and positions start at 0.
+struct SequenceParallel {
+  Communicator* group = nullptr;  // the sp group; nullptr for one rank
+  int rank = 0;
+  int size = 1;
+  bool active() const { return size > 1; }
+};
+
 // c = seq_len / (2 sp). Refuses a seq_len that is not a positive multiple of 2 sp, naming
 // train.seq_len and parallel.sp, since those are the settings a user changes.
 int64_t zigzag_chunk_len(int64_t seq_len, int sp);
@@ -49,6 +58,11 @@ std::array<int64_t, 2> zigzag_offsets(int rank, int sp, int64_t chunk_len);
 // [batch, seq, ...] activations, 2 for lse [batch, n_heads, seq]); the result (a new contiguous
 // tensor) has 2c rows there, chunk `rank` then chunk 2 sp - 1 - rank. `full` must be contiguous.
 Tensor zigzag_local(const Tensor& full, int rank, int sp, int dim = 1);
+
+// The two chunks of a local tensor (2c rows along `dim`), each a new contiguous tensor of c rows,
+// and the inverse, which writes them back into rows [0, c) and [c, 2c) of `local`.
+std::array<Tensor, 2> zigzag_split_chunks(const Tensor& local, int dim = 1);
+void zigzag_join_chunks(const std::array<Tensor, 2>& chunks, Tensor& local, int dim = 1);
 
 // Causal attention of the local queries over the whole sequence's keys. out and lse are
 // overwritten; lse is saved for the backward.

@@ -69,7 +69,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
-  STRATA_CHECK(par.sp == 1, "parallel.sp must be 1: sequence parallelism is not in this build yet");
+  if (par.sp > 1) zigzag_chunk_len(config.train.seq_len, static_cast<int>(par.sp));  // refuses
   // The pipeline's layout is checked before any data is read.
   const int64_t accumulation = config.train.global_batch / (config.train.micro_batch * par.dp);
   const PipelineSchedule pp_kind = parse_pipeline_schedule(par.pp_schedule);
@@ -101,7 +101,10 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   if (pp > 1)
     chunks = pipeline_chunks(config.model.n_layers, pp, virtual_stages,
                              groups->grid().coordinate(Axis::pp), par.pp_layers);
-  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks);
+  SequenceParallel sp;
+  if (groups && par.sp > 1)
+    sp = {&groups->sp(), groups->grid().coordinate(Axis::sp), groups->sp().size()};
+  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp);
   if (pp > 1)
     pipeline_ = std::make_unique<PipelineEngine>(*model_, pp_kind, pp, virtual_stages, &groups->pp(),
                                                  &groups->pp_backward());
@@ -143,7 +146,7 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   auto writes = [&](const Parameter& p) {
     if (!groups_) return true;
     const ProcessGrid& g = groups_->grid();
-    return !p.mirror && g.coordinate(Axis::dp) == 0 &&
+    return !p.mirror && g.coordinate(Axis::dp) == 0 && g.coordinate(Axis::sp) == 0 &&
            (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
   };
   for (auto& p : model_->params().all())
@@ -246,6 +249,12 @@ double Trainer::global_grad_norm() {
   return std::sqrt(pp_sum(sharded + replicated));
 }
 
+Batch Trainer::sequence_share(const Batch& batch) const {
+  if (!groups_ || groups_->sp().size() == 1 || batch.n_rows() == 0) return batch;
+  const int rank = groups_->grid().coordinate(Axis::sp), sp = groups_->sp().size();
+  return {zigzag_local(batch.input, rank, sp), zigzag_local(batch.target, rank, sp)};
+}
+
 double Trainer::pp_sum(double local) const {
   if (!pipeline_) return local;
   Tensor x = Tensor::from_vector(std::vector<double>{local}, {1});
@@ -288,7 +297,7 @@ double Trainer::evaluate() {
   int64_t rows = 0;
   std::vector<Batch> batches;
   for (int64_t b = 0; b < n; ++b) {
-    Batch batch = eval.batch(b);
+    Batch batch = sequence_share(eval.batch(b));
     if (batch.n_rows() == 0) continue;
     rows += batch.n_rows();
     if (pipeline_)
@@ -330,7 +339,7 @@ TrainSummary Trainer::run() {
     const auto start = Clock::now();
     ParameterRegistry& params = model_->params();
     params.zero_grads();
-    const Batch batch = loader_->next_batch();
+    const Batch batch = sequence_share(loader_->next_batch());
     const double scale = scaler_.scale();  // the backward's loss scale (update() may change it)
     if (reducer_) reducer_->begin_step();
     double loss = 0;

@@ -19,6 +19,7 @@
 #include "optim/schedule.h"
 #include "parallel/data_parallel.h"
 #include "parallel/pipeline.h"
+#include "parallel/ring_attention.h"
 
 namespace strata {
 
@@ -67,6 +68,9 @@ class Trainer {
   bool is_rank0() const { return groups_ == nullptr || groups_->grid().rank() == 0; }
   // The mean over dp ranks of a per-rank value (each rank's share of the batch is equal).
   double dp_mean(double local) const;
+  // This rank's share of a batch's sequences: under sequence parallelism its two zigzag chunks of
+  // each row (parallel/ring_attention.h), else the batch itself.
+  Batch sequence_share(const Batch& batch) const;
   // The sum over pipeline stages of a per-stage value (the value itself without a pipeline).
   double pp_sum(double local) const;
   // Tied embeddings split over the pipeline: adds the first stage's table gradient and the last

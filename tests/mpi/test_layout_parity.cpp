@@ -63,8 +63,16 @@ struct Layout {
   std::string schedule = "1f1b";
   int virtual_stages = 1;
   int microbatches = 0;
-  int world() const { return dp * tp * pp; }
+  int sp = 1;  // sequence (context) parallel ranks: ring attention over zigzag chunks
+  int world() const { return dp * tp * pp * sp; }
 };
+
+// A sequence-parallel layout: each 16-token sequence split into 2 sp chunks.
+Layout ring(const std::string& name, int sp, int dp, int tp, const std::string& arch) {
+  Layout l{name, dp, tp, arch};
+  l.sp = sp;
+  return l;
+}
 
 // A pipeline layout: 4 layers (enough for pp4, and for pp2 with 2 chunks a rank).
 Layout pipeline(const std::string& name, int pp, int dp, int tp, const std::string& arch,
@@ -85,6 +93,11 @@ Layout pipeline(const std::string& name, int pp, int dp, int tp, const std::stri
 // holds 1e-5). So pp x tp layouts take 3e-5 (per tensor 3e-4); their losses still hold 1e-5.
 Layout with_tp_noise(Layout l) {
   l.param_tolerance = 3e-5;
+  return l;
+}
+
+Layout with_sp(Layout l, int sp) {
+  l.sp = sp;
   return l;
 }
 
@@ -126,6 +139,7 @@ struct RunResult {
   std::map<std::string, LocalParam> params;
   std::vector<int> max_live_by_chunk;  // the pipeline engine's count of activations held
   double val_loss = 0;                 // evaluate() after the last step
+  int sp_size = 1;                     // the model's sequence-parallel group size
 };
 
 RunResult run(const Config& config, const ProcessGroups* groups) {
@@ -136,6 +150,7 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
   r.losses = t.run().losses;
   if (const PipelineStats* stats = t.pipeline_stats()) r.max_live_by_chunk = stats->max_live_by_chunk;
   r.val_loss = t.evaluate();
+  r.sp_size = t.model().sequence_parallel().size;
   for (auto& p : t.model().params().all()) {
     Tensor v = Tensor::empty(p->value.shape(), DType::f64);
     ops::cast(p->value, v);
@@ -204,6 +219,28 @@ TEST(PipelineLayout, RefusesWhatCannotBeFilled) {
   }
 }
 
+// A sequence the ring cannot cut into 2 sp equal chunks is refused before any data is read.
+TEST(SequenceLayout, RefusesASequenceTheRingCannotSplit) {
+  if (world_size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  ProcessGrid grid(2, rank, GridSizes{1, 1, 2, 1, 1});
+  ProcessGroups groups(grid, Backend::mpi);
+  Config config = parity_config(ring("refused", 2, 1, 1, "llama"), "/nonexistent", "refused");
+  config.parallel.sp = 2;
+  config.train.seq_len = 18;
+  TrainOptions o;
+  o.show_progress = false;
+  try {
+    Trainer t(config, o, &groups);
+    ADD_FAILURE() << "seq_len 18 with sp 2 must be refused";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.seq_len = 18 is not a multiple of 2 x parallel.sp = 4"),
+              std::string::npos)
+        << e.what();
+  }
+}
+
 TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   const Layout l = GetParam();
   if (world_size() != l.world()) GTEST_SKIP() << l.name << " needs " << l.world() << " ranks";
@@ -223,10 +260,13 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   layout.parallel.pp = l.pp;
   layout.parallel.pp_schedule = l.schedule;
   layout.parallel.virtual_stages = l.virtual_stages;
-  ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, 1, l.tp, 1});
+  layout.parallel.sp = l.sp;
+  ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, l.sp, l.tp, 1});
   ProcessGroups groups(grid, Backend::mpi);
   const RunResult many = run(layout, &groups);
 
+  // The ring really ran: the model split its sequences over sp ranks.
+  EXPECT_EQ(many.sp_size, l.sp) << l.name;
   // Evaluation runs through the same layout (a forward-only schedule under a pipeline).
   EXPECT_NEAR(many.val_loss, one.val_loss, l.tolerance * std::abs(one.val_loss)) << l.name << " val";
   if (l.pp > 1) {
@@ -338,6 +378,12 @@ INSTANTIATE_TEST_SUITE_P(
                       pipeline("pp2v2_gpt2_m8", 2, 1, 1, "gpt2", "interleaved", 2, 8),
                       pipeline("pp2v2dp2_gpt2_m4", 2, 2, 1, "gpt2", "interleaved", 2, 4),
                       pipeline("pp2_gpipe_gpt2_m4", 2, 1, 1, "gpt2", "gpipe", 1, 4),
+                      // Sequence parallelism (ring attention): sp2, sp4, sp2 x tp2, sp2 x dp2.
+                      ring("sp2_llama", 2, 1, 1, "llama"), ring("sp2_gpt2", 2, 1, 1, "gpt2"),
+                      ring("sp4_llama", 4, 1, 1, "llama"), ring("sp4_gpt2", 4, 1, 1, "gpt2"),
+                      ring("sp2tp2_llama", 2, 1, 2, "llama"), ring("sp2tp2_gpt2", 2, 1, 2, "gpt2"),
+                      ring("sp2dp2_llama", 2, 2, 1, "llama"), ring("sp2dp2_gpt2", 2, 2, 1, "gpt2"),
+                      with_sp(pipeline("pp2sp2_gpt2_m2", 2, 1, 1, "gpt2", "1f1b", 1, 2), 2),
                       pipeline("pp4_gpipe_llama_m8", 4, 1, 1, "llama", "gpipe", 1, 8)),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 
