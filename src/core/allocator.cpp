@@ -34,6 +34,7 @@ class CpuAllocator final : public Allocator {
   void* allocate(size_t bytes) override { return pool_.allocate(bytes); }
   void deallocate(void* ptr, size_t) override { pool_.deallocate(ptr); }
   PoolStats stats() const { return pool_.stats(); }
+  void reset_peak() { pool_.reset_peak(); }
 
  private:
   CachingPool pool_{"host memory", host_allocate, [](void* p) { std::free(p); }};
@@ -50,5 +51,7 @@ CpuAllocator& the_cpu_allocator() {
 Allocator& cpu_allocator() { return the_cpu_allocator(); }
 
 PoolStats cpu_memory_stats() { return the_cpu_allocator().stats(); }
+
+void cpu_memory_reset_peak() { the_cpu_allocator().reset_peak(); }
 
 }  // namespace strata

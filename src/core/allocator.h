@@ -23,7 +23,8 @@ class Allocator {
 // Host memory (aligned_alloc) behind a caching pool: freed blocks are reused, not returned to the
 // C library. One instance serves the whole process and lives until it exits.
 Allocator& cpu_allocator();
-// The host pool's counters (in use, reserved, peak, backing calls).
+// The host pool's counters (in use, reserved, peak, backing calls), and a restart of its peak.
 PoolStats cpu_memory_stats();
+void cpu_memory_reset_peak();
 
 }  // namespace strata

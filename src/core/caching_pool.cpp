@@ -93,6 +93,11 @@ void CachingPool::release_cached_locked() {
   cached_.clear();
 }
 
+void CachingPool::reset_peak() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  stats_.peak_allocated_bytes = stats_.allocated_bytes;
+}
+
 PoolStats CachingPool::stats() const {
   std::lock_guard<std::mutex> lock(mutex_);
   return stats_;

@@ -41,6 +41,8 @@ class CachingPool {
   // Gives every cached (unused) block back to the backing allocator.
   void release_cached();
   PoolStats stats() const;
+  // Starts a new high-water mark from what is in use now (to measure one phase's peak).
+  void reset_peak();
 
   static size_t round_size(size_t bytes);
 

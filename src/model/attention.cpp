@@ -46,7 +46,7 @@ void SelfAttention::core_forward(AttentionSaved& s) const {
   s.out = Tensor::empty({batch, seq, n_heads_, head_dim_}, s.q.dtype());
   s.lse = Tensor::empty({batch, n_heads_, seq}, stats);
   if (sp_.active())
-    ring_attention_forward(*sp_.group, s.q, s.k, s.v, 0.0, s.out, s.lse);
+    ring_attention_forward(*sp_.group, s.q, s.k, s.v, 0.0, s.out, s.lse, sp_.stats);
   else
     ops::attention_forward(s.q, s.k, s.v, {}, s.out, s.lse);
 }
@@ -100,7 +100,8 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   Tensor dq = Tensor::empty(s.q.shape(), dt), dk = Tensor::empty(s.k.shape(), dt),
          dv = Tensor::empty(s.v.shape(), dt);
   if (sp_.active())
-    ring_attention_backward(*sp_.group, dout, s.q, s.k, s.v, s.out, s.lse, 0.0, dq, dk, dv);
+    ring_attention_backward(*sp_.group, dout, s.q, s.k, s.v, s.out, s.lse, 0.0, dq, dk, dv,
+                            sp_.stats);
   else
     ops::attention_backward(dout, s.q, s.k, s.v, s.out, s.lse, {}, dq, dk, dv);
   if (rope_) {

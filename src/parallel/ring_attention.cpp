@@ -1,5 +1,6 @@
 #include "parallel/ring_attention.h"
 
+#include <chrono>
 #include <string_view>
 #include <utility>
 
@@ -148,6 +149,24 @@ int prev_rank(const Communicator& group) {
   return (group.rank() - 1 + group.size()) % group.size();
 }
 
+// One ring step's transfer: `send` to the next rank, `recv` from the previous, in flight.
+CommHandle start_transfer(Communicator& group, const Tensor& send, Tensor& recv,
+                          RingStats* ring_stats) {
+  if (ring_stats) {
+    ++ring_stats->transfers;
+    ring_stats->bytes += static_cast<int64_t>(send.nbytes());
+  }
+  return group.send_recv_async(send, next_rank(group), recv, prev_rank(group));
+}
+
+void timed_wait(CommHandle& transfer, RingStats* ring_stats) {
+  const auto start = std::chrono::steady_clock::now();
+  transfer.wait();
+  if (ring_stats)
+    ring_stats->wait_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+}
+
 }  // namespace
 
 int64_t zigzag_chunk_len(int64_t seq_len, int sp) {
@@ -181,7 +200,7 @@ Tensor zigzag_local(const Tensor& full, int rank, int sp, int dim) {
 // reached r. The transfer of the block for step i + 1 runs during step i's compute, into the
 // second buffer; sp - 1 transfers in all, none with one rank.
 void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& k, const Tensor& v,
-                            double scale, Tensor& out, Tensor& lse) {
+                            double scale, Tensor& out, Tensor& lse, RingStats* ring_stats) {
   constexpr std::string_view op = "ring_attention_forward";
   const RingShape s = ring_shape(op, group, q, k, v);
   check_tensor(op, group, "out", out, s.q_shape(), s.dtype);
@@ -211,7 +230,7 @@ void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& 
   for (int step = 0; step < sp; ++step) {
     CommHandle transfer;
     if (step + 1 < sp)
-      transfer = group.send_recv_async(block, next_rank(group), incoming, prev_rank(group));
+      transfer = start_transfer(group, block, incoming, ring_stats);
     const int owner = (rank - step + sp) % sp;
     const std::array<int64_t, 2> k_pos = zigzag_offsets(owner, sp, c);
     for (size_t a = 0; a < 2; ++a) {
@@ -227,10 +246,13 @@ void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& 
           ops::attention_forward(q_chunk[a], k_b, v_b, args, part_out, part_lse);
           ops::attention_merge(out_chunk[a], lse_chunk[a], part_out, part_lse);
         }
+        // MPI moves a large message only inside MPI calls: a test between two blocks lets the
+        // transfer advance during this step's compute instead of all of it in the wait.
+        transfer.is_done();
       }
     }
     if (step + 1 < sp) {
-      transfer.wait();
+      timed_wait(transfer, ring_stats);
       std::swap(block, incoming);
     }
   }
@@ -254,7 +276,8 @@ void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& 
 // of the block, each gradient transfer overlapping the next step's compute.
 void ring_attention_backward(Communicator& group, const Tensor& dout, const Tensor& q,
                              const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                             double scale, Tensor& dq, Tensor& dk, Tensor& dv) {
+                             double scale, Tensor& dq, Tensor& dk, Tensor& dv,
+                             RingStats* ring_stats) {
   constexpr std::string_view op = "ring_attention_backward";
   const RingShape s = ring_shape(op, group, q, k, v);
   check_tensor(op, group, "dout", dout, s.q_shape(), s.dtype);
@@ -292,7 +315,7 @@ void ring_attention_backward(Communicator& group, const Tensor& dout, const Tens
   for (int step = 0; step < sp; ++step) {
     CommHandle transfer;
     if (step + 1 < sp)
-      transfer = group.send_recv_async(block, next_rank(group), incoming, prev_rank(group));
+      transfer = start_transfer(group, block, incoming, ring_stats);
     const int owner = (rank - step + sp) % sp;
     const std::array<int64_t, 2> k_pos = zigzag_offsets(owner, sp, c);
     std::array<bool, 2> grad_written{false, false};  // per key chunk of the block
@@ -315,6 +338,8 @@ void ring_attention_backward(Communicator& group, const Tensor& dout, const Tens
         }
         dq_written[a] = true;
         grad_written[b] = true;
+        transfer.is_done();  // drive both transfers' progress between blocks (see the forward)
+        grad_transfer.is_done();
       }
     }
 
@@ -329,7 +354,7 @@ void ring_attention_backward(Communicator& group, const Tensor& dout, const Tens
         fill(dv_zero, 0.0);
       }
     } else {
-      grad_transfer.wait();  // grad_in: this block's sum over the ranks before this one
+      timed_wait(grad_transfer, ring_stats);  // grad_in: this block's sum over the ranks before this one
       for (int b = 0; b < 2; ++b) {
         if (!grad_written[static_cast<size_t>(b)]) continue;
         Tensor dk_sum = slot(grad_in, kKeySlot + b), dv_sum = slot(grad_in, kValueSlot + b);
@@ -339,15 +364,15 @@ void ring_attention_backward(Communicator& group, const Tensor& dout, const Tens
       std::swap(grad_out, grad_in);  // grad_in is now the buffer whose send has completed
     }
     if (step + 1 < sp) {
-      transfer.wait();
+      timed_wait(transfer, ring_stats);
       std::swap(block, incoming);
     }
     if (sp > 1)
-      grad_transfer = group.send_recv_async(grad_out, next_rank(group), grad_in, prev_rank(group));
+      grad_transfer = start_transfer(group, grad_out, grad_in, ring_stats);
   }
   // With one rank the sum never left; otherwise the last transfer brings this rank's own block's
   // sum home.
-  if (sp > 1) grad_transfer.wait();
+  if (sp > 1) timed_wait(grad_transfer, ring_stats);
   const Tensor& grad_home = sp > 1 ? grad_in : grad_out;
 
   join_chunks(dq_chunk, 1, dq);

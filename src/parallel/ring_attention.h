@@ -38,12 +38,21 @@
 
 namespace strata {
 
+// What the ring's transfers cost: how many were started, their bytes, and the time the ring
+// waited for them (the part of their time the compute did not hide).
+struct RingStats {
+  int64_t transfers = 0;
+  int64_t bytes = 0;
+  double wait_ms = 0;
+};
+
 // Sequence parallelism as the model sees it: the sp group its attention rings over. With one rank
 // (the default) attention is the plain op and positions start at 0.
 struct SequenceParallel {
   Communicator* group = nullptr;  // the sp group; nullptr for one rank
   int rank = 0;
   int size = 1;
+  RingStats* stats = nullptr;  // when set, every ring call adds its transfers to it
   bool active() const { return size > 1; }
 };
 
@@ -66,13 +75,15 @@ void zigzag_join_chunks(const std::array<Tensor, 2>& chunks, Tensor& local, int 
 
 // Causal attention of the local queries over the whole sequence's keys. out and lse are
 // overwritten; lse is saved for the backward.
+// `stats`, when given, accumulates the transfers.
 void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& k, const Tensor& v,
-                            double scale, Tensor& out, Tensor& lse);
+                            double scale, Tensor& out, Tensor& lse, RingStats* stats = nullptr);
 
 // Gradients of the forward above, given its out and lse: dq of the local queries, and dk, dv of the
 // local keys and values summed over every rank's queries. dq, dk, dv are overwritten.
 void ring_attention_backward(Communicator& group, const Tensor& dout, const Tensor& q,
                              const Tensor& k, const Tensor& v, const Tensor& out, const Tensor& lse,
-                             double scale, Tensor& dq, Tensor& dk, Tensor& dv);
+                             double scale, Tensor& dq, Tensor& dk, Tensor& dv,
+                             RingStats* stats = nullptr);
 
 }  // namespace strata

@@ -108,3 +108,18 @@ TEST(CachingPool, OutOfMemoryAndForeignPointersNameThePool) {
   int x = 0;
   EXPECT_THROW(pool.deallocate(&x), Error);
 }
+
+TEST(CachingPool, PeakRestartsFromWhatIsInUse) {
+  FakeBacking b;
+  CachingPool pool = make_pool(b);
+  void* kept = pool.allocate(4096);
+  void* big = pool.allocate(size_t{8} << 20);
+  pool.deallocate(big);
+  EXPECT_EQ(pool.stats().peak_allocated_bytes, 4096u + (size_t{8} << 20));
+  pool.reset_peak();
+  EXPECT_EQ(pool.stats().peak_allocated_bytes, 4096u);
+  void* small = pool.allocate(1000);
+  EXPECT_EQ(pool.stats().peak_allocated_bytes, 4096u + 1024u);
+  pool.deallocate(small);
+  pool.deallocate(kept);
+}
