@@ -147,7 +147,7 @@ std::vector<ConfigField> make_schema() {
       field<I>("model.moe.top_k", [](Config& c) -> I& { return c.model.moe.top_k; },
                "Experts each token is routed to."),
       field<F>("model.moe.capacity_factor", [](Config& c) -> F& { return c.model.moe.capacity_factor; },
-               "Expert capacity as a multiple of the even share of tokens."),
+               "Expert capacity as a multiple of the even share of token-choices; 0: dropless."),
       field<F>("model.moe.aux_loss_coef", [](Config& c) -> F& { return c.model.moe.aux_loss_coef; },
                "Weight of the load-balancing loss."),
       field<F>("model.moe.z_loss_coef", [](Config& c) -> F& { return c.model.moe.z_loss_coef; },
@@ -388,7 +388,8 @@ void validate_config(const Config& c) {
   if (m.moe.n_experts > 0) {
     STRATA_CHECK(m.moe.top_k >= 1 && m.moe.top_k <= m.moe.n_experts, "key 'model.moe.top_k': ",
                  m.moe.top_k, " must be between 1 and model.moe.n_experts = ", m.moe.n_experts);
-    positive("model.moe.capacity_factor", m.moe.capacity_factor);
+    STRATA_CHECK(m.moe.capacity_factor >= 0, "key 'model.moe.capacity_factor' must be >= 0 (0: dropless), got ",
+                 m.moe.capacity_factor);
     positive("model.moe.every", static_cast<double>(m.moe.every));
     STRATA_CHECK(m.moe.aux_loss_coef >= 0, "key 'model.moe.aux_loss_coef' must be >= 0");
     STRATA_CHECK(m.moe.z_loss_coef >= 0, "key 'model.moe.z_loss_coef' must be >= 0");

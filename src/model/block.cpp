@@ -21,7 +21,11 @@ Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& conf
   attn_ = SelfAttention(registry, name + ".attn", config, dtype, tp, sp);
   norm2_ = Norm(registry, name + ".mlp_norm", kind, config.d_model, config.norm_eps, dtype,
                 tp.splits_rows());
-  mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);
+  moe_on_ = is_moe_layer(config, index);
+  if (moe_on_)
+    moe_ = MoeLayer(registry, name + ".moe", config, dtype, tp);
+  else
+    mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);
 }
 
 void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_core) const {
@@ -39,7 +43,10 @@ void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_cor
   norm2_.forward(s.h, xn2, s.norm2);
   s.xn2 = tp_.to_full(xn2);  // f
   Tensor m = Tensor::empty({all_rows, d}, dt);
-  mlp_.forward(s.xn2, m, s.mlp);
+  if (moe_on_)
+    moe_.forward(s.xn2, m, s.moe);
+  else
+    mlp_.forward(s.xn2, m, s.mlp);
   Tensor m_rows = tp_.from_partial(m);  // g
   ops::add(m_rows, s.h, y);             // y = h + mlp(norm2(h))
   s.complete = true;
@@ -53,11 +60,12 @@ void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompu
     kept.batch = s.batch;
     kept.seq = s.seq;
     kept.x = s.x;
+    kept.moe.routing = s.moe.routing;  // what the forward routed, for the metrics
     s = kept;
   }
 }
 
-void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx) const {
+void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx, double loss_scale) const {
   if (!s.complete) {
     Tensor y = Tensor::empty(s.x.shape(), s.x.dtype());
     run_forward(s.x, y, s, /*keep_core=*/true);
@@ -67,7 +75,10 @@ void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx) const {
   // Through the MLP branch: dh = dy + norm2'(g'(mlp'(f'(dy)))), where f' and g' swap roles.
   Tensor dy_full = tp_.to_full(dy);
   Tensor dxn2 = Tensor::empty({all_rows, d}, dt);
-  mlp_.backward(dy_full, s.xn2, s.mlp, dxn2);
+  if (moe_on_)
+    moe_.backward(dy_full, s.xn2, s.moe, loss_scale, dxn2);
+  else
+    mlp_.backward(dy_full, s.xn2, s.mlp, dxn2);
   Tensor dxn2_rows = tp_.from_partial(dxn2);
   Tensor dh = Tensor::empty({rows, d}, dt);
   norm2_.backward(dxn2_rows, s.h, s.norm2, dh);

@@ -7,6 +7,7 @@
 
 #include "model/attention.h"
 #include "model/mlp.h"
+#include "model/moe.h"
 #include "model/norm.h"
 
 namespace strata {
@@ -25,6 +26,7 @@ struct BlockSaved {
   NormSaved norm1, norm2;
   AttentionSaved attn;
   MlpSaved mlp;
+  MoeSaved moe;  // when the block's FFN is a mixture of experts
   bool complete = false;  // false: only x is kept (full recompute)
 };
 
@@ -36,8 +38,11 @@ class Block {
   // x, y: [rows, d_model]: batch * seq rows, or this rank's batch * seq / tp under sequence
   // parallelism; saved.batch and saved.seq give the full shape.
   void forward(const Tensor& x, Tensor& y, BlockSaved& saved, Recompute recompute) const;
-  // dx overwritten; releases what was saved.
-  void backward(const Tensor& dy, BlockSaved& saved, Tensor& dx) const;
+  // dx overwritten; releases what was saved. `loss_scale`: the backward's loss scale, which an MoE
+  // FFN applies to its auxiliary losses' gradients.
+  void backward(const Tensor& dy, BlockSaved& saved, Tensor& dx, double loss_scale = 1.0) const;
+  bool is_moe() const { return moe_on_; }
+  const MoeLayer& moe() const { return moe_; }
 
  private:
   void run_forward(const Tensor& x, Tensor& y, BlockSaved& saved, bool keep_core) const;
@@ -46,6 +51,8 @@ class Block {
   Norm norm1_, norm2_;
   SelfAttention attn_;
   Mlp mlp_;
+  bool moe_on_ = false;  // the FFN is moe_ instead of mlp_
+  MoeLayer moe_;
 };
 
 }  // namespace strata

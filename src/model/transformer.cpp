@@ -115,6 +115,7 @@ double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute 
   if (whole_.logits.defined()) spare_logits_ = whole_.logits;
   whole_ = ChunkActivations{};
   forward_chunk(0, ids, targets, Tensor(), whole_, recompute, &loss);
+  last_aux_loss_ = whole_.aux_loss;
   return loss;
 }
 
@@ -172,7 +173,24 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
     Tensor y = Tensor::empty({local_rows, d}, dtype_);
     a.blocks[i].batch = batch;
     a.blocks[i].seq = seq;
-    blocks_[first + i].forward(x, y, a.blocks[i], recompute);
+    const Block& block = blocks_[first + i];
+    block.forward(x, y, a.blocks[i], recompute);
+    if (block.is_moe()) {
+      const MoeRouting& r = a.blocks[i].moe.routing;
+      a.aux_loss += block.moe().aux_loss_coef() * r.aux_loss + block.moe().z_loss_coef() * r.z_loss;
+      MoeRouting& log = routing_log_[layer_of_[first + i]];
+      if (log.chosen.empty()) {
+        log.chosen.assign(r.chosen.size(), 0);
+        log.load.assign(r.load.size(), 0);
+      }
+      for (size_t e = 0; e < r.chosen.size(); ++e) {
+        log.chosen[e] += r.chosen[e];
+        log.load[e] += r.load[e];
+      }
+      log.dropped += r.dropped;
+      log.aux_loss += r.aux_loss;
+      log.z_loss += r.z_loss;
+    }
     x = y;
   }
   if (!spec.head) return x;
@@ -264,7 +282,7 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
   const size_t first = chunk_first_block_[chunk];
   for (size_t i = a.blocks.size(); i-- > 0;) {
     Tensor dprev = Tensor::empty(dx.shape(), dtype_);
-    blocks_[first + i].backward(dx, a.blocks[i], dprev);
+    blocks_[first + i].backward(dx, a.blocks[i], dprev, scale);
     dx = dprev;
     report_ready(groups.layers[i]);
   }

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <functional>
+#include <map>
 #include <span>
 #include <vector>
 
@@ -33,6 +34,9 @@ struct ChunkActivations {
   Tensor xf, xn, logits, lse;  // the head chunk's: last block output, normed rows, logits, lse
   NormSaved final_saved;
   int64_t n_valid = 0;  // targets that count (>= 0)
+  // The chunk's MoE auxiliary losses with their coefficients (part of the training objective; the
+  // loss the forward returns is the cross-entropy alone).
+  double aux_loss = 0;
   bool live = false;    // forward ran and backward has not yet released it
 };
 
@@ -70,6 +74,14 @@ class Transformer {
   // Logits [batch * seq, vocab] of the last forward() (valid until the next forward or backward,
   // which reuse the buffer).
   const Tensor& logits() const { return whole_.logits; }
+  // The MoE auxiliary losses (with their coefficients) of the last forward(); 0 without MoE.
+  double aux_loss() const { return last_aux_loss_; }
+
+  // What the MoE layers routed in the forwards since clear_routing_log(), summed over them: per
+  // MoE layer (by global index), token-choices per expert before and after capacity, drops, and
+  // the auxiliary losses (before their coefficients).
+  const std::map<int64_t, MoeRouting>& routing_log() const { return routing_log_; }
+  void clear_routing_log() { routing_log_.clear(); }
 
   // One chunk, one micro-batch. ids, targets: [batch, seq] (the embedding chunk reads ids, the head
   // chunk targets; both are kept). x: the chunk's input [rows, d_model] (this rank's rows under
@@ -129,7 +141,9 @@ class Transformer {
   };
   std::vector<PositionRun> position_runs(int64_t seq) const;
 
-  ChunkActivations whole_;  // forward()/backward()'s micro-batch
+  ChunkActivations whole_;
+  double last_aux_loss_ = 0;
+  std::map<int64_t, MoeRouting> routing_log_;  // forward()/backward()'s micro-batch
   Tensor spare_logits_;     // the last backward's dlogits buffer, reused as the next logits
 };
 

@@ -46,6 +46,14 @@ void MetricsLog::write(const StepMetrics& m) {
     j["comm_total_ms"] = m.comm_total_ms;
     j["comm_exposed_ms"] = m.comm_exposed_ms;
   }
+  if (!m.expert_load.empty()) {
+    j["aux_loss"] = m.aux_loss;
+    nlohmann::json load = nlohmann::json::object(), drops = nlohmann::json::object();
+    for (const auto& [layer, counts] : m.expert_load) load[std::to_string(layer)] = counts;
+    for (const auto& [layer, rate] : m.drop_rate) drops[std::to_string(layer)] = rate;
+    j["expert_load"] = load;
+    j["expert_drop_rate"] = drops;
+  }
   if (!m.pipeline_bubble.empty()) {
     double mean = 0;
     for (double b : m.pipeline_bubble) mean += b / static_cast<double>(m.pipeline_bubble.size());

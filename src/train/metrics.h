@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <fstream>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -31,6 +32,12 @@ struct StepMetrics {
   // Pipeline parallelism: each stage's share of the step spent not computing (waiting for its
   // neighbours: the bubble), by pipeline rank; empty without a pipeline.
   std::vector<double> pipeline_bubble;
+  // Mixture of experts: the auxiliary losses (with their coefficients) added to the objective, and
+  // per MoE layer (global index) the token-choices each expert processed over the step and the
+  // share of token-choices dropped past capacity.
+  double aux_loss = 0;
+  std::map<int64_t, std::vector<int64_t>> expert_load;
+  std::map<int64_t, double> drop_rate;
   std::optional<double> val_loss;
 };
 

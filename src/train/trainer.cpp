@@ -342,7 +342,8 @@ TrainSummary Trainer::run() {
     const Batch batch = sequence_share(loader_->next_batch());
     const double scale = scaler_.scale();  // the backward's loss scale (update() may change it)
     if (reducer_) reducer_->begin_step();
-    double loss = 0;
+    model_->clear_routing_log();
+    double loss = 0, aux_loss = 0;
     if (pipeline_) {
       std::vector<Batch> micro;
       for (int64_t k = 0; k < accumulation; ++k) micro.push_back(batch.rows(k * t.micro_batch, t.micro_batch));
@@ -353,12 +354,14 @@ TrainSummary Trainer::run() {
                                    }) /
              static_cast<double>(accumulation);
       loss = pp_sum(loss);  // only the last stage has it
+      aux_loss = pp_sum(pipeline_->last_stats().aux_loss / static_cast<double>(accumulation));
     } else {
       for (int64_t k = 0; k < accumulation; ++k) {
         const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
         // Only the last micro-batch's backward communicates; the others accumulate locally.
         if (reducer_) reducer_->begin_backward(k == accumulation - 1);
         loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
+        aux_loss += model_->aux_loss() / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
       }
     }
@@ -366,6 +369,7 @@ TrainSummary Trainer::run() {
     reduce_partial_grads();
     sum_tied_grads();
     loss = dp_mean(loss);
+    aux_loss = dp_mean(aux_loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
     const double norm = global_grad_norm() / scale;
@@ -397,6 +401,23 @@ TrainSummary Trainer::run() {
     }
     summary.losses.push_back(loss);
     summary.skipped.push_back(!apply);
+    if (!model_->routing_log().empty()) {
+      m.aux_loss = aux_loss;
+      // Counts over the whole batch: summed over the ranks that split it (dp x sp).
+      for (const auto& [layer, routing] : model_->routing_log()) {
+        std::vector<double> counts(routing.load.begin(), routing.load.end());
+        counts.push_back(static_cast<double>(routing.dropped));
+        int64_t choices = 0;
+        for (int64_t c : routing.chosen) choices += c;
+        counts.push_back(static_cast<double>(choices));
+        Tensor totals = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
+        if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);
+        const double* c = totals.data<double>();
+        const size_t n = routing.load.size();
+        m.expert_load[layer].assign(c, c + n);
+        m.drop_rate[layer] = c[n + 1] > 0 ? c[n] / c[n + 1] : 0.0;
+      }
+    }
     if (pipeline_) {
       Tensor mine = Tensor::from_vector(std::vector<double>{pipeline_->last_stats().bubble()}, {1});
       Tensor all = Tensor::empty({groups_->pp().size()}, DType::f64);

@@ -64,6 +64,8 @@ struct Layout {
   int virtual_stages = 1;
   int microbatches = 0;
   int sp = 1;  // sequence (context) parallel ranks: ring attention over zigzag chunks
+  bool moe = false;
+  double moe_capacity = 1.0;
   int world() const { return dp * tp * pp * sp; }
 };
 
@@ -96,6 +98,14 @@ Layout with_tp_noise(Layout l) {
   return l;
 }
 
+// Mixture-of-experts FFNs in every second layer (4 experts, top-2, capacity 1.0: some tokens
+// dropped), or dropless.
+Layout with_moe(Layout l, double capacity_factor = 1.0) {
+  l.moe_capacity = capacity_factor;
+  l.moe = true;
+  return l;
+}
+
 Layout with_sp(Layout l, int sp) {
   l.sp = sp;
   return l;
@@ -118,6 +128,13 @@ checkpoint: { every: 0, keep: 0 }
       apply_override(c, o);
   }
   c.train.precision = l.precision;
+  if (l.moe) {
+    c.model.moe.n_experts = 4;
+    c.model.moe.top_k = 2;
+    c.model.moe.capacity_factor = l.moe_capacity;
+    c.model.moe.every = 2;
+    c.model.moe.z_loss_coef = 1e-3;
+  }
   if (l.pp > 1) {
     c.model.n_layers = 4;
     // micro-batches per step = global_batch / (micro_batch x dp), the same in the reference run.
@@ -384,6 +401,11 @@ INSTANTIATE_TEST_SUITE_P(
                       ring("sp2tp2_llama", 2, 1, 2, "llama"), ring("sp2tp2_gpt2", 2, 1, 2, "gpt2"),
                       ring("sp2dp2_llama", 2, 2, 1, "llama"), ring("sp2dp2_gpt2", 2, 2, 1, "gpt2"),
                       with_sp(pipeline("pp2sp2_gpt2_m2", 2, 1, 1, "gpt2", "1f1b", 1, 2), 2),
+                      // Mixture of experts under dp, tp (experts split, router replicated), pp.
+                      with_moe(Layout{"moe_dp2_llama", 2, 1}),
+                      with_moe(Layout{"moe_tp2_llama", 1, 2}, 0.0),
+                      with_moe(Layout{"moe_tp2_gpt2", 1, 2, "gpt2"}),
+                      with_moe(pipeline("moe_pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
                       pipeline("pp4_gpipe_llama_m8", 4, 1, 1, "llama", "gpipe", 1, 8)),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 

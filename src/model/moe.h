@@ -1,0 +1,81 @@
+// A mixture-of-experts feed-forward layer (Shazeer et al. 2017; GShard, Lepikhin et al. 2020;
+// Switch, Fedus et al. 2021): a linear router scores each token against n_experts experts,
+// softmax turns the scores into probabilities p, each token goes to its top_k experts with the
+// gate weights w_j = p_j / sum of its top_k p (renormalised), and the layer's output is
+// sum_j w_j expert_j(x). Experts are the model's MLP (SwiGLU or GELU).
+//
+// Capacity: each expert takes at most C = ceil(capacity_factor * tokens * top_k / n_experts)
+// tokens; assignments are filled by choice (every token's first choice before any second choice),
+// then by token order, and those past C are dropped: the token gets nothing from that expert
+// (its residual carries it on). capacity_factor 0 is dropless.
+//
+// Auxiliary losses, added to the training loss with their coefficients:
+//   load balancing (Switch): L_aux = n_experts * sum_e f_e P_e, f_e = share of the token-choices
+//     routed to e (before dropping), P_e = mean router probability of e over the tokens;
+//   router z-loss (ST-MoE, Zoph et al. 2022): L_z = mean over tokens of logsumexp(scores)^2.
+// f_e counts choices, so it carries no gradient; P_e and the scores do.
+//
+// Under tensor parallelism every expert's MLP is split like the dense one (its output is this
+// rank's partial sum, which the block combines over tp); the router is replicated: the gate
+// gradients, which need the whole expert outputs, are summed over tp, and the router's input
+// gradient is added on tp rank 0 only.
+#pragma once
+
+#include <vector>
+
+#include "model/config.h"
+#include "model/linear.h"
+#include "model/mlp.h"
+#include "parallel/tensor_parallel.h"
+
+namespace strata {
+
+// Whether layer `layer` (0-based) has an MoE FFN: every `every`-th layer, the last of each group.
+bool is_moe_layer(const ModelConfig& config, int64_t layer);
+
+// What one forward routed: counted per expert, before and after capacity.
+struct MoeRouting {
+  std::vector<int64_t> chosen;  // token-choices per expert, before capacity: [n_experts]
+  std::vector<int64_t> load;    // token-choices each expert processed: [n_experts]
+  int64_t dropped = 0;          // token-choices past capacity
+  double aux_loss = 0;          // L_aux of this forward (before its coefficient)
+  double z_loss = 0;            // L_z of this forward (before its coefficient)
+};
+
+struct MoeSaved {
+  Tensor probs;                  // [rows, n_experts] f64
+  Tensor lse;                    // [rows] f64: logsumexp of the router scores
+  std::vector<int32_t> expert;   // [rows * top_k]: the expert of each token-choice
+  std::vector<double> gate;      // [rows * top_k]: its renormalised weight
+  std::vector<std::vector<int64_t>> taken;  // per expert: the token-choices it processes, in order
+  std::vector<Tensor> inputs;    // per expert: its tokens [n_e, d_model]
+  std::vector<MlpSaved> saved;   // per expert
+  std::vector<Tensor> outputs;   // per expert: [n_e, d_model] (this rank's partial under tp)
+  MoeRouting routing;
+};
+
+class MoeLayer {
+ public:
+  MoeLayer() = default;
+  MoeLayer(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
+           DType dtype, const TensorParallel& tp = {});
+
+  // x: [rows, d_model] -> y: [rows, d_model] (overwritten; this rank's partial sum under tp).
+  void forward(const Tensor& x, Tensor& y, MoeSaved& saved) const;
+  // dx overwritten (this rank's partial sum under tp). `loss_scale` multiplies the auxiliary
+  // losses' gradients, as the backward's loss scale multiplies dy.
+  void backward(const Tensor& dy, const Tensor& x, const MoeSaved& saved, double loss_scale,
+                Tensor& dx) const;
+
+  double aux_loss_coef() const { return aux_coef_; }
+  double z_loss_coef() const { return z_coef_; }
+
+ private:
+  int64_t n_experts_ = 0, top_k_ = 1;
+  double capacity_factor_ = 0, aux_coef_ = 0, z_coef_ = 0;
+  TensorParallel tp_;
+  Linear router_;  // [n_experts, d_model], no bias
+  std::vector<Mlp> experts_;
+};
+
+}  // namespace strata
