@@ -6,6 +6,7 @@
 #include "core/random.h"
 #include "model/flops.h"
 #include "model/transformer.h"
+#include "model_testing.h"
 #include "op_testing.h"
 
 using namespace strata;
@@ -40,16 +41,7 @@ ModelConfig tiny(const std::string& arch) {
 
 // Token ids in [0, vocab) from Philox, with one ignored target to exercise the mask.
 void make_batch(const ModelConfig& c, int64_t batch, int64_t seq, Tensor& ids, Tensor& targets) {
-  ids = Tensor::empty({batch, seq}, DType::i32);
-  targets = Tensor::empty({batch, seq}, DType::i32);
-  for (int64_t i = 0; i < batch * seq; ++i) {
-    auto draw = [&](uint64_t stream) {
-      return static_cast<int32_t>(philox::words(7, stream, static_cast<uint64_t>(i)).v[0] %
-                                  static_cast<uint32_t>(c.vocab_size));
-    };
-    ids.data<int32_t>()[i] = draw(1);
-    targets.data<int32_t>()[i] = draw(2);
-  }
+  strata::testing::make_token_batch(c.vocab_size, batch, seq, 7, ids, targets);
   targets.data<int32_t>()[1] = -1;
 }
 

@@ -9,6 +9,7 @@
 #include "core/random.h"
 #include "model/moe.h"
 #include "model/transformer.h"
+#include "model_testing.h"
 #include "op_testing.h"
 
 using namespace strata;
@@ -41,19 +42,6 @@ ModelConfig tiny_moe(const std::string& arch, double capacity_factor) {
   return c;
 }
 
-void make_batch(const ModelConfig& c, int64_t batch, int64_t seq, Tensor& ids, Tensor& targets) {
-  ids = Tensor::empty({batch, seq}, DType::i32);
-  targets = Tensor::empty({batch, seq}, DType::i32);
-  for (int64_t i = 0; i < batch * seq; ++i) {
-    auto draw = [&](uint64_t stream) {
-      return static_cast<int32_t>(philox::words(9, stream, static_cast<uint64_t>(i)).v[0] %
-                                  static_cast<uint32_t>(c.vocab_size));
-    };
-    ids.data<int32_t>()[i] = draw(1);
-    targets.data<int32_t>()[i] = draw(2);
-  }
-}
-
 struct GradientCase {
   const char* name;
   std::string arch;
@@ -71,7 +59,7 @@ TEST_P(MoeGradient, EveryParameterMatchesFiniteDifferences) {
   for (auto& p : model.params().all())
     fill_uniform(p->value, 5, philox::stream_key(p->name), -0.5, 0.5);
   Tensor ids, targets;
-  make_batch(config, 2, 5, ids, targets);
+  strata::testing::make_token_batch(config.vocab_size, 2, 5, 9, ids, targets);
   // The objective: cross-entropy plus the weighted auxiliary losses.
   auto objective = [&] { return model.forward(ids, targets) + model.aux_loss(); };
 
