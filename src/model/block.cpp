@@ -12,7 +12,7 @@ Recompute parse_recompute(const std::string& name) {
 }
 
 Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-             const TensorParallel& tp, const SequenceParallel& sp)
+             const TensorParallel& tp, const SequenceParallel& sp, const ExpertParallel& ep)
     : tp_(tp) {
   const std::string name = "layers." + std::to_string(index);
   const NormKind kind = config.norm == "layernorm" ? NormKind::layernorm : NormKind::rmsnorm;
@@ -23,7 +23,7 @@ Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& conf
                 tp.splits_rows());
   moe_on_ = is_moe_layer(config, index);
   if (moe_on_)
-    moe_ = MoeLayer(registry, name + ".moe", config, dtype, tp);
+    moe_ = MoeLayer(registry, name + ".moe", config, dtype, tp, ep);
   else
     mlp_ = Mlp(registry, name + ".mlp", config, dtype, tp);
 }

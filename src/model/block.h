@@ -34,7 +34,8 @@ class Block {
  public:
   Block() = default;
   Block(ParameterRegistry& registry, int64_t index, const ModelConfig& config, DType dtype,
-        const TensorParallel& tp = {}, const SequenceParallel& sp = {});
+        const TensorParallel& tp = {}, const SequenceParallel& sp = {},
+        const ExpertParallel& ep = {});
   // x, y: [rows, d_model]: batch * seq rows, or this rank's batch * seq / tp under sequence
   // parallelism; saved.batch and saved.seq give the full shape.
   void forward(const Tensor& x, Tensor& y, BlockSaved& saved, Recompute recompute) const;

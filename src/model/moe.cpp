@@ -33,22 +33,139 @@ bool is_moe_layer(const ModelConfig& config, int64_t layer) {
 }
 
 MoeLayer::MoeLayer(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
-                   DType dtype, const TensorParallel& tp)
+                   DType dtype, const TensorParallel& tp, const ExpertParallel& ep)
     : n_experts_(config.moe.n_experts),
       top_k_(config.moe.top_k),
       capacity_factor_(config.moe.capacity_factor),
       aux_coef_(config.moe.aux_loss_coef),
       z_coef_(config.moe.z_loss_coef),
-      tp_(tp) {
+      tp_(tp),
+      ep_(ep) {
   STRATA_CHECK(n_experts_ >= 1 && top_k_ >= 1 && top_k_ <= n_experts_, name, ": top_k = ", top_k_,
                " of ", n_experts_, " experts");
+  STRATA_CHECK(n_experts_ % ep.size == 0, "parallel.ep = ", ep.size,
+               " does not divide model.moe.n_experts = ", n_experts_,
+               ": experts are split evenly over the expert-parallel ranks");
+  local_experts_ = n_experts_ / ep.size;
+  first_expert_ = ep.rank * local_experts_;
   router_ = Linear(registry,
                    LinearSpec{name + ".router", config.d_model, n_experts_, false, 0.02, Split::none,
                               tp.rank, tp.size},
                    dtype);
-  experts_.reserve(static_cast<size_t>(n_experts_));
-  for (int64_t e = 0; e < n_experts_; ++e)
+  experts_.reserve(static_cast<size_t>(local_experts_));
+  for (int64_t e = first_expert_; e < first_expert_ + local_experts_; ++e) {
+    const size_t before = registry.all().size();
     experts_.emplace_back(registry, name + ".experts." + std::to_string(e), config, dtype, tp);
+    for (size_t i = before; i < registry.all().size(); ++i) registry.all()[i]->expert = true;
+  }
+}
+
+std::vector<Tensor> MoeLayer::dispatch(const std::vector<Tensor>& by_expert, DType dtype, int64_t d,
+                                       std::vector<std::vector<int64_t>>& arrived) const {
+  const int ep = ep_.size;
+  const int64_t per = local_experts_;
+  auto rows_of = [](const Tensor& t) { return t.defined() ? t.size(0) : int64_t{0}; };
+  if (!ep_.active()) {
+    arrived.assign(1, std::vector<int64_t>(static_cast<size_t>(per)));
+    for (int64_t e = 0; e < per; ++e) arrived[0][static_cast<size_t>(e)] = rows_of(by_expert[static_cast<size_t>(e)]);
+    return by_expert;
+  }
+  // Rows per expert to every owner (owner j holds experts [j per, (j + 1) per)), then the rows.
+  Tensor sent = Tensor::empty({n_experts_}, DType::i64), got = Tensor::empty({n_experts_}, DType::i64);
+  int64_t total_rows = 0;
+  for (int64_t e = 0; e < n_experts_; ++e) {
+    sent.data<int64_t>()[e] = rows_of(by_expert[static_cast<size_t>(e)]);
+    total_rows += sent.data<int64_t>()[e];
+  }
+  const std::vector<int64_t> per_peer(static_cast<size_t>(ep), per);
+  ep_.group->all_to_all(sent, per_peer, got, per_peer);
+  arrived.assign(static_cast<size_t>(ep), std::vector<int64_t>(static_cast<size_t>(per)));
+  std::vector<int64_t> send_counts(static_cast<size_t>(ep), 0), recv_counts(static_cast<size_t>(ep), 0);
+  int64_t arrived_rows = 0;
+  for (int j = 0; j < ep; ++j)
+    for (int64_t le = 0; le < per; ++le) {
+      send_counts[static_cast<size_t>(j)] += sent.data<int64_t>()[j * per + le] * d;
+      const int64_t n = got.data<int64_t>()[j * per + le];
+      arrived[static_cast<size_t>(j)][static_cast<size_t>(le)] = n;
+      recv_counts[static_cast<size_t>(j)] += n * d;
+      arrived_rows += n;
+    }
+  // Experts ascending = owners ascending, so the send buffer is the experts' rows back to back.
+  Tensor out_buf = Tensor::empty({total_rows, d}, dtype);
+  int64_t at = 0;
+  for (const Tensor& t : by_expert) {
+    if (rows_of(t) == 0) continue;
+    Tensor dst = out_buf.slice(0, at, at + t.size(0));
+    dst.copy_from(t);
+    at += t.size(0);
+  }
+  Tensor in_buf = Tensor::empty({arrived_rows, d}, dtype);
+  ep_.group->all_to_all(out_buf, send_counts, in_buf, recv_counts);
+  // Arrived: source-major, then local expert. Each local expert's rows, concatenated by source.
+  std::vector<Tensor> local(static_cast<size_t>(per));
+  for (int64_t le = 0; le < per; ++le) {
+    int64_t n = 0;
+    for (int j = 0; j < ep; ++j) n += arrived[static_cast<size_t>(j)][static_cast<size_t>(le)];
+    if (n == 0) continue;
+    local[static_cast<size_t>(le)] = Tensor::empty({n, d}, dtype);
+  }
+  std::vector<int64_t> filled(static_cast<size_t>(per), 0);
+  at = 0;
+  for (int j = 0; j < ep; ++j)
+    for (int64_t le = 0; le < per; ++le) {
+      const int64_t n = arrived[static_cast<size_t>(j)][static_cast<size_t>(le)];
+      if (n == 0) continue;
+      int64_t& f = filled[static_cast<size_t>(le)];
+      Tensor dst = local[static_cast<size_t>(le)].slice(0, f, f + n);
+      dst.copy_from(in_buf.slice(0, at, at + n));
+      f += n;
+      at += n;
+    }
+  return local;
+}
+
+std::vector<Tensor> MoeLayer::combine(const std::vector<Tensor>& by_local_expert,
+                                      const std::vector<std::vector<int64_t>>& arrived,
+                                      const std::vector<int64_t>& sent_rows, DType dtype,
+                                      int64_t d) const {
+  if (!ep_.active()) return by_local_expert;
+  const int ep = ep_.size;
+  const int64_t per = local_experts_;
+  // Back to the sources, in the layout they arrived in (source-major, local expert within).
+  std::vector<int64_t> send_counts(static_cast<size_t>(ep), 0), recv_counts(static_cast<size_t>(ep), 0);
+  int64_t out_rows = 0, back_rows = 0;
+  for (int j = 0; j < ep; ++j) {
+    for (int64_t le = 0; le < per; ++le) {
+      send_counts[static_cast<size_t>(j)] += arrived[static_cast<size_t>(j)][static_cast<size_t>(le)] * d;
+      out_rows += arrived[static_cast<size_t>(j)][static_cast<size_t>(le)];
+      recv_counts[static_cast<size_t>(j)] += sent_rows[static_cast<size_t>(j * per + le)] * d;
+      back_rows += sent_rows[static_cast<size_t>(j * per + le)];
+    }
+  }
+  Tensor out_buf = Tensor::empty({out_rows, d}, dtype);
+  std::vector<int64_t> taken(static_cast<size_t>(per), 0);
+  int64_t at = 0;
+  for (int j = 0; j < ep; ++j)
+    for (int64_t le = 0; le < per; ++le) {
+      const int64_t n = arrived[static_cast<size_t>(j)][static_cast<size_t>(le)];
+      if (n == 0) continue;
+      int64_t& t = taken[static_cast<size_t>(le)];
+      Tensor dst = out_buf.slice(0, at, at + n);
+      dst.copy_from(by_local_expert[static_cast<size_t>(le)].slice(0, t, t + n));
+      t += n;
+      at += n;
+    }
+  Tensor in_buf = Tensor::empty({back_rows, d}, dtype);
+  ep_.group->all_to_all(out_buf, send_counts, in_buf, recv_counts);
+  std::vector<Tensor> by_expert(static_cast<size_t>(n_experts_));
+  at = 0;
+  for (int64_t e = 0; e < n_experts_; ++e) {
+    const int64_t n = sent_rows[static_cast<size_t>(e)];
+    if (n == 0) continue;
+    by_expert[static_cast<size_t>(e)] = in_buf.slice(0, at, at + n);
+    at += n;
+  }
+  return by_expert;
 }
 
 void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
@@ -122,32 +239,45 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
   for (int64_t r = 0; r < rows; ++r) routing.z_loss += s.lse.data<double>()[r] * s.lse.data<double>()[r];
   routing.z_loss /= static_cast<double>(rows);
 
-  // Experts on their tokens; y = sum over kept choices of gate x expert output (f64, then rounded).
-  Tensor y64 = Tensor::zeros({rows, d}, DType::f64);
-  s.inputs.assign(static_cast<size_t>(E), Tensor());
-  s.outputs.assign(static_cast<size_t>(E), Tensor());
-  s.saved.assign(static_cast<size_t>(E), MlpSaved{});
+  // Each expert's tokens, to the experts' owners; the owners' outputs back; y = sum over kept
+  // choices of gate x expert output (in f64, then rounded).
+  std::vector<Tensor> send(static_cast<size_t>(E));
+  std::vector<int64_t> sent_rows(static_cast<size_t>(E), 0);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
     const auto n = static_cast<int64_t>(taken.size());
+    sent_rows[static_cast<size_t>(e)] = n;
     if (n == 0) continue;
     Tensor in = Tensor::empty({n, d}, dt);
     for (int64_t i = 0; i < n; ++i) {
       Tensor dst = row(in, i);
       dst.copy_from(row(x, taken[static_cast<size_t>(i)] / k));
     }
-    Tensor out = Tensor::empty({n, d}, dt);
-    experts_[static_cast<size_t>(e)].forward(in, out, s.saved[static_cast<size_t>(e)]);
-    const Tensor out64 = as_f64(out);
-    for (int64_t i = 0; i < n; ++i) {
-      const int64_t choice = taken[static_cast<size_t>(i)];
+    send[static_cast<size_t>(e)] = in;
+  }
+  s.local_inputs = dispatch(send, dt, d, s.arrived);
+  s.local_saved.assign(static_cast<size_t>(local_experts_), MlpSaved{});
+  std::vector<Tensor> local_out(static_cast<size_t>(local_experts_));
+  for (int64_t le = 0; le < local_experts_; ++le) {
+    const Tensor& in = s.local_inputs[static_cast<size_t>(le)];
+    if (!in.defined() || in.size(0) == 0) continue;
+    local_out[static_cast<size_t>(le)] = Tensor::empty(in.shape(), dt);
+    experts_[static_cast<size_t>(le)].forward(in, local_out[static_cast<size_t>(le)],
+                                              s.local_saved[static_cast<size_t>(le)]);
+  }
+  s.outputs = combine(local_out, s.arrived, sent_rows, dt, d);
+  Tensor y64 = Tensor::zeros({rows, d}, DType::f64);
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& taken = s.taken[static_cast<size_t>(e)];
+    if (taken.empty()) continue;
+    const Tensor out64 = as_f64(s.outputs[static_cast<size_t>(e)]);
+    for (size_t i = 0; i < taken.size(); ++i) {
+      const int64_t choice = taken[i];
       const double g = s.gate[static_cast<size_t>(choice)];
       double* yr = y64.data<double>() + (choice / k) * d;
-      const double* o = out64.data<double>() + i * d;
+      const double* o = out64.data<double>() + static_cast<int64_t>(i) * d;
       for (int64_t c = 0; c < d; ++c) yr[c] += g * o[c];
     }
-    s.inputs[static_cast<size_t>(e)] = in;
-    s.outputs[static_cast<size_t>(e)] = out;
   }
   y.copy_from(as_dtype(y64, dt));
 }
@@ -160,10 +290,14 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   Tensor dx64 = Tensor::zeros({rows, d}, DType::f64);
   std::vector<double> dgate(static_cast<size_t>(rows * k), 0.0);
 
-  // Through the experts: d(expert input) = expert'(gate x dy); d gate = dy . expert output.
+  // Through the experts: d(expert input) = expert'(gate x dy), computed by the experts' owners;
+  // d gate = dy . expert output.
+  std::vector<Tensor> dout(static_cast<size_t>(E));
+  std::vector<int64_t> sent_rows(static_cast<size_t>(E), 0);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
     const auto n = static_cast<int64_t>(taken.size());
+    sent_rows[static_cast<size_t>(e)] = n;
     if (n == 0) continue;
     const Tensor out64 = as_f64(s.outputs[static_cast<size_t>(e)]);
     Tensor dout64 = Tensor::empty({n, d}, DType::f64);
@@ -172,21 +306,35 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
       const double g = s.gate[static_cast<size_t>(choice)];
       const double* dyr = dy64.data<double>() + r * d;
       const double* o = out64.data<double>() + i * d;
-      double* dout = dout64.data<double>() + i * d;
+      double* dst = dout64.data<double>() + i * d;
       double dot = 0;
       for (int64_t c = 0; c < d; ++c) {
-        dout[c] = g * dyr[c];
+        dst[c] = g * dyr[c];
         dot += dyr[c] * o[c];
       }
       dgate[static_cast<size_t>(choice)] = dot;
     }
-    Tensor din = Tensor::empty({n, d}, dt);
-    experts_[static_cast<size_t>(e)].backward(as_dtype(dout64, dt), s.inputs[static_cast<size_t>(e)],
-                                              s.saved[static_cast<size_t>(e)], din);
-    const Tensor din64 = as_f64(din);
-    for (int64_t i = 0; i < n; ++i) {
-      double* dxr = dx64.data<double>() + (taken[static_cast<size_t>(i)] / k) * d;
-      const double* src = din64.data<double>() + i * d;
+    dout[static_cast<size_t>(e)] = as_dtype(dout64, dt);
+  }
+  std::vector<std::vector<int64_t>> arrived;
+  const std::vector<Tensor> local_dout = dispatch(dout, dt, d, arrived);
+  std::vector<Tensor> local_din(static_cast<size_t>(local_experts_));
+  for (int64_t le = 0; le < local_experts_; ++le) {
+    const Tensor& in = s.local_inputs[static_cast<size_t>(le)];
+    if (!in.defined() || in.size(0) == 0) continue;
+    local_din[static_cast<size_t>(le)] = Tensor::empty(in.shape(), dt);
+    experts_[static_cast<size_t>(le)].backward(local_dout[static_cast<size_t>(le)], in,
+                                               s.local_saved[static_cast<size_t>(le)],
+                                               local_din[static_cast<size_t>(le)]);
+  }
+  const std::vector<Tensor> din = combine(local_din, arrived, sent_rows, dt, d);
+  for (int64_t e = 0; e < E; ++e) {
+    const auto& taken = s.taken[static_cast<size_t>(e)];
+    if (taken.empty()) continue;
+    const Tensor din64 = as_f64(din[static_cast<size_t>(e)]);
+    for (size_t i = 0; i < taken.size(); ++i) {
+      double* dxr = dx64.data<double>() + (taken[i] / k) * d;
+      const double* src = din64.data<double>() + static_cast<int64_t>(i) * d;
       for (int64_t c = 0; c < d; ++c) dxr[c] += src[c];
     }
   }

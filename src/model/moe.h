@@ -15,6 +15,13 @@
 //   router z-loss (ST-MoE, Zoph et al. 2022): L_z = mean over tokens of logsumexp(scores)^2.
 // f_e counts choices, so it carries no gradient; P_e and the scores do.
 //
+// Under expert parallelism (ep ranks) each rank holds n_experts / ep of the experts (rank i the
+// i-th contiguous range) and routes its own tokens: an all-to-all of uneven sizes sends every kept
+// token-choice to the rank that owns its expert, the owner runs each of its experts once on the
+// tokens of all ranks, and a second all-to-all brings the outputs back; backward does the same
+// with the output gradients and the input gradients. Expert weights then hold the gradient of
+// every rank's tokens: the trainer reduces them over the ranks holding the same experts.
+//
 // Under tensor parallelism every expert's MLP is split like the dense one (its output is this
 // rank's partial sum, which the block combines over tp); the router is replicated: the gate
 // gradients, which need the whole expert outputs, are summed over tp, and the router's input
@@ -42,15 +49,28 @@ struct MoeRouting {
   double z_loss = 0;            // L_z of this forward (before its coefficient)
 };
 
+// The expert-parallel group (ranks of one dp x sp block that split the experts among them).
+struct ExpertParallel {
+  Communicator* group = nullptr;  // nullptr for one rank: every expert is local
+  int rank = 0;
+  int size = 1;
+  bool active() const { return size > 1; }
+};
+
 struct MoeSaved {
   Tensor probs;                  // [rows, n_experts] f64
   Tensor lse;                    // [rows] f64: logsumexp of the router scores
   std::vector<int32_t> expert;   // [rows * top_k]: the expert of each token-choice
   std::vector<double> gate;      // [rows * top_k]: its renormalised weight
   std::vector<std::vector<int64_t>> taken;  // per expert: the token-choices it processes, in order
-  std::vector<Tensor> inputs;    // per expert: its tokens [n_e, d_model]
-  std::vector<MlpSaved> saved;   // per expert
-  std::vector<Tensor> outputs;   // per expert: [n_e, d_model] (this rank's partial under tp)
+  std::vector<Tensor> outputs;   // per expert: its output on this rank's tokens [n_e, d_model]
+                                 // (this rank's partial sum under tp)
+  // This rank's own experts (all of them without expert parallelism): their tokens from every
+  // rank [m_e, d_model], what their MLP saved, and how many rows came from each rank:
+  // arrived[source][local expert].
+  std::vector<Tensor> local_inputs;
+  std::vector<MlpSaved> local_saved;
+  std::vector<std::vector<int64_t>> arrived;
   MoeRouting routing;
 };
 
@@ -58,7 +78,7 @@ class MoeLayer {
  public:
   MoeLayer() = default;
   MoeLayer(ParameterRegistry& registry, const std::string& name, const ModelConfig& config,
-           DType dtype, const TensorParallel& tp = {});
+           DType dtype, const TensorParallel& tp = {}, const ExpertParallel& ep = {});
 
   // x: [rows, d_model] -> y: [rows, d_model] (overwritten; this rank's partial sum under tp).
   void forward(const Tensor& x, Tensor& y, MoeSaved& saved) const;
@@ -73,9 +93,20 @@ class MoeLayer {
  private:
   int64_t n_experts_ = 0, top_k_ = 1;
   double capacity_factor_ = 0, aux_coef_ = 0, z_coef_ = 0;
+  // Per global expert rows [n_e, d] -> per local expert rows from every rank (concatenated by
+  // source rank), recording arrived[source][local expert]; and the inverse, for rows computed
+  // per local expert back to their sources.
+  std::vector<Tensor> dispatch(const std::vector<Tensor>& by_expert, DType dtype, int64_t d,
+                               std::vector<std::vector<int64_t>>& arrived) const;
+  std::vector<Tensor> combine(const std::vector<Tensor>& by_local_expert,
+                              const std::vector<std::vector<int64_t>>& arrived,
+                              const std::vector<int64_t>& sent_rows, DType dtype, int64_t d) const;
+
   TensorParallel tp_;
+  ExpertParallel ep_;
+  int64_t first_expert_ = 0, local_experts_ = 0;  // this rank's experts
   Linear router_;  // [n_experts, d_model], no bias
-  std::vector<Mlp> experts_;
+  std::vector<Mlp> experts_;  // the local ones
 };
 
 }  // namespace strata

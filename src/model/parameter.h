@@ -41,6 +41,9 @@ struct Parameter {
   // gradients so both take the same update; the copy is not counted again in the gradient norm
   // and not written to checkpoints (it is read back from the owner's tensor).
   bool mirror = false;
+  // A weight of an expert that lives on one rank of each expert-parallel group: its gradient is
+  // reduced over the ranks holding the same experts (ep_dp), not over dp x sp.
+  bool expert = false;
   Tensor value;              // this rank's slice, in the model's parameter dtype
   Tensor grad;               // same shape and dtype as value; backward accumulates into it
   // For 16-bit parameters, the f32 gradient accumulated over a step's micro-batches: each

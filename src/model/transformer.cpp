@@ -6,7 +6,8 @@
 namespace strata {
 
 Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp,
-                         std::vector<ChunkSpec> chunks, const SequenceParallel& sp)
+                         std::vector<ChunkSpec> chunks, const SequenceParallel& sp,
+                         const ExpertParallel& ep)
     : config_(config), dtype_(dtype), tp_(tp), sp_(sp), chunks_(std::move(chunks)) {
   const int64_t d = config.d_model;
   check_attention_layout(config, tp.size);
@@ -41,7 +42,7 @@ Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorPar
     chunk_first_block_.push_back(blocks_.size());
     for (int64_t i = spec.first_layer; i < spec.end_layer; ++i) {
       const size_t first = params_.all().size();
-      blocks_.emplace_back(params_, i, config, dtype, tp, sp);
+      blocks_.emplace_back(params_, i, config, dtype, tp, sp, ep);
       layer_of_.push_back(i);
       g.layers.push_back(registered_since(first));
     }

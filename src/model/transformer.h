@@ -49,7 +49,8 @@ class Transformer {
   // chunks of each sequence (parallel/ring_attention.h): positions are the global ones and
   // attention rings over the sp group.
   Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {},
-              std::vector<ChunkSpec> chunks = {}, const SequenceParallel& sp = {});
+              std::vector<ChunkSpec> chunks = {}, const SequenceParallel& sp = {},
+              const ExpertParallel& ep = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 

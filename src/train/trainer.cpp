@@ -104,7 +104,12 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   SequenceParallel sp;
   if (groups && par.sp > 1)
     sp = {&groups->sp(), groups->grid().coordinate(Axis::sp), groups->sp().size()};
-  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp);
+  ExpertParallel ep;
+  STRATA_CHECK(par.ep == 1 || config.model.moe.n_experts > 0, "parallel.ep = ", par.ep,
+               " needs mixture-of-experts layers (model.moe.n_experts > 0)");
+  if (groups && par.ep > 1)
+    ep = {&groups->ep(), groups->grid().coordinate(Axis::ep), groups->ep().size()};
+  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep);
   if (pp > 1)
     pipeline_ = std::make_unique<PipelineEngine>(*model_, pp_kind, pp, virtual_stages, &groups->pp(),
                                                  &groups->pp_backward());
@@ -112,9 +117,21 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   if (config.optim.decay_all)
     for (auto& p : model_->params().all()) p->weight_decay = true;
   if (groups && groups->dp_sp().size() > 1) {
-    reducer_ = std::make_unique<GradientReducer>(model_->params_in_backward_order(), groups->dp_sp(),
-                                                 par.bucket_mb);
-    model_->set_grad_ready_hook([this](std::span<Parameter* const> ready) { reducer_->ready(ready); });
+    // Under expert parallelism the experts' gradients are reduced over the ranks holding the same
+    // experts (ep_dp), everything else over dp x sp.
+    std::vector<Parameter*> shared, experts;
+    for (Parameter* p : model_->params_in_backward_order())
+      (par.ep > 1 && p->expert ? experts : shared).push_back(p);
+    reducer_ = std::make_unique<GradientReducer>(shared, groups->dp_sp(), par.bucket_mb);
+    if (!experts.empty() && groups->ep_dp().size() > 1)
+      expert_reducer_ = std::make_unique<GradientReducer>(experts, groups->ep_dp(), par.bucket_mb);
+    model_->set_grad_ready_hook([this](std::span<Parameter* const> ready) {
+      std::vector<Parameter*> shared_ready, expert_ready;
+      for (Parameter* p : ready)
+        (config_.parallel.ep > 1 && p->expert ? expert_ready : shared_ready).push_back(p);
+      reducer_->ready(shared_ready);
+      if (expert_reducer_) expert_reducer_->ready(expert_ready);
+    });
   }
   optimizer_ = std::make_unique<AdamW>(
       model_->params(), AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
@@ -146,7 +163,10 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   auto writes = [&](const Parameter& p) {
     if (!groups_) return true;
     const ProcessGrid& g = groups_->grid();
-    return !p.mirror && g.coordinate(Axis::dp) == 0 && g.coordinate(Axis::sp) == 0 &&
+    const bool first_copy = config_.parallel.ep > 1 && p.expert
+                                ? g.coordinate(Axis::ep_dp) == 0
+                                : g.coordinate(Axis::dp) == 0 && g.coordinate(Axis::sp) == 0;
+    return !p.mirror && first_copy &&
            (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
   };
   for (auto& p : model_->params().all())
@@ -228,6 +248,15 @@ void Trainer::sum_tied_grads() {
   ops::add(mine, theirs, mine);
 }
 
+void Trainer::scale_expert_grads() {
+  // An expert's gradient is the sum over the tokens of its whole ep group (the all-to-all brought
+  // them); averaged over the ep_dp copies it is ep times the dp x sp mean the rest of the model has.
+  const int64_t ep = config_.parallel.ep;
+  if (ep == 1) return;
+  for (auto& p : model_->params().all())
+    if (p->expert) ops::scale(p->accum(), 1.0 / static_cast<double>(ep));
+}
+
 void Trainer::reduce_partial_grads() {
   if (!groups_ || groups_->tp().size() == 1) return;
   for (auto& p : model_->params().all())
@@ -238,15 +267,23 @@ double Trainer::global_grad_norm() {
   // Every parameter counted once: a tp-sharded one contributes each rank's slice (summed over tp),
   // a replicated one its (identical) local copy. Gradients are already the same across dp.
   // Each pipeline stage holds its own layers (a tied head's mirror is left out: its owner counts it).
-  double sharded = 0, replicated = 0;
+  // Experts split over ep add up over the ep group.
+  double sums[4] = {0, 0, 0, 0};  // [expert?][tp-sharded?]
   for (auto& p : model_->params().all())
-    if (!p->mirror) (p->shard.replicated() ? replicated : sharded) += ops::sum_squares(p->accum());
+    if (!p->mirror) sums[2 * p->expert + !p->shard.replicated()] += ops::sum_squares(p->accum());
   if (groups_ && groups_->tp().size() > 1) {
-    Tensor x = Tensor::from_vector(std::vector<double>{sharded}, {1});
+    Tensor x = Tensor::from_vector(std::vector<double>{sums[1], sums[3]}, {2});
     groups_->tp().all_reduce(x, ReduceOp::sum);
-    sharded = x.data<double>()[0];
+    sums[1] = x.data<double>()[0];
+    sums[3] = x.data<double>()[1];
   }
-  return std::sqrt(pp_sum(sharded + replicated));
+  double experts = sums[2] + sums[3];
+  if (groups_ && config_.parallel.ep > 1) {
+    Tensor x = Tensor::from_vector(std::vector<double>{experts}, {1});
+    groups_->ep().all_reduce(x, ReduceOp::sum);
+    experts = x.data<double>()[0];
+  }
+  return std::sqrt(pp_sum(sums[0] + sums[1] + experts));
 }
 
 Batch Trainer::sequence_share(const Batch& batch) const {
@@ -342,6 +379,7 @@ TrainSummary Trainer::run() {
     const Batch batch = sequence_share(loader_->next_batch());
     const double scale = scaler_.scale();  // the backward's loss scale (update() may change it)
     if (reducer_) reducer_->begin_step();
+    if (expert_reducer_) expert_reducer_->begin_step();
     model_->clear_routing_log();
     double loss = 0, aux_loss = 0;
     if (pipeline_) {
@@ -351,6 +389,7 @@ TrainSummary Trainer::run() {
       loss = pipeline_->train_step(micro, scale / static_cast<double>(accumulation), recompute_,
                                    [this](bool final_micro) {
                                      if (reducer_) reducer_->begin_backward(final_micro);
+                                     if (expert_reducer_) expert_reducer_->begin_backward(final_micro);
                                    }) /
              static_cast<double>(accumulation);
       loss = pp_sum(loss);  // only the last stage has it
@@ -360,12 +399,15 @@ TrainSummary Trainer::run() {
         const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
         // Only the last micro-batch's backward communicates; the others accumulate locally.
         if (reducer_) reducer_->begin_backward(k == accumulation - 1);
+        if (expert_reducer_) expert_reducer_->begin_backward(k == accumulation - 1);
         loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
         aux_loss += model_->aux_loss() / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
       }
     }
     if (reducer_) reducer_->finish();
+    if (expert_reducer_) expert_reducer_->finish();
+    scale_expert_grads();
     reduce_partial_grads();
     sum_tied_grads();
     loss = dp_mean(loss);

@@ -76,6 +76,8 @@ class Trainer {
   // Tied embeddings split over the pipeline: adds the first stage's table gradient and the last
   // stage's mirror's, on both.
   void sum_tied_grads();
+  // Brings expert gradients (expert parallelism) to the dp x sp mean the rest of the model has.
+  void scale_expert_grads();
   // Sums over tp the gradients that tp ranks only hold parts of (Parameter::tp_partial_grad).
   void reduce_partial_grads();
   // The gradient norm of the whole model, each parameter counted once however it is split.
@@ -86,6 +88,7 @@ class Trainer {
   TrainOptions options_;
   const ProcessGroups* groups_ = nullptr;
   std::unique_ptr<GradientReducer> reducer_;
+  std::unique_ptr<GradientReducer> expert_reducer_;  // experts under expert parallelism (ep_dp)
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<AdamW> optimizer_;

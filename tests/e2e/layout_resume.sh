@@ -5,7 +5,8 @@
 # Legs (config: the layout that writes -> the layout that resumes):
 #   tiny-llama: tp2 -> one process;  tiny-llama: pp2 (1f1b) -> one process;
 #   tiny-gpt2 (tied embeddings): one process -> pp2, so the last stage's mirror of the token table
-#   is read back from the first stage's tensor.
+#   is read back from the first stage's tensor;
+#   tiny-llama with MoE layers: dp2 x ep2 (each rank writes its own experts) -> one process.
 # usage: layout_resume.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 strata=$1 source_dir=$2 mpiexec=$3
@@ -18,19 +19,24 @@ trap 'rm -rf "$work"' EXIT
 losses() { grep -o '"loss":[0-9.eE+-]*' "$1/metrics.jsonl" | cut -d: -f2 | xargs printf '%.5f\n'; }
 export OMP_NUM_THREADS=1
 
-# run CONFIG OUT_DIR LAYOUT [more --set arguments]: LAYOUT "" is one process, else
-# "parallel.tp=2" or "parallel.pp=2" under mpirun -np 2.
+# run CONFIG OUT_DIR LAYOUT [more --set arguments]: LAYOUT "" is one process, else one or more
+# space-separated key=value settings ("parallel.tp=2") run under mpirun -np 2. MOE_SETTINGS, when
+# set, adds its --set arguments to every run of a leg.
 run() {
   local config=$1 out=$2 layout=$3
   shift 3
+  local extra=()
+  for kv in ${MOE_SETTINGS:-}; do extra+=(--set "$kv"); done
   local args=(train --config "$source_dir/configs/$config.yaml" --set "data.train=$work/train.h5"
               --set "data.val=$work/val.h5" --set train.steps=6 --set train.log_every=1
               --set train.eval_every=0 --set model.n_layers=2 --set train.global_batch=8
-              --set train.micro_batch=4 --set "train.out_dir=$work/$out" "$@")
+              --set train.micro_batch=4 --set "train.out_dir=$work/$out" "${extra[@]}" "$@")
   if [[ -z "$layout" ]]; then
     "$strata" "${args[@]}" 2>/dev/null
   else
-    "$mpiexec" -np 2 --oversubscribe "$strata" "${args[@]}" --set "$layout" 2>/dev/null
+    local sets=()
+    for kv in $layout; do sets+=(--set "$kv"); done
+    "$mpiexec" -np 2 --oversubscribe "$strata" "${args[@]}" "${sets[@]}" 2>/dev/null
   fi
 }
 
@@ -56,5 +62,6 @@ leg() {
 leg tiny-llama parallel.tp=2 ""
 leg tiny-llama parallel.pp=2 ""
 leg tiny-gpt2 "" parallel.pp=2
+MOE_SETTINGS="model.moe.n_experts=4 model.moe.every=2" leg tiny-llama "parallel.dp=2 parallel.ep=2" ""
 [[ $failed == 0 ]] || exit 1
 echo "PASS"

@@ -66,6 +66,7 @@ struct Layout {
   int sp = 1;  // sequence (context) parallel ranks: ring attention over zigzag chunks
   bool moe = false;
   double moe_capacity = 1.0;
+  int ep = 1;  // expert-parallel ranks (within dp x sp)
   int world() const { return dp * tp * pp * sp; }
 };
 
@@ -103,6 +104,13 @@ Layout with_tp_noise(Layout l) {
 Layout with_moe(Layout l, double capacity_factor = 1.0) {
   l.moe_capacity = capacity_factor;
   l.moe = true;
+  return l;
+}
+
+// Experts split over `ep` of the dp ranks.
+Layout with_ep(Layout l, int ep, double capacity_factor = 1.0) {
+  l = with_moe(l, capacity_factor);
+  l.ep = ep;
   return l;
 }
 
@@ -157,6 +165,7 @@ struct RunResult {
   std::vector<int> max_live_by_chunk;  // the pipeline engine's count of activations held
   double val_loss = 0;                 // evaluate() after the last step
   int sp_size = 1;                     // the model's sequence-parallel group size
+  int64_t expert_params = 0;           // expert weights this rank holds
 };
 
 RunResult run(const Config& config, const ProcessGroups* groups) {
@@ -168,6 +177,7 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
   if (const PipelineStats* stats = t.pipeline_stats()) r.max_live_by_chunk = stats->max_live_by_chunk;
   r.val_loss = t.evaluate();
   r.sp_size = t.model().sequence_parallel().size;
+  for (auto& p : t.model().params().all()) r.expert_params += p->expert;
   for (auto& p : t.model().params().all()) {
     Tensor v = Tensor::empty(p->value.shape(), DType::f64);
     ops::cast(p->value, v);
@@ -278,10 +288,15 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   layout.parallel.pp_schedule = l.schedule;
   layout.parallel.virtual_stages = l.virtual_stages;
   layout.parallel.sp = l.sp;
-  ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, l.sp, l.tp, 1});
+  layout.parallel.ep = l.ep;
+  ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, l.sp, l.tp, l.ep});
   ProcessGroups groups(grid, Backend::mpi);
   const RunResult many = run(layout, &groups);
 
+  // Each rank holds 1/ep of the experts (of all layers, without a pipeline).
+  if (l.pp == 1) {
+    EXPECT_EQ(many.expert_params * l.ep, one.expert_params) << l.name;
+  }
   // The ring really ran: the model split its sequences over sp ranks.
   EXPECT_EQ(many.sp_size, l.sp) << l.name;
   // Evaluation runs through the same layout (a forward-only schedule under a pipeline).
@@ -406,6 +421,13 @@ INSTANTIATE_TEST_SUITE_P(
                       with_moe(Layout{"moe_tp2_llama", 1, 2}, 0.0),
                       with_moe(Layout{"moe_tp2_gpt2", 1, 2, "gpt2"}),
                       with_moe(pipeline("moe_pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
+                      // Expert parallelism: ep2, ep4, ep2 x tp2, ep2 with pp2; capacity 1.0 and
+                      // dropless.
+                      with_ep(Layout{"ep2_llama", 2, 1}, 2), with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0),
+                      with_ep(Layout{"ep4_llama", 4, 1}, 4), with_ep(Layout{"ep4_gpt2_dropless", 4, 1, "gpt2"}, 4, 0.0),
+                      with_ep(Layout{"ep2tp2_llama", 2, 2}, 2), with_ep(Layout{"ep2tp2_gpt2_dropless", 2, 2, "gpt2"}, 2, 0.0),
+                      with_ep(pipeline("ep2pp2_llama_m2", 2, 2, 1, "llama", "1f1b", 1, 2), 2),
+                      with_ep(Layout{"ep2dp4_llama", 4, 1}, 2),
                       pipeline("pp4_gpipe_llama_m8", 4, 1, 1, "llama", "gpipe", 1, 8)),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 
