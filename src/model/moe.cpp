@@ -60,6 +60,13 @@ MoeLayer::MoeLayer(ParameterRegistry& registry, const std::string& name, const M
   }
 }
 
+void MoeLayer::count_sent(const std::vector<int64_t>& send_counts, DType dtype) const {
+  if (!ep_.bytes_sent) return;
+  for (size_t j = 0; j < send_counts.size(); ++j)
+    if (static_cast<int>(j) != ep_.rank)
+      *ep_.bytes_sent += send_counts[j] * static_cast<int64_t>(dtype_size(dtype));
+}
+
 std::vector<Tensor> MoeLayer::dispatch(const std::vector<Tensor>& by_expert, DType dtype, int64_t d,
                                        std::vector<std::vector<int64_t>>& arrived) const {
   const int ep = ep_.size;
@@ -100,6 +107,7 @@ std::vector<Tensor> MoeLayer::dispatch(const std::vector<Tensor>& by_expert, DTy
     at += t.size(0);
   }
   Tensor in_buf = Tensor::empty({arrived_rows, d}, dtype);
+  count_sent(send_counts, dtype);
   ep_.group->all_to_all(out_buf, send_counts, in_buf, recv_counts);
   // Arrived: source-major, then local expert. Each local expert's rows, concatenated by source.
   std::vector<Tensor> local(static_cast<size_t>(per));
@@ -156,6 +164,7 @@ std::vector<Tensor> MoeLayer::combine(const std::vector<Tensor>& by_local_expert
       at += n;
     }
   Tensor in_buf = Tensor::empty({back_rows, d}, dtype);
+  count_sent(send_counts, dtype);
   ep_.group->all_to_all(out_buf, send_counts, in_buf, recv_counts);
   std::vector<Tensor> by_expert(static_cast<size_t>(n_experts_));
   at = 0;

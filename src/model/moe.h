@@ -54,6 +54,8 @@ struct ExpertParallel {
   Communicator* group = nullptr;  // nullptr for one rank: every expert is local
   int rank = 0;
   int size = 1;
+  // When set, every all-to-all of tokens adds the bytes this rank sends to other ranks.
+  int64_t* bytes_sent = nullptr;
   bool active() const { return size > 1; }
 };
 
@@ -101,6 +103,8 @@ class MoeLayer {
   std::vector<Tensor> combine(const std::vector<Tensor>& by_local_expert,
                               const std::vector<std::vector<int64_t>>& arrived,
                               const std::vector<int64_t>& sent_rows, DType dtype, int64_t d) const;
+
+  void count_sent(const std::vector<int64_t>& send_counts, DType dtype) const;
 
   TensorParallel tp_;
   ExpertParallel ep_;

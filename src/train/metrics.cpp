@@ -48,6 +48,7 @@ void MetricsLog::write(const StepMetrics& m) {
   }
   if (!m.expert_load.empty()) {
     j["aux_loss"] = m.aux_loss;
+    if (m.all_to_all_bytes > 0) j["all_to_all_bytes"] = m.all_to_all_bytes;
     nlohmann::json load = nlohmann::json::object(), drops = nlohmann::json::object();
     for (const auto& [layer, counts] : m.expert_load) load[std::to_string(layer)] = counts;
     for (const auto& [layer, rate] : m.drop_rate) drops[std::to_string(layer)] = rate;

@@ -36,6 +36,7 @@ struct StepMetrics {
   // per MoE layer (global index) the token-choices each expert processed over the step and the
   // share of token-choices dropped past capacity.
   double aux_loss = 0;
+  int64_t all_to_all_bytes = 0;  // expert parallelism: bytes rank 0 sent to other ranks
   std::map<int64_t, std::vector<int64_t>> expert_load;
   std::map<int64_t, double> drop_rate;
   std::optional<double> val_loss;

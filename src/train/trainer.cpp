@@ -108,7 +108,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   STRATA_CHECK(par.ep == 1 || config.model.moe.n_experts > 0, "parallel.ep = ", par.ep,
                " needs mixture-of-experts layers (model.moe.n_experts > 0)");
   if (groups && par.ep > 1)
-    ep = {&groups->ep(), groups->grid().coordinate(Axis::ep), groups->ep().size()};
+    ep = {&groups->ep(), groups->grid().coordinate(Axis::ep), groups->ep().size(), &a2a_bytes_};
   model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep);
   if (pp > 1)
     pipeline_ = std::make_unique<PipelineEngine>(*model_, pp_kind, pp, virtual_stages, &groups->pp(),
@@ -381,6 +381,7 @@ TrainSummary Trainer::run() {
     if (reducer_) reducer_->begin_step();
     if (expert_reducer_) expert_reducer_->begin_step();
     model_->clear_routing_log();
+    a2a_bytes_ = 0;
     double loss = 0, aux_loss = 0;
     if (pipeline_) {
       std::vector<Batch> micro;
@@ -445,6 +446,7 @@ TrainSummary Trainer::run() {
     summary.skipped.push_back(!apply);
     if (!model_->routing_log().empty()) {
       m.aux_loss = aux_loss;
+      m.all_to_all_bytes = a2a_bytes_;
       // Counts over the whole batch: summed over the ranks that split it (dp x sp).
       for (const auto& [layer, routing] : model_->routing_log()) {
         std::vector<double> counts(routing.load.begin(), routing.load.end());

@@ -88,7 +88,8 @@ class Trainer {
   TrainOptions options_;
   const ProcessGroups* groups_ = nullptr;
   std::unique_ptr<GradientReducer> reducer_;
-  std::unique_ptr<GradientReducer> expert_reducer_;  // experts under expert parallelism (ep_dp)
+  std::unique_ptr<GradientReducer> expert_reducer_;
+  int64_t a2a_bytes_ = 0;  // bytes this rank's MoE all-to-alls sent to other ranks this step  // experts under expert parallelism (ep_dp)
   std::unique_ptr<Transformer> model_;
   std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
