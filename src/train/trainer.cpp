@@ -78,7 +78,10 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                " needs a pipeline (parallel.pp > 1)");
   if (pp > 1) check_pipeline_shape(pp_kind, {pp, virtual_stages, static_cast<int>(accumulation)});
   pipeline_layer_split(config.model.n_layers, pp, virtual_stages, par.pp_layers);
-  STRATA_CHECK(par.zero == 0, "parallel.zero must be 0: ZeRO is not in this build yet");
+  STRATA_CHECK(par.zero <= 1, "parallel.zero = ", par.zero,
+               ": ZeRO stages 2 and 3 are not in this build yet (stage 1 is)");
+  STRATA_CHECK(par.zero == 0 || par.ep == 1, "parallel.zero = ", par.zero, " with parallel.ep = ",
+               par.ep, ": ZeRO does not yet shard the state of experts split over ep");
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
   recompute_ = parse_recompute(config.train.recompute);
@@ -133,9 +136,14 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
       if (expert_reducer_) expert_reducer_->ready(expert_ready);
     });
   }
+  ZeroShard zero;
+  if (groups && par.zero >= 1 && groups->dp().size() > 1)
+    zero = {&groups->dp(), groups->grid().coordinate(Axis::dp), groups->dp().size()};
   optimizer_ = std::make_unique<AdamW>(
-      model_->params(), AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
-                                   config.optim.weight_decay});
+      model_->params(),
+      AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
+                 config.optim.weight_decay},
+      zero);
 
   std::string resume = options_.resume;
   if (resume == "auto") {
@@ -171,9 +179,20 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   };
   for (auto& p : model_->params().all())
     entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p)});
-  for (auto& s : optimizer_->state())
-    entries.push_back({"optim/" + s.name, s.param->global_shape, place(*s.param), s.tensor,
-                       writes(*s.param)});
+  // Under ZeRO each dp rank holds (and writes) its own rows of the optimizer state.
+  const bool sharded_state = config_.parallel.zero >= 1 && groups_ && groups_->dp().size() > 1;
+  for (auto& s : optimizer_->state()) {
+    std::vector<int64_t> offset = place(*s.param);
+    if (!offset.empty()) offset[0] += s.row_offset;
+    bool write = writes(*s.param);
+    if (sharded_state) {
+      const ProcessGrid& g = groups_->grid();
+      write = !s.param->mirror && s.tensor->numel() > 0 && g.coordinate(Axis::sp) == 0 &&
+              (!s.param->shard.replicated() || g.coordinate(Axis::tp) == 0) &&
+              (!(config_.parallel.ep > 1 && s.param->expert) || g.coordinate(Axis::ep_dp) == 0);
+    }
+    entries.push_back({"optim/" + s.name, s.param->global_shape, offset, s.tensor, write});
+  }
   return entries;
 }
 

@@ -53,6 +53,7 @@ class Trainer {
   TrainSummary run();
 
   Transformer& model() { return *model_; }
+  const AdamW& optimizer() const { return *optimizer_; }
   // Mean loss over the validation set's first train.eval_batches batches.
   double evaluate();
   // Writes a checkpoint of the current state; returns its folder.

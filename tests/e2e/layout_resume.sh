@@ -6,7 +6,9 @@
 #   tiny-llama: tp2 -> one process;  tiny-llama: pp2 (1f1b) -> one process;
 #   tiny-gpt2 (tied embeddings): one process -> pp2, so the last stage's mirror of the token table
 #   is read back from the first stage's tensor;
-#   tiny-llama with MoE layers: dp2 x ep2 (each rank writes its own experts) -> one process.
+#   tiny-llama with MoE layers: dp2 x ep2 (each rank writes its own experts) -> one process;
+#   ZeRO stage 1 (each dp rank writes its rows of the optimizer state): tiny-gpt2 dp2 -> one
+#   process, tiny-llama one process -> dp2.
 # usage: layout_resume.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 strata=$1 source_dir=$2 mpiexec=$3
@@ -63,5 +65,7 @@ leg tiny-llama parallel.tp=2 ""
 leg tiny-llama parallel.pp=2 ""
 leg tiny-gpt2 "" parallel.pp=2
 MOE_SETTINGS="model.moe.n_experts=4 model.moe.every=2" leg tiny-llama "parallel.dp=2 parallel.ep=2" ""
+leg tiny-gpt2 "parallel.dp=2 parallel.zero=1" ""
+leg tiny-llama "" "parallel.dp=2 parallel.zero=1"
 [[ $failed == 0 ]] || exit 1
 echo "PASS"
