@@ -42,6 +42,10 @@ void MetricsLog::write(const StepMetrics& m) {
                       {"step_ms", m.step_ms},     {"memory_mb", m.memory_mb},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}};
   if (m.val_loss) j["val_loss"] = *m.val_loss;
+  j["params_mb"] = m.params_mb;
+  j["grads_mb"] = m.grads_mb;
+  j["optimizer_mb"] = m.optimizer_mb;
+  j["peak_mb"] = m.peak_mb;
   if (m.comm_total_ms > 0) {
     j["comm_total_ms"] = m.comm_total_ms;
     j["comm_exposed_ms"] = m.comm_exposed_ms;

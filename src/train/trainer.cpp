@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "core/allocator.h"
 #include "core/log.h"
 #if STRATA_CUDA
 #include "core/cuda/cuda_allocator.h"
@@ -455,6 +456,19 @@ TrainSummary Trainer::run() {
     const double world = groups_ ? groups_->grid().world_size() : 1;
     m.mfu = peak > 0 ? flops_per_step / elapsed / (peak * world) : 0.0;
     m.memory_mb = resident_memory_mb();
+    {
+      constexpr double kMiB = 1024.0 * 1024.0;
+      int64_t params_bytes = 0, grads_bytes = 0;
+      for (auto& p : model_->params().all()) {
+        params_bytes += static_cast<int64_t>(p->value.nbytes());
+        grads_bytes += static_cast<int64_t>(p->grad.nbytes()) +
+                       (p->main_grad.defined() ? static_cast<int64_t>(p->main_grad.nbytes()) : 0);
+      }
+      m.params_mb = static_cast<double>(params_bytes) / kMiB;
+      m.grads_mb = static_cast<double>(grads_bytes) / kMiB;
+      m.optimizer_mb = static_cast<double>(optimizer_->state_bytes()) / kMiB;
+      m.peak_mb = static_cast<double>(cpu_memory_stats().peak_allocated_bytes) / kMiB;
+    }
     m.loss_scale = scaler_.scale();
     m.skipped = !apply;
     if (val_set_ && t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps)) {
