@@ -403,6 +403,9 @@ void validate_config(const Config& c) {
   STRATA_CHECK(p.zero >= 0 && p.zero <= 3, "key 'parallel.zero' must be 0, 1, 2 or 3, got ", p.zero);
   STRATA_CHECK((p.dp * p.sp) % p.ep == 0, "key 'parallel.ep': ep=", p.ep, " does not divide dp*sp=",
                p.dp * p.sp);
+  STRATA_CHECK(p.ep == 1 || (m.moe.n_experts > 0 && m.moe.n_experts % p.ep == 0),
+               "key 'parallel.ep': ep=", p.ep, " needs model.moe.n_experts divisible by it, got ",
+               m.moe.n_experts);
   positive("parallel.bucket_mb", p.bucket_mb);
 
   const TrainConfig& t = c.train;

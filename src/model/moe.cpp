@@ -207,6 +207,9 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
   for (int64_t r = 0; r < rows; ++r) {
     double total = 0;
     for (int64_t j = 0; j < k; ++j) total += top_p.data<double>()[r * k + j];
+    // Top-1 keeps p itself (Switch): renormalised, its gate would be 1 and the router would get
+    // no gradient from the loss.
+    if (k == 1) total = 1.0;
     for (int64_t j = 0; j < k; ++j) {
       s.expert[static_cast<size_t>(r * k + j)] = top_e.data<int32_t>()[r * k + j];
       s.gate[static_cast<size_t>(r * k + j)] = top_p.data<double>()[r * k + j] / total;
@@ -359,7 +362,9 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   const double* p = s.probs.data<double>();
   Tensor dp = Tensor::zeros({rows, E}, DType::f64);
   double* dpp = dp.data<double>();
-  for (int64_t r = 0; r < rows; ++r) {
+  for (int64_t r = 0; r < rows && k == 1; ++r)  // w = p: dp = dgate
+    dpp[r * E + s.expert[static_cast<size_t>(r)]] += dgate[static_cast<size_t>(r)];
+  for (int64_t r = 0; r < rows && k > 1; ++r) {
     double chosen_p = 0, weighted = 0;
     for (int64_t j = 0; j < k; ++j) {
       const auto choice = static_cast<size_t>(r * k + j);

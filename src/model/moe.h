@@ -1,8 +1,13 @@
 // A mixture-of-experts feed-forward layer (Shazeer et al. 2017; GShard, Lepikhin et al. 2020;
 // Switch, Fedus et al. 2021): a linear router scores each token against n_experts experts,
 // softmax turns the scores into probabilities p, each token goes to its top_k experts with the
-// gate weights w_j = p_j / sum of its top_k p (renormalised), and the layer's output is
-// sum_j w_j expert_j(x). Experts are the model's MLP (SwiGLU or GELU).
+// gate weights w_j = p_j / sum of its top_k p (renormalised; with top_k = 1, w = p as in Switch,
+// since a renormalised single gate is 1 and would give the router no gradient from the loss),
+// and the layer's output is sum_j w_j expert_j(x). Experts are the model's MLP (SwiGLU or GELU).
+//
+// Routing statistics (capacity, f_e, P_e, the z-loss) are per forward over the tokens this rank
+// holds: under sequence parallelism each rank's half-sequences form their own group (as GShard's
+// groups), so MoE with sp > 1 is not the one-process computation.
 //
 // Capacity: each expert takes at most C = ceil(capacity_factor * tokens * top_k / n_experts)
 // tokens; assignments are filled by choice (every token's first choice before any second choice),

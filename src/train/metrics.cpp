@@ -50,8 +50,8 @@ void MetricsLog::write(const StepMetrics& m) {
     j["comm_total_ms"] = m.comm_total_ms;
     j["comm_exposed_ms"] = m.comm_exposed_ms;
   }
+  if (m.moe) j["aux_loss"] = m.aux_loss;
   if (!m.expert_load.empty()) {
-    j["aux_loss"] = m.aux_loss;
     if (m.all_to_all_bytes > 0) j["all_to_all_bytes"] = m.all_to_all_bytes;
     nlohmann::json load = nlohmann::json::object(), drops = nlohmann::json::object();
     for (const auto& [layer, counts] : m.expert_load) load[std::to_string(layer)] = counts;

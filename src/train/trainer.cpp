@@ -355,6 +355,14 @@ double Trainer::evaluate() {
   std::vector<Batch> batches;
   for (int64_t b = 0; b < n; ++b) {
     Batch batch = sequence_share(eval.batch(b));
+    if (config_.parallel.ep > 1) {
+      // Expert parallelism exchanges tokens between dp ranks in every MoE forward: all ranks must
+      // run the same forwards, so a short last batch that leaves some rank without a row is
+      // skipped everywhere (one process would still count it).
+      Tensor fewest = Tensor::from_vector(std::vector<double>{-static_cast<double>(batch.n_rows())}, {1});
+      groups_->dp_sp().all_reduce(fewest, ReduceOp::max);  // max of negatives: the fewest rows
+      if (-fewest.data<double>()[0] == 0) continue;
+    }
     if (batch.n_rows() == 0) continue;
     rows += batch.n_rows();
     if (pipeline_)
@@ -471,14 +479,11 @@ TrainSummary Trainer::run() {
     }
     m.loss_scale = scaler_.scale();
     m.skipped = !apply;
-    if (val_set_ && t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps)) {
-      m.val_loss = evaluate();
-      summary.last_val_loss = m.val_loss;
-    }
     summary.losses.push_back(loss);
     summary.skipped.push_back(!apply);
+    m.moe = config_.model.moe.n_experts > 0;
+    m.aux_loss = aux_loss;
     if (!model_->routing_log().empty()) {
-      m.aux_loss = aux_loss;
       m.all_to_all_bytes = a2a_bytes_;
       // Counts over the whole batch: summed over the ranks that split it (dp x sp).
       for (const auto& [layer, routing] : model_->routing_log()) {
@@ -504,6 +509,11 @@ TrainSummary Trainer::run() {
     if (reducer_) {
       m.comm_exposed_ms = reducer_->last_stats().exposed_ms;
       m.comm_total_ms = reducer_->last_stats().reduce_ms;
+    }
+    // After the step's own measurements: evaluation runs forwards of its own (routing, pipeline).
+    if (val_set_ && t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps)) {
+      m.val_loss = evaluate();
+      summary.last_val_loss = m.val_loss;
     }
     if (metrics && (step % t.log_every == 0 || step == t.steps || m.val_loss)) {
       metrics->write(m);

@@ -7,6 +7,7 @@
 
 #include "core/philox.h"
 #include "core/random.h"
+#include "kernels/ops.h"
 #include "model/moe.h"
 #include "model/transformer.h"
 #include "model_testing.h"
@@ -46,6 +47,7 @@ struct GradientCase {
   const char* name;
   std::string arch;
   double capacity_factor;
+  int64_t top_k = 2;
 };
 
 class MoeGradient : public ::testing::TestWithParam<GradientCase> {};
@@ -54,7 +56,8 @@ class MoeGradient : public ::testing::TestWithParam<GradientCase> {};
 
 TEST_P(MoeGradient, EveryParameterMatchesFiniteDifferences) {
   const GradientCase gc = GetParam();
-  const ModelConfig config = tiny_moe(gc.arch, gc.capacity_factor);
+  ModelConfig config = tiny_moe(gc.arch, gc.capacity_factor);
+  config.moe.top_k = gc.top_k;
   Transformer model(config, DType::f64);
   for (auto& p : model.params().all())
     fill_uniform(p->value, 5, philox::stream_key(p->name), -0.5, 0.5);
@@ -96,10 +99,29 @@ INSTANTIATE_TEST_SUITE_P(
     Moe, MoeGradient,
     ::testing::Values(GradientCase{"llama_dropless", "llama", 0.0},
                       GradientCase{"llama_capacity1", "llama", 1.0},
-                      GradientCase{"gpt2_capacity1", "gpt2", 1.0}),
+                      GradientCase{"gpt2_capacity1", "gpt2", 1.0},
+                      GradientCase{"llama_top1", "llama", 1.0, 1}),
     [](const ::testing::TestParamInfo<GradientCase>& param_info) {
       return std::string(param_info.param.name);
     });
+
+TEST(Moe, TopOneRouterLearnsFromTheLossAlone) {
+  // With the auxiliary losses off, the router's gradient comes from the task loss only: with
+  // top_k 1 the gate is p itself, so it must not vanish.
+  ModelConfig config = tiny_moe("llama", 0.0);
+  config.moe.top_k = 1;
+  config.moe.aux_loss_coef = 0;
+  config.moe.z_loss_coef = 0;
+  Transformer model(config, DType::f64);
+  for (auto& p : model.params().all())
+    fill_uniform(p->value, 5, philox::stream_key(p->name), -0.5, 0.5);
+  Tensor ids, targets;
+  strata::testing::make_token_batch(config.vocab_size, 2, 5, 9, ids, targets);
+  model.params().zero_grads();
+  model.forward(ids, targets);
+  model.backward(1.0);
+  EXPECT_GT(ops::sum_squares(model.params().get("layers.0.moe.router.weight").grad), 1e-12);
+}
 
 TEST(Moe, LoadBalancingLossOnAHandMadeRouting) {
   // One MoE layer, d_model 2, 2 experts, top-1, router weight = identity: token (a, b) scores
