@@ -38,7 +38,7 @@ struct StepMetrics {
   std::vector<double> pipeline_bubble;
   // Mixture of experts: the auxiliary losses (with their coefficients) added to the objective, and
   // per MoE layer (global index) the token-choices each expert processed over the step and the
-  // share of token-choices dropped past capacity (the layers of rank 0's pipeline stage).
+  // share of token-choices dropped past capacity (every stage's layers).
   bool moe = false;  // the model has MoE layers: aux_loss is logged
   double aux_loss = 0;
   int64_t all_to_all_bytes = 0;  // expert parallelism: bytes rank 0 sent to other ranks

@@ -483,21 +483,33 @@ TrainSummary Trainer::run() {
     summary.skipped.push_back(!apply);
     m.moe = config_.model.moe.n_experts > 0;
     m.aux_loss = aux_loss;
-    if (!model_->routing_log().empty()) {
-      m.all_to_all_bytes = a2a_bytes_;
-      // Counts over the whole batch: summed over the ranks that split it (dp x sp).
+    m.all_to_all_bytes = a2a_bytes_;
+    if (m.moe) {
+      // Every MoE layer's counts over the whole batch: each rank fills the layers its stage holds
+      // (per MoE layer: load per expert, dropped, choices), summed over the ranks that split the
+      // batch (dp x sp) and over the pipeline's stages.
+      const int64_t experts = config_.model.moe.n_experts;
+      std::vector<int64_t> moe_layers;
+      for (int64_t layer = 0; layer < config_.model.n_layers; ++layer)
+        if (is_moe_layer(config_.model, layer)) moe_layers.push_back(layer);
+      const auto width = static_cast<size_t>(experts + 2);
+      std::vector<double> counts(moe_layers.size() * width, 0.0);
       for (const auto& [layer, routing] : model_->routing_log()) {
-        std::vector<double> counts(routing.load.begin(), routing.load.end());
-        counts.push_back(static_cast<double>(routing.dropped));
-        int64_t choices = 0;
-        for (int64_t c : routing.chosen) choices += c;
-        counts.push_back(static_cast<double>(choices));
-        Tensor totals = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
-        if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);
-        const double* c = totals.data<double>();
-        const size_t n = routing.load.size();
-        m.expert_load[layer].assign(c, c + n);
-        m.drop_rate[layer] = c[n + 1] > 0 ? c[n] / c[n + 1] : 0.0;
+        const auto at = static_cast<size_t>(
+            std::find(moe_layers.begin(), moe_layers.end(), layer) - moe_layers.begin()) * width;
+        for (size_t e = 0; e < routing.load.size(); ++e) counts[at + e] = static_cast<double>(routing.load[e]);
+        counts[at + width - 2] = static_cast<double>(routing.dropped);
+        for (int64_t c : routing.chosen) counts[at + width - 1] += static_cast<double>(c);
+      }
+      Tensor totals = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
+      if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);
+      if (pipeline_) groups_->pp().all_reduce(totals, ReduceOp::sum);
+      const double* c = totals.data<double>();
+      for (size_t i = 0; i < moe_layers.size(); ++i) {
+        const double* row = c + i * width;
+        if (row[width - 1] == 0) continue;
+        m.expert_load[moe_layers[i]].assign(row, row + experts);
+        m.drop_rate[moe_layers[i]] = row[width - 2] / row[width - 1];
       }
     }
     if (pipeline_) {
