@@ -276,6 +276,42 @@ TEST(SequenceLayout, RefusesASequenceTheRingCannotSplit) {
   }
 }
 
+// Evaluation under expert parallelism with a validation set whose last batch leaves one dp rank
+// without a row: every rank must still run the same MoE forwards (their all-to-alls pair up), so
+// the short batch is skipped everywhere instead of hanging.
+TEST(ExpertLayout, EvaluatesAShortValidationSet) {
+  if (world_size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  const fs::path dir = shared_dir("ep_short_val");
+  write_corpus(dir);
+  if (rank == 0) {
+    // 3 windows of 16 tokens: in batches of 1 row per dp rank, the second batch has one row.
+    std::vector<int32_t> tokens(3 * 16 + 1);
+    for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((7 * i + 3) % 97);
+    TokenDataset::write(dir / "short_val.h5", tokens, {97, 1, -1, "synthetic", "test"});
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  ProcessGrid grid(2, rank, GridSizes{2, 1, 1, 1, 2});
+  ProcessGroups groups(grid, Backend::mpi);
+  Config config = parity_config(with_ep(Layout{"ep_short_val", 2, 1}, 2), dir, "run");
+  config.model.moe.n_experts = 4;
+  config.model.moe.every = 1;
+  config.parallel.dp = 2;
+  config.parallel.ep = 2;
+  config.train.micro_batch = 1;
+  config.train.global_batch = 2;
+  config.train.eval_batches = 100;
+  config.data.val = (dir / "short_val.h5").string();
+  TrainOptions o;
+  o.show_progress = false;
+  Trainer t(config, o, &groups);
+  const double val = t.evaluate();  // a hang here is the failure
+  EXPECT_TRUE(std::isfinite(val) && val > 0) << val;
+  MPI_Barrier(MPI_COMM_WORLD);
+  if (rank == 0) fs::remove_all(dir);
+}
+
 TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   const Layout l = GetParam();
   if (world_size() != l.world()) GTEST_SKIP() << l.name << " needs " << l.world() << " ranks";
