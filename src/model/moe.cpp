@@ -67,41 +67,43 @@ void MoeLayer::count_sent(const std::vector<int64_t>& send_counts, DType dtype) 
       *ep_.bytes_sent += send_counts[j] * static_cast<int64_t>(dtype_size(dtype));
 }
 
-std::vector<Tensor> MoeLayer::dispatch(const std::vector<Tensor>& by_expert, DType dtype, int64_t d,
-                                       std::vector<std::vector<int64_t>>& arrived) const {
+std::vector<std::vector<int64_t>> MoeLayer::exchange_counts(const std::vector<int64_t>& sent_rows) const {
+  if (!ep_.active()) return {sent_rows};
+  // Rows per expert to every owner (owner j holds experts [j per, (j + 1) per)).
   const int ep = ep_.size;
   const int64_t per = local_experts_;
-  auto rows_of = [](const Tensor& t) { return t.defined() ? t.size(0) : int64_t{0}; };
-  if (!ep_.active()) {
-    arrived.assign(1, std::vector<int64_t>(static_cast<size_t>(per)));
-    for (int64_t e = 0; e < per; ++e) arrived[0][static_cast<size_t>(e)] = rows_of(by_expert[static_cast<size_t>(e)]);
-    return by_expert;
-  }
-  // Rows per expert to every owner (owner j holds experts [j per, (j + 1) per)), then the rows.
-  Tensor sent = Tensor::empty({n_experts_}, DType::i64), got = Tensor::empty({n_experts_}, DType::i64);
-  int64_t total_rows = 0;
-  for (int64_t e = 0; e < n_experts_; ++e) {
-    sent.data<int64_t>()[e] = rows_of(by_expert[static_cast<size_t>(e)]);
-    total_rows += sent.data<int64_t>()[e];
-  }
+  Tensor sent = Tensor::from_vector(sent_rows, {n_experts_}), got = Tensor::empty({n_experts_}, DType::i64);
   const std::vector<int64_t> per_peer(static_cast<size_t>(ep), per);
   ep_.group->all_to_all(sent, per_peer, got, per_peer);
-  arrived.assign(static_cast<size_t>(ep), std::vector<int64_t>(static_cast<size_t>(per)));
+  std::vector<std::vector<int64_t>> arrived(static_cast<size_t>(ep));
+  for (int j = 0; j < ep; ++j)
+    arrived[static_cast<size_t>(j)].assign(got.data<int64_t>() + j * per, got.data<int64_t>() + (j + 1) * per);
+  return arrived;
+}
+
+std::vector<Tensor> MoeLayer::dispatch(const std::vector<Tensor>& by_expert,
+                                       const std::vector<int64_t>& sent_rows,
+                                       const std::vector<std::vector<int64_t>>& arrived, DType dtype,
+                                       int64_t d) const {
+  if (!ep_.active()) return by_expert;
+  const int ep = ep_.size;
+  const int64_t per = local_experts_;
   std::vector<int64_t> send_counts(static_cast<size_t>(ep), 0), recv_counts(static_cast<size_t>(ep), 0);
-  int64_t arrived_rows = 0;
+  int64_t total_rows = 0, arrived_rows = 0;
   for (int j = 0; j < ep; ++j)
     for (int64_t le = 0; le < per; ++le) {
-      send_counts[static_cast<size_t>(j)] += sent.data<int64_t>()[j * per + le] * d;
-      const int64_t n = got.data<int64_t>()[j * per + le];
-      arrived[static_cast<size_t>(j)][static_cast<size_t>(le)] = n;
-      recv_counts[static_cast<size_t>(j)] += n * d;
-      arrived_rows += n;
+      const int64_t out = sent_rows[static_cast<size_t>(j * per + le)];
+      const int64_t in = arrived[static_cast<size_t>(j)][static_cast<size_t>(le)];
+      send_counts[static_cast<size_t>(j)] += out * d;
+      recv_counts[static_cast<size_t>(j)] += in * d;
+      total_rows += out;
+      arrived_rows += in;
     }
   // Experts ascending = owners ascending, so the send buffer is the experts' rows back to back.
   Tensor out_buf = Tensor::empty({total_rows, d}, dtype);
   int64_t at = 0;
   for (const Tensor& t : by_expert) {
-    if (rows_of(t) == 0) continue;
+    if (!t.defined() || t.size(0) == 0) continue;
     Tensor dst = out_buf.slice(0, at, at + t.size(0));
     dst.copy_from(t);
     at += t.size(0);
@@ -254,11 +256,9 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
   // Each expert's tokens, to the experts' owners; the owners' outputs back; y = sum over kept
   // choices of gate x expert output (in f64, then rounded).
   std::vector<Tensor> send(static_cast<size_t>(E));
-  std::vector<int64_t> sent_rows(static_cast<size_t>(E), 0);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
     const auto n = static_cast<int64_t>(taken.size());
-    sent_rows[static_cast<size_t>(e)] = n;
     if (n == 0) continue;
     Tensor in = Tensor::empty({n, d}, dt);
     for (int64_t i = 0; i < n; ++i) {
@@ -267,7 +267,9 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
     }
     send[static_cast<size_t>(e)] = in;
   }
-  s.local_inputs = dispatch(send, dt, d, s.arrived);
+  // The counts (routing.load) go first, once: backward moves the same rows the other way.
+  s.arrived = exchange_counts(routing.load);
+  s.local_inputs = dispatch(send, routing.load, s.arrived, dt, d);
   s.local_saved.assign(static_cast<size_t>(local_experts_), MlpSaved{});
   std::vector<Tensor> local_out(static_cast<size_t>(local_experts_));
   for (int64_t le = 0; le < local_experts_; ++le) {
@@ -277,7 +279,7 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
     experts_[static_cast<size_t>(le)].forward(in, local_out[static_cast<size_t>(le)],
                                               s.local_saved[static_cast<size_t>(le)]);
   }
-  s.outputs = combine(local_out, s.arrived, sent_rows, dt, d);
+  s.outputs = combine(local_out, s.arrived, routing.load, dt, d);
   Tensor y64 = Tensor::zeros({rows, d}, DType::f64);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
@@ -305,11 +307,9 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   // Through the experts: d(expert input) = expert'(gate x dy), computed by the experts' owners;
   // d gate = dy . expert output.
   std::vector<Tensor> dout(static_cast<size_t>(E));
-  std::vector<int64_t> sent_rows(static_cast<size_t>(E), 0);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
     const auto n = static_cast<int64_t>(taken.size());
-    sent_rows[static_cast<size_t>(e)] = n;
     if (n == 0) continue;
     const Tensor out64 = as_f64(s.outputs[static_cast<size_t>(e)]);
     Tensor dout64 = Tensor::empty({n, d}, DType::f64);
@@ -328,8 +328,7 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
     }
     dout[static_cast<size_t>(e)] = as_dtype(dout64, dt);
   }
-  std::vector<std::vector<int64_t>> arrived;
-  const std::vector<Tensor> local_dout = dispatch(dout, dt, d, arrived);
+  const std::vector<Tensor> local_dout = dispatch(dout, s.routing.load, s.arrived, dt, d);
   std::vector<Tensor> local_din(static_cast<size_t>(local_experts_));
   for (int64_t le = 0; le < local_experts_; ++le) {
     const Tensor& in = s.local_inputs[static_cast<size_t>(le)];
@@ -339,7 +338,7 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
                                                s.local_saved[static_cast<size_t>(le)],
                                                local_din[static_cast<size_t>(le)]);
   }
-  const std::vector<Tensor> din = combine(local_din, arrived, sent_rows, dt, d);
+  const std::vector<Tensor> din = combine(local_din, s.arrived, s.routing.load, dt, d);
   for (int64_t e = 0; e < E; ++e) {
     const auto& taken = s.taken[static_cast<size_t>(e)];
     if (taken.empty()) continue;

@@ -100,11 +100,15 @@ class MoeLayer {
  private:
   int64_t n_experts_ = 0, top_k_ = 1;
   double capacity_factor_ = 0, aux_coef_ = 0, z_coef_ = 0;
-  // Per global expert rows [n_e, d] -> per local expert rows from every rank (concatenated by
-  // source rank), recording arrived[source][local expert]; and the inverse, for rows computed
-  // per local expert back to their sources.
-  std::vector<Tensor> dispatch(const std::vector<Tensor>& by_expert, DType dtype, int64_t d,
-                               std::vector<std::vector<int64_t>>& arrived) const;
+  // Rows per global expert this rank sends (sent_rows[e]) -> rows each rank sends to this one:
+  // arrived[source][local expert] (one all-to-all of counts; no communication without ep).
+  std::vector<std::vector<int64_t>> exchange_counts(const std::vector<int64_t>& sent_rows) const;
+  // Per global expert rows [sent_rows[e], d] -> per local expert rows from every rank
+  // (concatenated by source rank); and the inverse, for rows computed per local expert back to
+  // their sources.
+  std::vector<Tensor> dispatch(const std::vector<Tensor>& by_expert, const std::vector<int64_t>& sent_rows,
+                               const std::vector<std::vector<int64_t>>& arrived, DType dtype,
+                               int64_t d) const;
   std::vector<Tensor> combine(const std::vector<Tensor>& by_local_expert,
                               const std::vector<std::vector<int64_t>>& arrived,
                               const std::vector<int64_t>& sent_rows, DType dtype, int64_t d) const;
