@@ -13,31 +13,7 @@ using namespace strata;
 
 namespace {
 
-ModelConfig tiny(const std::string& arch) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 11;
-  c.n_layers = 2;
-  c.d_model = 8;
-  c.n_heads = 2;
-  c.d_ff = 12;
-  c.max_seq_len = 8;
-  if (arch == "gpt2") {
-    c.n_kv_heads = 2;
-    c.norm = "layernorm";
-    c.activation = "gelu";
-    c.position = "learned";
-    c.tie_embeddings = true;
-    c.bias = true;
-  } else {
-    c.n_kv_heads = 1;  // GQA: two query heads share one kv head
-    c.norm = "rmsnorm";
-    c.activation = "swiglu";
-    c.position = "rope";
-    c.tie_embeddings = false;
-  }
-  return c;
-}
+using strata::testing::tiny;
 
 // Token ids in [0, vocab) from Philox, with one ignored target to exercise the mask.
 void make_batch(const ModelConfig& c, int64_t batch, int64_t seq, Tensor& ids, Tensor& targets) {

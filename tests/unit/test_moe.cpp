@@ -17,29 +17,17 @@ using namespace strata;
 
 namespace {
 
+// The tiny model of model_testing.h with every FFN a mixture of 4 experts (d_ff 6, 2 kv heads).
 ModelConfig tiny_moe(const std::string& arch, double capacity_factor) {
-  ModelConfig c;
-  c.arch = arch;
-  c.vocab_size = 11;
-  c.n_layers = 2;
-  c.d_model = 8;
-  c.n_heads = 2;
+  ModelConfig c = strata::testing::tiny(arch);
   c.n_kv_heads = 2;
   c.d_ff = 6;
-  c.max_seq_len = 8;
   c.moe.n_experts = 4;
   c.moe.top_k = 2;
   c.moe.capacity_factor = capacity_factor;
   c.moe.aux_loss_coef = 0.3;  // large, so the auxiliary gradients weigh in the check
   c.moe.z_loss_coef = 0.05;
   c.moe.every = 1;
-  if (arch == "gpt2") {
-    c.norm = "layernorm";
-    c.activation = "gelu";
-    c.position = "learned";
-    c.tie_embeddings = true;
-    c.bias = true;
-  }
   return c;
 }
 
