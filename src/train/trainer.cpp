@@ -168,30 +168,25 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
     return offset;
   };
   // Every dp replica holds the same values: the first one writes them; of a tensor replicated
-  // over tp, tp rank 0 writes the one copy.
-  auto writes = [&](const Parameter& p) {
+  // over tp, tp rank 0 writes the one copy. `each_dp`: the dp ranks hold different rows (ZeRO's
+  // optimizer state), so each of them writes its own.
+  auto writes = [&](const Parameter& p, bool each_dp) {
     if (!groups_) return true;
     const ProcessGrid& g = groups_->grid();
     const bool first_copy = config_.parallel.ep > 1 && p.expert
                                 ? g.coordinate(Axis::ep_dp) == 0
-                                : g.coordinate(Axis::dp) == 0 && g.coordinate(Axis::sp) == 0;
+                                : (each_dp || g.coordinate(Axis::dp) == 0) && g.coordinate(Axis::sp) == 0;
     return !p.mirror && first_copy &&
            (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
   };
   for (auto& p : model_->params().all())
-    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p)});
+    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p, false)});
   // Under ZeRO each dp rank holds (and writes) its own rows of the optimizer state.
   const bool sharded_state = config_.parallel.zero >= 1 && groups_ && groups_->dp().size() > 1;
   for (auto& s : optimizer_->state()) {
     std::vector<int64_t> offset = place(*s.param);
     if (!offset.empty()) offset[0] += s.row_offset;
-    bool write = writes(*s.param);
-    if (sharded_state) {
-      const ProcessGrid& g = groups_->grid();
-      write = !s.param->mirror && s.tensor->numel() > 0 && g.coordinate(Axis::sp) == 0 &&
-              (!s.param->shard.replicated() || g.coordinate(Axis::tp) == 0) &&
-              (!(config_.parallel.ep > 1 && s.param->expert) || g.coordinate(Axis::ep_dp) == 0);
-    }
+    const bool write = s.tensor->numel() > 0 && writes(*s.param, sharded_state);
     entries.push_back({"optim/" + s.name, s.param->global_shape, offset, s.tensor, write});
   }
   return entries;
