@@ -3,6 +3,8 @@
 #include <sys/mman.h>
 
 #include <cstdlib>
+#include <mutex>
+#include <unordered_map>
 
 #include "core/caching_pool.h"
 #include "core/error.h"
@@ -12,6 +14,9 @@ namespace {
 
 constexpr size_t kAlign = 256;
 constexpr size_t kHugePage = size_t{2} << 20;
+
+// The open MemoryScope of this thread: place * kMemoryKinds + kind.
+thread_local uint8_t current_tag = 0;
 
 // Host memory from aligned_alloc. Blocks of 2 MiB and more are aligned to 2 MiB and advised as
 // transparent huge pages (where the kernel's policy is "madvise"): a training step's weights,
@@ -31,12 +36,37 @@ void* host_allocate(size_t bytes) {
 class CpuAllocator final : public Allocator {
  public:
   Device device() const override { return Device::cpu(); }
-  void* allocate(size_t bytes) override { return pool_.allocate(bytes); }
-  void deallocate(void* ptr, size_t) override { pool_.deallocate(ptr); }
+  void* allocate(size_t bytes) override {
+    void* ptr = pool_.allocate(bytes);
+    std::lock_guard<std::mutex> lock(mutex_);
+    tags_[ptr] = {current_tag, bytes};
+    by_tag_[current_tag] += static_cast<int64_t>(bytes);
+    return ptr;
+  }
+  void deallocate(void* ptr, size_t) override {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      auto it = tags_.find(ptr);
+      if (it != tags_.end()) {
+        by_tag_[it->second.first] -= static_cast<int64_t>(it->second.second);
+        tags_.erase(it);
+      }
+    }
+    pool_.deallocate(ptr);
+  }
   PoolStats stats() const { return pool_.stats(); }
   void reset_peak() { pool_.reset_peak(); }
+  MemoryByKind by_kind() const {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MemoryByKind out;
+    for (size_t tag = 0; tag < by_tag_.size(); ++tag) out.bytes[tag / kMemoryKinds][tag % kMemoryKinds] = by_tag_[tag];
+    return out;
+  }
 
  private:
+  mutable std::mutex mutex_;
+  std::unordered_map<void*, std::pair<uint8_t, size_t>> tags_;  // block -> (tag, requested bytes)
+  std::array<int64_t, 2 * kMemoryKinds> by_tag_{};
   CachingPool pool_{"host memory", host_allocate, [](void* p) { std::free(p); }};
 };
 
@@ -53,5 +83,13 @@ Allocator& cpu_allocator() { return the_cpu_allocator(); }
 PoolStats cpu_memory_stats() { return the_cpu_allocator().stats(); }
 
 void cpu_memory_reset_peak() { the_cpu_allocator().reset_peak(); }
+
+MemoryByKind cpu_memory_by_kind() { return the_cpu_allocator().by_kind(); }
+
+MemoryScope::MemoryScope(MemoryKind kind, MemoryPlace place) : previous_(current_tag) {
+  current_tag = static_cast<uint8_t>(static_cast<int>(place) * kMemoryKinds + static_cast<int>(kind));
+}
+
+MemoryScope::~MemoryScope() { current_tag = previous_; }
 
 }  // namespace strata

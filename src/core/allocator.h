@@ -3,7 +3,9 @@
 // and pinned host allocator (src/core/cuda/), which are owned by the run that creates them.
 #pragma once
 
+#include <array>
 #include <cstddef>
+#include <cstdint>
 
 #include "core/caching_pool.h"
 #include "core/dtype.h"
@@ -26,5 +28,35 @@ Allocator& cpu_allocator();
 // The host pool's counters (in use, reserved, peak, backing calls), and a restart of its peak.
 PoolStats cpu_memory_stats();
 void cpu_memory_reset_peak();
+
+// What host memory holds, for the memory accounting of model states (ZeRO, docs/zero.md). Every
+// block the host pool hands out is counted, at its requested size, under the kind and place of
+// the innermost MemoryScope open on the allocating thread (none: other, on the device).
+enum class MemoryKind : uint8_t { other, params, grads, optimizer };
+inline constexpr int kMemoryKinds = 4;
+// Where a model state lives: on the compute device, or offloaded to host memory. A CPU run
+// computes in host memory, so both are host memory there; the distinction is what a GPU run would
+// hold on the GPU.
+enum class MemoryPlace : uint8_t { device, host };
+
+class MemoryScope {
+ public:
+  explicit MemoryScope(MemoryKind kind, MemoryPlace place = MemoryPlace::device);
+  ~MemoryScope();
+  MemoryScope(const MemoryScope&) = delete;
+  MemoryScope& operator=(const MemoryScope&) = delete;
+
+ private:
+  uint8_t previous_;
+};
+
+// Bytes in use now by [place][kind], as requested (not rounded up to the pool's block sizes).
+struct MemoryByKind {
+  std::array<std::array<int64_t, kMemoryKinds>, 2> bytes{};
+  int64_t at(MemoryPlace place, MemoryKind kind) const {
+    return bytes[static_cast<size_t>(place)][static_cast<size_t>(kind)];
+  }
+};
+MemoryByKind cpu_memory_by_kind();
 
 }  // namespace strata

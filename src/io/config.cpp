@@ -165,7 +165,8 @@ std::vector<ConfigField> make_schema() {
       field<I>("parallel.ep", [](Config& c) -> I& { return c.parallel.ep; },
                "Expert-parallel size; divides dp*sp."),
       field<I>("parallel.zero", [](Config& c) -> I& { return c.parallel.zero; },
-               "ZeRO stage: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters."),
+               "ZeRO stage over dp: 0 none, 1 optimizer state, 2 + gradients, 3 + parameters "
+               "(docs/zero.md)."),
       field<B>("parallel.tp_sequence_parallel",
                [](Config& c) -> B& { return c.parallel.tp_sequence_parallel; },
                "Split norm/dropout regions over tp (reduce-scatter/all-gather)."),
@@ -178,14 +179,15 @@ std::vector<ConfigField> make_schema() {
           "Layers per virtual stage, in model order (pp x virtual_stages entries summing to "
           "model.n_layers); empty: an even split, the remainder to the earliest stages."),
       field<B>("parallel.offload.optimizer", [](Config& c) -> B& { return c.parallel.offload.optimizer; },
-               "Keep master weights and optimizer state in pinned host memory; AdamW on the CPU."),
+               "Keep master weights, optimizer state (and under ZeRO 2/3 the gradient shards) in "
+               "host memory; AdamW runs there."),
       field<B>("parallel.offload.params", [](Config& c) -> B& { return c.parallel.offload.params; },
-               "Also keep parameters in host memory between uses."),
+               "Keep the parameter shards in host memory between uses; needs parallel.zero 3."),
       field<S>("parallel.backend", [](Config& c) -> S& { return c.parallel.backend; },
                "Communication backend; auto: nccl for CUDA tensors, mpi otherwise.",
                {"auto", "nccl", "mpi"}),
       field<F>("parallel.bucket_mb", [](Config& c) -> F& { return c.parallel.bucket_mb; },
-               "Gradient all-reduce bucket size in MiB."),
+               "Gradient bucket size in MiB (the dp all-reduce; ZeRO 2/3's reduce-scatter)."),
       // train
       field<S>("train.device", [](Config& c) -> S& { return c.train.device; },
                "Where to train; auto: cuda when a GPU is visible.", {"auto", "cpu", "cuda"}),

@@ -6,6 +6,7 @@
 #include <utility>
 #include <vector>
 
+#include "core/allocator.h"
 #include "core/philox.h"
 #include "core/random.h"
 #include "kernels/ops.h"
@@ -33,9 +34,17 @@ Parameter& ParameterRegistry::add(std::string name, Shape global_shape, ShardSpe
   p->init = init;
   p->init_std = init_std;
   p->weight_decay = weight_decay;
-  p->value = Tensor::zeros(local, dtype);
-  p->grad = Tensor::zeros(local, dtype);
-  if (dtype == DType::bf16 || dtype == DType::f16) p->main_grad = Tensor::zeros(local, DType::f32);
+  p->local = local;
+  p->dtype = dtype;
+  if (storage_.values) {
+    MemoryScope scope(MemoryKind::params);
+    p->value = Tensor::zeros(local, dtype);
+  }
+  if (storage_.grads) {
+    MemoryScope scope(MemoryKind::grads);
+    p->grad = Tensor::zeros(local, dtype);
+    if (dtype == DType::bf16 || dtype == DType::f16) p->main_grad = Tensor::zeros(local, DType::f32);
+  }
   params_.push_back(std::move(p));
   return *params_.back();
 }
@@ -54,13 +63,19 @@ Parameter& ParameterRegistry::get(const std::string& name) {
 
 void ParameterRegistry::initialize(uint64_t seed) {
   for (auto& p : params_) {
+    Tensor value = p->value.defined() ? p->value : Tensor::empty(p->local, p->dtype);
     switch (p->init) {
       case Init::normal:
-        init_normal_slice(p->value, p->global_shape, p->shard.dim, p->shard.start, seed,
+        init_normal_slice(value, p->global_shape, p->shard.dim, p->shard.start, seed,
                           philox::stream_key(p->name), p->init_std);
         break;
-      case Init::ones: fill(p->value, 1.0); break;
-      case Init::zeros: fill(p->value, 0.0); break;
+      case Init::ones: fill(value, 1.0); break;
+      case Init::zeros: fill(value, 0.0); break;
+    }
+    if (!p->value.defined() && p->zero.value.defined() && p->zero.end > p->zero.begin) {
+      const int64_t rows = p->local.empty() ? 1 : p->local[0];
+      p->zero.value.copy_from(value.view({rows, value.numel() / rows}).slice(0, p->zero.begin, p->zero.end)
+                                  .view(p->zero.value.shape()));
     }
   }
 }
@@ -78,10 +93,9 @@ void ParameterRegistry::zero_grads() {
     for (size_t at = 0; at < t.nbytes(); at += kPiece)
       pieces.emplace_back(data + at, std::min(kPiece, t.nbytes() - at));
   };
-  for (auto& p : params_) {
-    add(p->grad);
-    if (p->main_grad.defined()) add(p->main_grad);
-  }
+  for (auto& p : params_)
+    for (Tensor* t : {&p->grad, &p->main_grad, &p->zero.grad})
+      if (t->defined()) add(*t);
   const auto n = static_cast<int64_t>(pieces.size());
 #pragma omp parallel for schedule(static)
   for (int64_t i = 0; i < n; ++i)
@@ -90,7 +104,7 @@ void ParameterRegistry::zero_grads() {
 
 int64_t ParameterRegistry::local_numel() const {
   int64_t n = 0;
-  for (const auto& p : params_) n += p->value.numel();
+  for (const auto& p : params_) n += shape_numel(p->local);
   return n;
 }
 

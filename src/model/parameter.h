@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -44,6 +45,18 @@ struct Parameter {
   // A weight of an expert that lives on one rank of each expert-parallel group: its gradient is
   // reduced over the ranks holding the same experts (ep_dp), not over dp x sp.
   bool expert = false;
+  // ZeRO over the data-parallel group (parallel/zero.h): this rank's rows [begin, end) of the
+  // local tensor (dim 0; a 1-D parameter's elements), padded to `run` rows in collectives. By stage:
+  // 2 and 3 keep the gradient of those rows only, reduced over dp and accumulated over the step
+  // (`grad`, f32, or f64 for f64 parameters); 3 also keeps the value of those rows only (`value`),
+  // the whole one existing only while a forward or backward uses it.
+  struct ZeroRows {
+    int64_t begin = 0, end = 0, run = 0;
+    Tensor value;
+    Tensor grad;
+  } zero;
+  Shape local;               // this rank's slice's shape (value's, when value is held)
+  DType dtype = DType::f32;  // the value's dtype
   Tensor value;              // this rank's slice, in the model's parameter dtype
   Tensor grad;               // same shape and dtype as value; backward accumulates into it
   // For 16-bit parameters, the f32 gradient accumulated over a step's micro-batches: each
@@ -51,13 +64,36 @@ struct Parameter {
   // so accumulation, the data-parallel reduction and the optimizer all work in f32.
   Tensor main_grad;
 
-  Shape local_shape() const { return value.shape(); }
-  // The gradient the optimizer sees: main_grad when there is one, else grad.
-  Tensor& accum() { return main_grad.defined() ? main_grad : grad; }
+  const Shape& local_shape() const { return local; }
+  // The gradient the optimizer sees: ZeRO's row shard when it keeps one (stages 2 and 3), else
+  // main_grad when there is one, else grad.
+  Tensor& accum() { return zero.grad.defined() ? zero.grad : main_grad.defined() ? main_grad : grad; }
+
+};
+
+// Told by the model which parameters a forward or backward is about to use and when it is done
+// with them, so that ZeRO (parallel/zero.h) can hold values and gradients only while they are in
+// use. `acquire(group, backward)`: the group's values must be there, and for a backward its
+// gradients too (zeroed if they were not held); `prefetch(group)`: the group comes next, start
+// bringing it; `release(group)`: done with the group's values.
+class ParamGate {
+ public:
+  virtual ~ParamGate() = default;
+  virtual void acquire(std::span<Parameter* const> group, bool backward) = 0;
+  virtual void prefetch(std::span<Parameter* const> group) = 0;
+  virtual void release(std::span<Parameter* const> group) = 0;
+};
+
+// What the registry allocates for each parameter as it is added. ZeRO stages 2 and 3 leave the
+// gradients (and stage 3 the values) to be allocated only while backward (or forward) uses them.
+struct ParamStorage {
+  bool values = true;
+  bool grads = true;
 };
 
 class ParameterRegistry {
  public:
+  explicit ParameterRegistry(ParamStorage storage = {}) : storage_(storage) {}
   // Registers a parameter whose local slice is `global_shape` with shard.dim cut to `local_size`.
   Parameter& add(std::string name, Shape global_shape, ShardSpec shard, int64_t local_size, Init init,
                  double init_std, bool weight_decay, DType dtype);
@@ -69,13 +105,16 @@ class ParameterRegistry {
   Parameter& get(const std::string& name);  // throws an Error naming the missing parameter
   const std::vector<std::unique_ptr<Parameter>>& all() const { return params_; }
   // Fills every parameter from its initialiser; layout-independent (each element's value depends
-  // only on seed, the parameter's name and its global index).
+  // only on seed, the parameter's name and its global index). A parameter whose value is not held
+  // (ZeRO stage 3) has its rows filled: the whole local slice is drawn one parameter at a time.
   void initialize(uint64_t seed);
+  // Clears every gradient that is held (grad, main_grad, ZeRO's row shard).
   void zero_grads();
   int64_t local_numel() const;
+  const ParamStorage& storage() const { return storage_; }
 
  private:
-  std::vector<std::unique_ptr<Parameter>> params_;
+  ParamStorage storage_;  std::vector<std::unique_ptr<Parameter>> params_;
 };
 
 // Fills `local` (a slice of a tensor of `global_shape`, starting at `start` along `dim`, or the

@@ -1,5 +1,7 @@
 #include "model/transformer.h"
 
+#include <algorithm>
+
 #include "core/random.h"
 #include "kernels/ops.h"
 
@@ -7,8 +9,8 @@ namespace strata {
 
 Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp,
                          std::vector<ChunkSpec> chunks, const SequenceParallel& sp,
-                         const ExpertParallel& ep)
-    : config_(config), dtype_(dtype), tp_(tp), sp_(sp), chunks_(std::move(chunks)) {
+                         const ExpertParallel& ep, ParamStorage storage)
+    : config_(config), dtype_(dtype), tp_(tp), sp_(sp), chunks_(std::move(chunks)), params_(storage) {
   const int64_t d = config.d_model;
   check_attention_layout(config, tp.size);
   STRATA_CHECK(config.d_ff % tp.size == 0, "parallel.tp = ", tp.size,
@@ -67,6 +69,12 @@ Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorPar
     }
   }
   if (config.tie_embeddings && has_head && has_embedding) head_ = tokens_;
+  for (size_t c = 0; c < chunks_.size(); ++c) {
+    ChunkGroups& g = groups_[c];
+    if (!chunks_[c].head) continue;
+    g.top_use = g.top;
+    if (std::find(g.top_use.begin(), g.top_use.end(), head_) == g.top_use.end()) g.top_use.push_back(head_);
+  }
 }
 
 std::vector<Transformer::PositionRun> Transformer::position_runs(int64_t seq) const {
@@ -107,6 +115,17 @@ void Transformer::report_ready(std::span<Parameter* const> group) const {
   if (grad_ready_) grad_ready_(group);
 }
 
+void Transformer::open_group(std::span<Parameter* const> group, std::span<Parameter* const> next,
+                             bool backward) const {
+  if (!gate_) return;
+  gate_->acquire(group, backward);
+  if (!next.empty()) gate_->prefetch(next);
+}
+
+void Transformer::close_group(std::span<Parameter* const> group) const {
+  if (gate_) gate_->release(group);
+}
+
 double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute recompute) {
   STRATA_CHECK(chunks_.size() == 1 && chunks_[0].embedding && chunks_[0].head,
                "model forward: this rank holds a pipeline stage, not the whole model; run it "
@@ -140,8 +159,10 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   a.targets = targets;
   a.live = true;
 
+  const ChunkGroups& groups = groups_[chunk];
   Tensor x;
   if (spec.embedding) {
+    open_group(groups.embed, groups.layers.front(), false);
     // x = tokens[ids] (+ positions[0:seq] for every sequence of the batch)
     Tensor full = Tensor::empty({batch, seq, d}, dtype_);
     Tensor x2 = full.view({rows, d});
@@ -159,6 +180,7 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
         }
       }
     }
+    close_group(groups.embed);
     // Blocks work on this rank's rows under sequence parallelism, on all rows otherwise.
     x = tp_.own_rows(x2);
   } else {
@@ -175,7 +197,11 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
     a.blocks[i].batch = batch;
     a.blocks[i].seq = seq;
     const Block& block = blocks_[first + i];
+    const std::vector<Parameter*> none;
+    open_group(groups.layers[i], i + 1 < n_blocks ? groups.layers[i + 1] : spec.head ? groups.top_use : none,
+               false);
     block.forward(x, y, a.blocks[i], recompute);
+    close_group(groups.layers[i]);
     if (block.is_moe()) {
       const MoeRouting& r = a.blocks[i].moe.routing;
       a.aux_loss += block.moe().aux_loss_coef() * r.aux_loss + block.moe().z_loss_coef() * r.z_loss;
@@ -197,6 +223,7 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   if (!spec.head) return x;
 
   a.xf = x;
+  open_group(groups.top_use, {}, false);
   Tensor xn_rows = Tensor::empty({local_rows, d}, dtype_);
   final_norm_.forward(a.xf, xn_rows, a.final_saved);
   a.xn = tp_.to_full(xn_rows);  // the head needs every row
@@ -210,6 +237,7 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
     a.logits = Tensor::empty(logits_shape, dtype_);
   spare_logits_ = Tensor();
   ops::gemm(a.xn, head_->value, a.logits, {.trans_b = true});
+  close_group(groups.top_use);
   const DType stats = ops::stats_dtype(dtype_);
   Tensor loss = Tensor::empty({rows}, stats);
   a.lse = Tensor::empty({rows}, stats);
@@ -249,8 +277,10 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
   const ChunkSpec& spec = chunks_[chunk];
   const ChunkGroups& groups = groups_[chunk];
   const int64_t batch = a.ids.size(0), seq = a.ids.size(1), rows = batch * seq, d = config_.d_model;
+  const std::vector<Parameter*> none;
   Tensor dx;
   if (spec.head) {
+    open_group(groups.top_use, groups.layers.back(), true);
     const int64_t local_rows = a.xf.size(0);  // rows / tp under sequence parallelism
     const DType stats = ops::stats_dtype(dtype_);
     // d(scale * mean loss)/d loss_row = scale / n_valid for every row (ignored rows get no
@@ -274,6 +304,7 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
     dx = Tensor::empty({local_rows, d}, dtype_);
     final_norm_.backward(dxn_rows, a.xf, a.final_saved, dx);
     report_ready(groups.top);
+    close_group(groups.top_use);
   } else {
     STRATA_CHECK(dy.defined() && dy.ndim() == 2 && dy.size(1) == d,
                  "model chunk backward: output gradient ", dy.describe(), " is not [rows, ", d, "]");
@@ -282,15 +313,18 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
 
   const size_t first = chunk_first_block_[chunk];
   for (size_t i = a.blocks.size(); i-- > 0;) {
+    open_group(groups.layers[i], i > 0 ? groups.layers[i - 1] : spec.embedding ? groups.embed : none, true);
     Tensor dprev = Tensor::empty(dx.shape(), dtype_);
     blocks_[first + i].backward(dx, a.blocks[i], dprev, scale);
     dx = dprev;
     report_ready(groups.layers[i]);
+    close_group(groups.layers[i]);
   }
   const Tensor ids = a.ids;
   a = ChunkActivations{};
   if (!spec.embedding) return dx;
 
+  open_group(groups.embed, {}, true);
   Tensor dx2 = tp_.to_full(dx);  // every row, for the embedding tables
   Tensor dx3 = dx2.view({batch, seq, d});
   if (positions_) {
@@ -304,6 +338,7 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
   }
   ops::embedding_backward(dx2, ids.view({rows}), vocab_.start, tokens_->grad);
   report_ready(groups.embed);
+  close_group(groups.embed);
   return Tensor();
 }
 

@@ -48,9 +48,11 @@ class Transformer {
   // Under sequence parallelism (sp.size > 1) every [batch, seq] input holds this rank's two zigzag
   // chunks of each sequence (parallel/ring_attention.h): positions are the global ones and
   // attention rings over the sp group.
+  // `storage`: what the registry allocates up front (ZeRO stages 2 and 3 leave gradients, and
+  // values, to their ParamGate).
   Transformer(const ModelConfig& config, DType dtype, const TensorParallel& tp = {},
               std::vector<ChunkSpec> chunks = {}, const SequenceParallel& sp = {},
-              const ExpertParallel& ep = {});
+              const ExpertParallel& ep = {}, ParamStorage storage = {});
   Transformer(const Transformer&) = delete;
   Transformer& operator=(const Transformer&) = delete;
 
@@ -104,6 +106,9 @@ class Transformer {
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
   // The parameters in the order the hook reports them (chunks from the last to the first).
   std::vector<Parameter*> params_in_backward_order() const;
+  // Told, around every group of parameters a forward or backward uses (the embeddings, each layer,
+  // the final norm with the head), that the group is about to be used and when it is done.
+  void set_param_gate(ParamGate* gate) { gate_ = gate; }
 
  private:
   // The parameters of one chunk, grouped by when its backward finishes them: [head + final norm],
@@ -112,8 +117,12 @@ class Transformer {
     std::vector<Parameter*> top;
     std::vector<std::vector<Parameter*>> layers;  // by layer, first to last
     std::vector<Parameter*> embed;
+    std::vector<Parameter*> top_use;  // what the head's forward and backward read: top + a tied table
   };
   void report_ready(std::span<Parameter* const> group) const;
+  // The gate's acquire (and the prefetch of `next`) and release, when there is a gate.
+  void open_group(std::span<Parameter* const> group, std::span<Parameter* const> next, bool backward) const;
+  void close_group(std::span<Parameter* const> group) const;
   std::vector<Parameter*> registered_since(size_t first) const;
 
   ModelConfig config_;
@@ -134,6 +143,7 @@ class Transformer {
   Norm final_norm_;
   std::vector<ChunkGroups> groups_;
   GradReadyHook grad_ready_;
+  ParamGate* gate_ = nullptr;
 
   // The rows of the position table a [seq]-long local sequence uses, as (first table row, local
   // row, count) runs: one run, or two under sequence parallelism.

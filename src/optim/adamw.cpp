@@ -2,37 +2,35 @@
 
 #include <algorithm>
 #include <cmath>
-#include <map>
 
+#include "core/allocator.h"
 #include "kernels/ops.h"
 
 namespace strata {
 
-Tensor AdamW::as_rows(const Tensor& t) {
-  const int64_t rows = t.ndim() == 0 ? 1 : t.size(0);
-  return t.view({rows, rows == 0 ? 0 : t.numel() / rows});
+Tensor AdamW::value_rows(Parameter& p) {
+  if (p.zero.value.defined()) return as_rows(p.zero.value);  // ZeRO-3: the rows are all there is
+  return as_rows(p.value).slice(0, p.zero.begin, p.zero.end);
 }
 
-AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard& zero)
-    : hyper_(hyper), zero_(zero) {
+Tensor AdamW::grad_rows(Parameter& p) {
+  if (p.zero.grad.defined()) return as_rows(p.zero.grad);  // ZeRO-2/3: reduced rows only
+  return as_rows(p.accum()).slice(0, p.zero.begin, p.zero.end);
+}
+
+AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard& zero, bool offload)
+    : hyper_(hyper), zero_(zero), offload_(offload) {
+  const MemoryScope scope(MemoryKind::optimizer, offload ? MemoryPlace::host : MemoryPlace::device);
   for (auto& p : params.all()) {
+    assign_rows(*p, zero_);
     Slot s{p.get(), Tensor(), Tensor(), Tensor()};
-    const DType value = p->value.dtype();
-    const DType master = value == DType::f64 ? DType::f64 : DType::f32;
-    const Tensor rows = as_rows(p->value);
-    s.row_end = rows.size(0);
-    if (zero_.active()) {
-      s.run_rows = (rows.size(0) + zero_.size - 1) / zero_.size;
-      s.row_begin = std::min(rows.size(0), zero_.rank * s.run_rows);
-      s.row_end = std::min(rows.size(0), s.row_begin + s.run_rows);
-    }
-    Shape shape = p->value.shape();
-    if (!shape.empty()) shape[0] = s.row_end - s.row_begin;
-    const Tensor mine = rows.slice(0, s.row_begin, s.row_end);
-    if (value != master) {
+    const DType master = p->dtype == DType::f64 ? DType::f64 : DType::f32;
+    const Shape shape = rows_shape(p->local, p->zero.end - p->zero.begin);
+    if (p->dtype != master || offload) {
+      s.copied_master = p->dtype == master;
       s.master = Tensor::empty(shape, master);
       Tensor master_rows = as_rows(s.master);
-      if (mine.numel() > 0) ops::cast(mine, master_rows);
+      if (master_rows.numel() > 0) ops::cast(value_rows(*p), master_rows);
     }
     s.m = Tensor::zeros(shape, master);
     s.v = Tensor::zeros(shape, master);
@@ -43,19 +41,27 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
 void AdamW::step(double lr, double grad_scale) {
   ++step_;
   for (Slot& s : slots_) {
-    if (s.row_end == s.row_begin) continue;  // ZeRO: no rows of this parameter here
+    Parameter& p = *s.param;
+    if (p.zero.end == p.zero.begin) continue;  // ZeRO: no rows of this parameter here
     ops::AdamWArgs args;
     args.lr = lr;
     args.beta1 = hyper_.beta1;
     args.beta2 = hyper_.beta2;
     args.eps = hyper_.eps;
-    args.weight_decay = s.param->weight_decay ? hyper_.weight_decay : 0.0;
+    args.weight_decay = p.weight_decay ? hyper_.weight_decay : 0.0;
     args.step = step_;
     args.grad_scale = grad_scale;
     // Rows of a row-major tensor are contiguous: the slices below are plain views.
-    const Tensor grad = as_rows(s.param->accum()).slice(0, s.row_begin, s.row_end);
-    Tensor value = as_rows(s.param->value).slice(0, s.row_begin, s.row_end);
+    Tensor grad = grad_rows(p);
+    Tensor value = value_rows(p);
     Tensor m = as_rows(s.m), v = as_rows(s.v);
+    if (offload_ && !p.zero.grad.defined()) {
+      // The gradient rows' host copy (ZeRO-2/3 shards are already kept on the host).
+      const MemoryScope scope(MemoryKind::grads, MemoryPlace::host);
+      Tensor host = Tensor::empty(grad.shape(), grad.dtype());
+      host.copy_from(grad);
+      grad = host;
+    }
     if (s.master.defined()) {
       Tensor master = as_rows(s.master);
       ops::adamw(master, grad, m, v, args);
@@ -64,52 +70,29 @@ void AdamW::step(double lr, double grad_scale) {
       ops::adamw(value, grad, m, v, args);
     }
   }
-  if (zero_.active()) gather_updated();
+  // Stages 1 and 2: every rank's updated rows to every rank.
+  if (zero_.active() && zero_.stage <= 2) {
+    std::vector<Parameter*> params;
+    for (Slot& s : slots_) params.push_back(s.param);
+    RowGather(zero_, params, [](Parameter& p) { return value_rows(p); }).wait();
+  }
 }
 
-void AdamW::gather_updated() {
-  // Parameters grouped by dtype (one flat buffer each); each rank's part: every parameter's run of
-  // run_rows rows, its own rows first and zero padding after.
-  std::map<DType, std::vector<Slot*>> by_dtype;
-  for (Slot& s : slots_) by_dtype[s.param->value.dtype()].push_back(&s);
-  for (auto& [dtype, slots] : by_dtype) {
-    int64_t part = 0;
-    for (const Slot* s : slots) part += s->run_rows * as_rows(s->param->value).size(1);
-    Tensor mine = Tensor::zeros({part}, dtype);
-    Tensor all = Tensor::empty({part * zero_.size}, dtype);
-    int64_t at = 0;
-    for (const Slot* s : slots) {
-      const Tensor rows = as_rows(s->param->value);
-      const int64_t cols = rows.size(1), n = (s->row_end - s->row_begin) * cols;
-      if (n > 0) {
-        Tensor dst = mine.slice(0, at, at + n);
-        dst.copy_from(rows.slice(0, s->row_begin, s->row_end).contiguous().view({n}));
-      }
-      at += s->run_rows * cols;
-    }
-    zero_.group->all_gather(mine, all);
-    for (int r = 0; r < zero_.size; ++r) {
-      at = r * part;
-      for (const Slot* s : slots) {
-        Tensor rows = as_rows(s->param->value);
-        const int64_t cols = rows.size(1), total = rows.size(0);
-        const int64_t begin = std::min(total, r * s->run_rows), end = std::min(total, begin + s->run_rows);
-        if (end > begin) {
-          Tensor dst = rows.slice(0, begin, end);
-          dst.copy_from(all.slice(0, at, at + (end - begin) * cols).view({end - begin, cols}));
-        }
-        at += s->run_rows * cols;
-      }
-    }
+void AdamW::refresh_copied_masters() {
+  for (Slot& s : slots_) {
+    if (!s.copied_master || s.master.numel() == 0) continue;
+    Tensor master = as_rows(s.master);
+    ops::cast(value_rows(*s.param), master);
   }
 }
 
 std::vector<AdamW::NamedState> AdamW::state() {
   std::vector<NamedState> out;
   for (Slot& s : slots_) {
-    if (s.master.defined()) out.push_back({s.param->name + "/master", s.param, &s.master, s.row_begin});
-    out.push_back({s.param->name + "/exp_avg", s.param, &s.m, s.row_begin});
-    out.push_back({s.param->name + "/exp_avg_sq", s.param, &s.v, s.row_begin});
+    const int64_t rows = s.param->zero.begin;
+    if (s.master.defined() && !s.copied_master) out.push_back({s.param->name + "/master", s.param, &s.master, rows});
+    out.push_back({s.param->name + "/exp_avg", s.param, &s.m, rows});
+    out.push_back({s.param->name + "/exp_avg_sq", s.param, &s.v, rows});
   }
   return out;
 }

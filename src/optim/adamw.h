@@ -1,6 +1,12 @@
 // AdamW over a parameter registry, with master weights. When parameters are held in bf16/f16, the
 // optimizer keeps an f32 master copy and f32 moments, updates the master, and rounds it back into
 // the parameter; f32/f64 parameters are their own master.
+//
+// Under ZeRO (parallel/zero.h) a rank keeps the state of its rows of every parameter only and
+// updates those rows; at stages 1 and 2 one all-gather then gives every rank the whole updated
+// parameters, at stage 3 the rows are all a rank keeps. With `offload` the state lives in host
+// memory, every parameter has a master there (an f32 one too: the device copy is not updated in
+// place), the step reads host copies of the gradients and writes the updated rows back.
 #pragma once
 
 #include <string>
@@ -8,6 +14,7 @@
 
 #include "comm/communicator.h"
 #include "model/parameter.h"
+#include "parallel/zero.h"
 
 namespace strata {
 
@@ -18,21 +25,10 @@ struct AdamWHyper {
   double weight_decay = 0.1;  // applied to parameters whose weight_decay flag is set
 };
 
-// ZeRO stage 1 (Rajbhandari et al. 2020) over a data-parallel group: every parameter's rows
-// (dim 0; a 1-D parameter's elements) are cut into `size` runs of ceil(rows / size), rank r keeping
-// the master weights and moments of run r only (runs past the end are empty), so any size works.
-// After each rank has updated its rows, one all-gather of a flat buffer (every parameter's run,
-// padded to the common run length, back to back) gives every rank the whole updated parameters.
-struct ZeroShard {
-  Communicator* group = nullptr;  // nullptr: no sharding (every rank keeps all the state)
-  int rank = 0;
-  int size = 1;
-  bool active() const { return group != nullptr && size > 1; }
-};
-
 class AdamW {
  public:
-  AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard& zero = {});
+  AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard& zero = {},
+        bool offload = false);
 
   // One update with learning rate `lr`; every gradient is first multiplied by `grad_scale`
   // (1 / loss scale, times the clipping factor). Weight decay only where the parameter asks.
@@ -50,7 +46,10 @@ class AdamW {
   };
   // Bytes of optimizer state (master weights and moments) this rank holds.
   int64_t state_bytes() const;
+  // The state a checkpoint holds. A master that only copies an f32/f64 parameter (offload) is left
+  // out: after loading, refresh_copied_masters() takes it from the parameter again.
   std::vector<NamedState> state();
+  void refresh_copied_masters();
   void set_steps_taken(int64_t steps) { step_ = steps; }
 
  private:
@@ -58,15 +57,15 @@ class AdamW {
     Parameter* param;
     Tensor master;  // undefined when the parameter is its own master
     Tensor m, v;
-    int64_t row_begin = 0, row_end = 0;  // this rank's rows (all of them without ZeRO)
-    int64_t run_rows = 0;                // ZeRO: every rank's run length, ceil(rows / size)
+    bool copied_master = false;  // a master of the parameter's own dtype (offload)
   };
-  // The parameter's local value or gradient as [rows, cols] (a 1-D one as [numel, 1]).
-  static Tensor as_rows(const Tensor& t);
-  void gather_updated();  // ZeRO: every rank's updated rows to every rank
+  // This rank's rows of the parameter's value and gradient, [rows, cols].
+  static Tensor value_rows(Parameter& p);
+  static Tensor grad_rows(Parameter& p);
 
   AdamWHyper hyper_;
   ZeroShard zero_;
+  bool offload_ = false;
   std::vector<Slot> slots_;
   int64_t step_ = 0;
 };

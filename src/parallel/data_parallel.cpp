@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "core/allocator.h"
 #include "core/error.h"
 
 namespace strata {
@@ -38,6 +39,7 @@ GradientReducer::GradientReducer(std::span<Parameter* const> order, Communicator
     bucket.params = groups[b];
     int64_t n = 0;
     for (Parameter* p : bucket.params) n += p->accum().numel();
+    const MemoryScope scope(MemoryKind::grads);
     bucket.flat = Tensor::zeros({n}, bucket.params.front()->accum().dtype(), cpu_allocator());
     int64_t offset = 0;
     for (Parameter* p : bucket.params) {

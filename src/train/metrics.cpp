@@ -45,6 +45,7 @@ void MetricsLog::write(const StepMetrics& m) {
   j["params_mb"] = m.params_mb;
   j["grads_mb"] = m.grads_mb;
   j["optimizer_mb"] = m.optimizer_mb;
+  if (m.offload_mb > 0) j["offload_mb"] = m.offload_mb;
   j["peak_mb"] = m.peak_mb;
   if (m.comm_total_ms > 0) {
     j["comm_total_ms"] = m.comm_total_ms;

@@ -23,10 +23,11 @@ struct StepMetrics {
   double mfu = 0;  // model FLOPs per second over the peak rate of the device
   double step_ms = 0;
   double memory_mb = 0;  // resident set size of this process
-  // Model states this rank holds, in MiB: parameters, gradients (16-bit grads and their f32
-  // accumulators), optimizer state (master weights and moments); and the host pool's peak of
-  // memory in use since the start (every tensor: states and activations).
-  double params_mb = 0, grads_mb = 0, optimizer_mb = 0, peak_mb = 0;
+  // Model states this rank holds on its compute device, in MiB, as the allocator counts them:
+  // parameters, gradients (16-bit grads and their f32 accumulators, or ZeRO's row shards),
+  // optimizer state (master weights and moments); the model states offloaded to host memory; and
+  // the host pool's peak of memory in use since the start (every tensor: states and activations).
+  double params_mb = 0, grads_mb = 0, optimizer_mb = 0, offload_mb = 0, peak_mb = 0;
   double loss_scale = 1;
   bool skipped = false;  // fp16 overflow: the update was not applied
   // Data parallelism: the gradient all-reduce's span from its first bucket's start to its end, and

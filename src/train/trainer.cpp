@@ -79,10 +79,13 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                " needs a pipeline (parallel.pp > 1)");
   if (pp > 1) check_pipeline_shape(pp_kind, {pp, virtual_stages, static_cast<int>(accumulation)});
   pipeline_layer_split(config.model.n_layers, pp, virtual_stages, par.pp_layers);
-  STRATA_CHECK(par.zero <= 1, "parallel.zero = ", par.zero,
-               ": ZeRO stages 2 and 3 are not in this build yet (stage 1 is)");
   STRATA_CHECK(par.zero == 0 || par.ep == 1, "parallel.zero = ", par.zero, " with parallel.ep = ",
                par.ep, ": ZeRO does not yet shard the state of experts split over ep");
+  STRATA_CHECK(par.zero <= 1 || par.sp == 1, "parallel.zero = ", par.zero, " with parallel.sp = ",
+               par.sp, ": ZeRO stages 2 and 3 do not yet reduce gradients over sequence-parallel "
+               "ranks (stage 1 does)");
+  STRATA_CHECK(!par.offload.params || par.zero == 3, "parallel.offload.params needs "
+               "parallel.zero = 3 (only stage 3 shards the parameters), got parallel.zero = ", par.zero);
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
   recompute_ = parse_recompute(config.train.recompute);
@@ -113,14 +116,28 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                " needs mixture-of-experts layers (model.moe.n_experts > 0)");
   if (groups && par.ep > 1)
     ep = {&groups->ep(), groups->grid().coordinate(Axis::ep), groups->ep().size(), &a2a_bytes_};
-  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep);
+  // ZeRO over dp: stages 2 and 3 hold gradients (and values) only while a layer uses them.
+  ZeroShard zero;
+  if (groups && par.zero >= 1 && groups->dp().size() > 1)
+    zero = {&groups->dp(), groups->grid().coordinate(Axis::dp), groups->dp().size(),
+            static_cast<int>(par.zero)};
+  const bool engine = zero.active() && zero.stage >= 2;
+  const ParamStorage storage{.values = !(engine && zero.stage == 3), .grads = !engine};
+  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep, storage);
+  if (engine) {
+    zero_ = std::make_unique<ZeroEngine>(model_->params(), zero, par.bucket_mb, par.offload.optimizer,
+                                         par.offload.params);
+    model_->set_param_gate(zero_.get());
+  }
   if (pp > 1)
     pipeline_ = std::make_unique<PipelineEngine>(*model_, pp_kind, pp, virtual_stages, &groups->pp(),
                                                  &groups->pp_backward());
   model_->params().initialize(static_cast<uint64_t>(config.train.seed));
   if (config.optim.decay_all)
     for (auto& p : model_->params().all()) p->weight_decay = true;
-  if (groups && groups->dp_sp().size() > 1) {
+  if (zero_) {
+    model_->set_grad_ready_hook([this](std::span<Parameter* const> ready) { zero_->ready(ready); });
+  } else if (groups && groups->dp_sp().size() > 1) {
     // Under expert parallelism the experts' gradients are reduced over the ranks holding the same
     // experts (ep_dp), everything else over dp x sp.
     std::vector<Parameter*> shared, experts;
@@ -137,14 +154,11 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
       if (expert_reducer_) expert_reducer_->ready(expert_ready);
     });
   }
-  ZeroShard zero;
-  if (groups && par.zero >= 1 && groups->dp().size() > 1)
-    zero = {&groups->dp(), groups->grid().coordinate(Axis::dp), groups->dp().size()};
   optimizer_ = std::make_unique<AdamW>(
       model_->params(),
       AdamWHyper{config.optim.betas[0], config.optim.betas[1], config.optim.eps,
                  config.optim.weight_decay},
-      zero);
+      zero, par.offload.optimizer);
 
   std::string resume = options_.resume;
   if (resume == "auto") {
@@ -179,10 +193,19 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
     return !p.mirror && first_copy &&
            (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
   };
-  for (auto& p : model_->params().all())
-    entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p, false)});
-  // Under ZeRO each dp rank holds (and writes) its own rows of the optimizer state.
+  // Under ZeRO each dp rank holds (and writes) its own rows of the optimizer state, and under
+  // stage 3 of the parameters.
   const bool sharded_state = config_.parallel.zero >= 1 && groups_ && groups_->dp().size() > 1;
+  for (auto& p : model_->params().all()) {
+    if (p->zero.value.defined()) {
+      std::vector<int64_t> offset = place(*p);
+      if (!offset.empty()) offset[0] += p->zero.begin;
+      entries.push_back({p->name, p->global_shape, offset, &p->zero.value,
+                         p->zero.value.numel() > 0 && writes(*p, true)});
+    } else {
+      entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p, false)});
+    }
+  }
   for (auto& s : optimizer_->state()) {
     std::vector<int64_t> offset = place(*s.param);
     if (!offset.empty()) offset[0] += s.row_offset;
@@ -283,9 +306,16 @@ double Trainer::global_grad_norm() {
   // a replicated one its (identical) local copy. Gradients are already the same across dp.
   // Each pipeline stage holds its own layers (a tied head's mirror is left out: its owner counts it).
   // Experts split over ep add up over the ep group.
+  // Under ZeRO stages 2 and 3 each dp rank holds its rows of every gradient: their sums add up
+  // over dp.
   double sums[4] = {0, 0, 0, 0};  // [expert?][tp-sharded?]
   for (auto& p : model_->params().all())
     if (!p->mirror) sums[2 * p->expert + !p->shard.replicated()] += ops::sum_squares(p->accum());
+  if (zero_) {
+    Tensor x = Tensor::from_vector(std::vector<double>(std::begin(sums), std::end(sums)), {4});
+    groups_->dp().all_reduce(x, ReduceOp::sum);
+    std::copy_n(x.data<double>(), 4, sums);
+  }
   if (groups_ && groups_->tp().size() > 1) {
     Tensor x = Tensor::from_vector(std::vector<double>{sums[1], sums[3]}, {2});
     groups_->tp().all_reduce(x, ReduceOp::sum);
@@ -333,6 +363,7 @@ void Trainer::resume_from(const std::string& path) {
   scaler_.restore({std::stod(number("loss_scale")), std::stoll(number("loss_scale.good_steps")),
                    std::stoll(number("loss_scale.skipped_steps"))});
   optimizer_->set_steps_taken(std::stoll(number("optimizer.steps")));
+  optimizer_->refresh_copied_masters();
   step_ = m.step;
   log::info("resumed from ", path, " at step ", step_);
 }
@@ -431,6 +462,7 @@ TrainSummary Trainer::run() {
     }
     if (reducer_) reducer_->finish();
     if (expert_reducer_) expert_reducer_->finish();
+    if (zero_) zero_->finish();
     scale_expert_grads();
     reduce_partial_grads();
     sum_tied_grads();
@@ -461,15 +493,15 @@ TrainSummary Trainer::run() {
     m.memory_mb = resident_memory_mb();
     {
       constexpr double kMiB = 1024.0 * 1024.0;
-      int64_t params_bytes = 0, grads_bytes = 0;
-      for (auto& p : model_->params().all()) {
-        params_bytes += static_cast<int64_t>(p->value.nbytes());
-        grads_bytes += static_cast<int64_t>(p->grad.nbytes()) +
-                       (p->main_grad.defined() ? static_cast<int64_t>(p->main_grad.nbytes()) : 0);
-      }
-      m.params_mb = static_cast<double>(params_bytes) / kMiB;
-      m.grads_mb = static_cast<double>(grads_bytes) / kMiB;
-      m.optimizer_mb = static_cast<double>(optimizer_->state_bytes()) / kMiB;
+      const MemoryByKind held = cpu_memory_by_kind();
+      auto mib = [&](MemoryPlace where, MemoryKind kind) {
+        return static_cast<double>(held.at(where, kind)) / kMiB;
+      };
+      m.params_mb = mib(MemoryPlace::device, MemoryKind::params);
+      m.grads_mb = mib(MemoryPlace::device, MemoryKind::grads);
+      m.optimizer_mb = mib(MemoryPlace::device, MemoryKind::optimizer);
+      m.offload_mb = mib(MemoryPlace::host, MemoryKind::params) + mib(MemoryPlace::host, MemoryKind::grads) +
+                     mib(MemoryPlace::host, MemoryKind::optimizer);
       m.peak_mb = static_cast<double>(cpu_memory_stats().peak_allocated_bytes) / kMiB;
     }
     m.loss_scale = scaler_.scale();

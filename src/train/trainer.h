@@ -20,6 +20,7 @@
 #include "parallel/data_parallel.h"
 #include "parallel/pipeline.h"
 #include "parallel/ring_attention.h"
+#include "parallel/zero.h"
 
 namespace strata {
 
@@ -58,6 +59,9 @@ class Trainer {
   double evaluate();
   // Writes a checkpoint of the current state; returns its folder.
   std::string save(int64_t step);
+  // What holds the parameters between uses under ZeRO stage 3 (nullptr otherwise): acquire() the
+  // registry's parameters to read their whole values, release() them after.
+  ParamGate* param_gate() { return zero_.get(); }
   // The pipeline's measurements of the last step (bubble, activations held); nullptr without one.
   const PipelineStats* pipeline_stats() const { return pipeline_ ? &pipeline_->last_stats() : nullptr; }
 
@@ -92,6 +96,7 @@ class Trainer {
   std::unique_ptr<GradientReducer> expert_reducer_;
   int64_t a2a_bytes_ = 0;  // bytes this rank's MoE all-to-alls sent to other ranks this step  // experts under expert parallelism (ep_dp)
   std::unique_ptr<Transformer> model_;
+  std::unique_ptr<ZeroEngine> zero_;  // ZeRO stages 2 and 3 over dp
   std::unique_ptr<PipelineEngine> pipeline_;
   std::unique_ptr<AdamW> optimizer_;
   LrSchedule schedule_;

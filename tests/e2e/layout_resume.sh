@@ -8,7 +8,9 @@
 #   is read back from the first stage's tensor;
 #   tiny-llama with MoE layers: dp2 x ep2 (each rank writes its own experts) -> one process;
 #   ZeRO stage 1 (each dp rank writes its rows of the optimizer state): tiny-gpt2 dp2 -> one
-#   process, tiny-llama one process -> dp2.
+#   process, tiny-llama one process -> dp2;
+#   ZeRO stage 2 with the optimizer offloaded -> stage 3 (tiny-gpt2, dp2); stage 3 with optimizer
+#   and parameters offloaded (each dp rank writes its rows of the parameters) -> one process.
 # usage: layout_resume.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 strata=$1 source_dir=$2 mpiexec=$3
@@ -67,5 +69,7 @@ leg tiny-gpt2 "" parallel.pp=2
 MOE_SETTINGS="model.moe.n_experts=4 model.moe.every=2" leg tiny-llama "parallel.dp=2 parallel.ep=2" ""
 leg tiny-gpt2 "parallel.dp=2 parallel.zero=1" ""
 leg tiny-llama "" "parallel.dp=2 parallel.zero=1"
+leg tiny-gpt2 "parallel.dp=2 parallel.zero=2 parallel.offload.optimizer=true" "parallel.dp=2 parallel.zero=3"
+leg tiny-llama "parallel.dp=2 parallel.zero=3 parallel.offload.optimizer=true parallel.offload.params=true" ""
 [[ $failed == 0 ]] || exit 1
 echo "PASS"

@@ -9,6 +9,7 @@
 #include <filesystem>
 
 #include "comm/process_groups.h"
+#include "core/allocator.h"
 #include "core/philox.h"
 #include "data/dataset.h"
 #include "kernels/ops.h"
@@ -68,6 +69,7 @@ struct Layout {
   double moe_capacity = 1.0;
   int ep = 1;  // expert-parallel ranks (within dp x sp)
   int zero = 0;  // ZeRO stage over dp
+  bool offload_optimizer = false, offload_params = false;
   int world() const { return dp * tp * pp * sp; }
 };
 
@@ -117,6 +119,14 @@ Layout with_ep(Layout l, int ep, double capacity_factor = 1.0) {
 
 Layout with_zero(Layout l, int stage) {
   l.zero = stage;
+  return l;
+}
+
+// The optimizer (and with `params`, stage 3's parameter shards) in host memory.
+Layout with_offload(Layout l, bool params = false) {
+  l.name += params ? "_offload_all" : "_offload";
+  l.offload_optimizer = true;
+  l.offload_params = params;
   return l;
 }
 
@@ -173,6 +183,8 @@ struct RunResult {
   int sp_size = 1;                     // the model's sequence-parallel group size
   int64_t expert_params = 0;           // expert weights this rank holds
   int64_t optimizer_bytes = 0;         // master weights and moments this rank holds
+  int64_t local_params = 0;            // elements of the parameters this rank's layers hold
+  MemoryByKind held;                   // the allocator's count after the last step
 };
 
 RunResult run(const Config& config, const ProcessGroups* groups) {
@@ -181,17 +193,66 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
   Trainer t(config, o, groups);
   RunResult r;
   r.losses = t.run().losses;
+  r.held = cpu_memory_by_kind();
   if (const PipelineStats* stats = t.pipeline_stats()) r.max_live_by_chunk = stats->max_live_by_chunk;
   r.val_loss = t.evaluate();
   r.sp_size = t.model().sequence_parallel().size;
   for (auto& p : t.model().params().all()) r.expert_params += p->expert;
   r.optimizer_bytes = t.optimizer().state_bytes();
-  for (auto& p : t.model().params().all()) {
+  r.local_params = t.model().params().local_numel();
+  // Under ZeRO-3 a parameter's whole value exists only while acquired.
+  std::vector<Parameter*> all;
+  for (auto& p : t.model().params().all()) all.push_back(p.get());
+  if (ParamGate* gate = t.param_gate()) gate->acquire(all, false);
+  for (Parameter* p : all) {
     Tensor v = Tensor::empty(p->value.shape(), DType::f64);
     ops::cast(p->value, v);
     r.params[p->name] = {v, p->shard};
   }
+  if (ParamGate* gate = t.param_gate()) gate->release(all);
   return r;
+}
+
+// Bytes of model states per rank (docs/zero.md), Ψ the parameters this rank's layers hold (after
+// tp and pp), N = dp under ZeRO (else 1), w the bytes of a parameter element:
+//   parameters  wΨ, stage 3 wΨ/N (on the host with offload.params)
+//   gradients   wΨ, plus 4Ψ of f32 accumulators for 16-bit w; stages 2 and 3 4Ψ/N of f32 row
+//               shards (on the host with offload.optimizer)
+//   optimizer   8Ψ of moments, plus a 4Ψ f32 master for 16-bit w or under offload (on the host);
+//               /N from stage 1
+// Each within 1% of the allocator's count: runs are whole rows, so a rank's share of a tensor is
+// not exactly 1/N of it (measured at most 0.6% off on these models).
+void expect_state_bytes(const RunResult& r, const Layout& l, const std::string& precision) {
+  const double psi = static_cast<double>(r.local_params);
+  const double w = precision == "fp32" ? 4 : 2, n = l.zero >= 1 ? l.dp : 1;
+  const bool sixteen = w == 2;
+  struct Expected {
+    MemoryKind kind;
+    MemoryPlace place;
+    double bytes;
+  };
+  const MemoryPlace opt_place = l.offload_optimizer ? MemoryPlace::host : MemoryPlace::device;
+  const std::vector<Expected> expected = {
+      {MemoryKind::params, l.offload_params ? MemoryPlace::host : MemoryPlace::device,
+       l.zero == 3 ? w * psi / n : w * psi},
+      {MemoryKind::grads, l.zero >= 2 ? opt_place : MemoryPlace::device,
+       l.zero >= 2 ? 4 * psi / n : w * psi + (sixteen ? 4 * psi : 0)},
+      {MemoryKind::optimizer, opt_place, (8 + (sixteen || l.offload_optimizer ? 4 : 0)) * psi / (l.zero >= 1 ? n : 1)},
+  };
+  int64_t accounted = 0;
+  for (const Expected& e : expected) {
+    const auto held = static_cast<double>(r.held.at(e.place, e.kind));
+    EXPECT_NEAR(held / e.bytes, 1.0, 0.01)
+        << l.name << ": " << held << " bytes of kind " << static_cast<int>(e.kind) << " in place "
+        << static_cast<int>(e.place) << ", formula " << e.bytes << " (Ψ = " << psi << ")";
+    accounted += r.held.at(e.place, e.kind);
+  }
+  // Nothing else is held as a model state anywhere.
+  int64_t states = 0;
+  for (MemoryPlace place : {MemoryPlace::device, MemoryPlace::host})
+    for (MemoryKind kind : {MemoryKind::params, MemoryKind::grads, MemoryKind::optimizer})
+      states += r.held.at(place, kind);
+  EXPECT_EQ(states, accounted) << l.name << ": model states held outside the formula's places";
 }
 
 class LayoutParity : public ::testing::TestWithParam<Layout> {};
@@ -277,6 +338,35 @@ TEST(SequenceLayout, RefusesASequenceTheRingCannotSplit) {
       << "seq_len 18 with sp 2 must be refused: '" << error << "'";
 }
 
+// ZeRO settings this build cannot honour are refused before any data is read, naming the keys.
+TEST(ZeroLayout, RefusesWhatItCannotShard) {
+  if (world_size() != 2) GTEST_SKIP() << "needs 2 ranks";
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  struct Case {
+    GridSizes grid;  // dp, pp, sp, tp, ep
+    std::vector<std::string> overrides;
+    std::string expected;
+  };
+  const std::vector<Case> cases = {
+      {GridSizes{1, 1, 2, 1, 1}, {"parallel.sp=2", "parallel.zero=2"},
+       "parallel.zero = 2 with parallel.sp = 2"},
+      {GridSizes{2, 1, 1, 1, 1}, {"parallel.dp=2", "parallel.zero=2", "parallel.offload.params=true"},
+       "parallel.offload.params needs parallel.zero = 3"},
+      {GridSizes{2, 1, 1, 1, 2},
+       {"parallel.dp=2", "parallel.ep=2", "model.moe.n_experts=4", "parallel.zero=3"},
+       "parallel.zero = 3 with parallel.ep = 2"},
+  };
+  for (const Case& c : cases) {
+    ProcessGrid grid(2, rank, c.grid);
+    ProcessGroups groups(grid, Backend::mpi);
+    Config config = parity_config(Layout{"refused"}, "/nonexistent", "refused");
+    for (const std::string& o : c.overrides) apply_override(config, o);
+    const std::string error = refusal(config, groups);
+    EXPECT_NE(error.find(c.expected), std::string::npos) << c.overrides.back() << ": '" << error << "'";
+  }
+}
+
 // Evaluation under expert parallelism with a validation set whose last batch leaves one dp rank
 // without a row: every rank must still run the same MoE forwards (their all-to-alls pair up), so
 // the short batch is skipped everywhere instead of hanging.
@@ -335,18 +425,16 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   layout.parallel.sp = l.sp;
   layout.parallel.ep = l.ep;
   layout.parallel.zero = l.zero;
+  layout.parallel.offload.optimizer = l.offload_optimizer;
+  layout.parallel.offload.params = l.offload_params;
   ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, l.sp, l.tp, l.ep});
   ProcessGroups groups(grid, Backend::mpi);
   const RunResult many = run(layout, &groups);
 
-  // ZeRO 1: each dp rank holds 1/dp of the optimizer state, within 1% (whole rows per rank:
-  // measured 0.992-1.003 of the even share here).
-  if (l.zero >= 1 && l.pp == 1 && l.tp == 1) {
-    const double share = static_cast<double>(many.optimizer_bytes * l.dp) /
-                         static_cast<double>(one.optimizer_bytes);
-    EXPECT_NEAR(share, 1.0, 0.01) << l.name << ": " << many.optimizer_bytes << " bytes on this rank, "
-                                  << one.optimizer_bytes << " in one process";
-  }
+  // The model states each rank holds, as the allocator counted them by kind and place, against
+  // the formulas of docs/zero.md; the one-process run against stage 0's.
+  expect_state_bytes(one, Layout{"one process"}, layout.train.precision);
+  expect_state_bytes(many, l, layout.train.precision);
   // Each rank holds 1/ep of the experts (of all layers, without a pipeline).
   if (l.pp == 1) {
     EXPECT_EQ(many.expert_params * l.ep, one.expert_params) << l.name;
@@ -488,6 +576,26 @@ INSTANTIATE_TEST_SUITE_P(
                       with_zero(Layout{"zero1_dp2tp2_gpt2", 2, 2, "gpt2"}, 1),
                       with_zero(pipeline("zero1_pp2dp2_llama_m2", 2, 2, 1, "llama", "1f1b", 1, 2), 1),
                       with_zero(Layout{"zero1_dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}, 1),
+                      // ZeRO stages 1-3 with dp2 and dp4, stage 2 with tp2, stage 1 with pp2,
+                      // each also with the optimizer offloaded; stage 3 with tp2 and with pp2, with
+                      // its parameters offloaded, and stages 2 and 3 in bf16.
+                      with_offload(with_zero(Layout{"zero1_dp2_llama", 2, 1}, 1)),
+                      with_offload(with_zero(Layout{"zero1_dp4_gpt2", 4, 1, "gpt2"}, 1)),
+                      with_offload(with_zero(pipeline("zero1_pp2dp2_llama_m2", 2, 2, 1, "llama", "1f1b", 1, 2), 1)),
+                      with_zero(Layout{"zero2_dp2_llama", 2, 1}, 2),
+                      with_zero(Layout{"zero2_dp4_gpt2", 4, 1, "gpt2"}, 2),
+                      with_zero(Layout{"zero2_dp2tp2_gpt2", 2, 2, "gpt2"}, 2),
+                      with_offload(with_zero(Layout{"zero2_dp2_llama", 2, 1}, 2)),
+                      with_offload(with_zero(Layout{"zero2_dp4_gpt2", 4, 1, "gpt2"}, 2)),
+                      with_offload(with_zero(Layout{"zero2_dp2tp2_gpt2", 2, 2, "gpt2"}, 2)),
+                      with_zero(Layout{"zero3_dp2_gpt2", 2, 1, "gpt2"}, 3),
+                      with_zero(Layout{"zero3_dp4_llama", 4, 1}, 3),
+                      with_offload(with_zero(Layout{"zero3_dp2_gpt2", 2, 1, "gpt2"}, 3)),
+                      with_offload(with_zero(Layout{"zero3_dp4_llama", 4, 1}, 3), true),
+                      with_zero(Layout{"zero3_dp2tp2_llama", 2, 2}, 3),
+                      with_zero(pipeline("zero3_pp2dp2_gpt2_m4", 2, 2, 1, "gpt2", "1f1b", 1, 4), 3),
+                      with_zero(Layout{"zero2_dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}, 2),
+                      with_zero(Layout{"zero3_dp2_gpt2_bf16", 2, 1, "gpt2", "bf16", 2e-2, 5e-2}, 3),
                       pipeline("pp4_gpipe_llama_m8", 4, 1, 1, "llama", "gpipe", 1, 8)),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 
