@@ -14,19 +14,23 @@ namespace {
 
 constexpr size_t kAlign = 256;
 constexpr size_t kHugePage = size_t{2} << 20;
+constexpr size_t kPage = 4096;
+// The host pool's granularity for blocks of 1 MiB and more (CachingPool::round_size).
+constexpr size_t kHostLargeRound = size_t{256} << 10;
 
 // The open MemoryScope of this thread: place * kMemoryKinds + kind.
 thread_local uint8_t current_tag = 0;
 
-// Host memory from aligned_alloc. Blocks of 2 MiB and more are aligned to 2 MiB and advised as
+// Host memory from posix_memalign. Blocks of 2 MiB and more are aligned to 2 MiB and advised as
 // transparent huge pages (where the kernel's policy is "madvise"): a training step's weights,
 // gradients and large activations then take one page fault and one TLB entry per 2 MiB instead of
-// per 4 KiB.
+// per 4 KiB. Their size is only rounded to 4 KiB pages, so a 2.25 MiB weight holds 2.25 MiB.
 void* host_allocate(size_t bytes) {
   const size_t align = bytes >= kHugePage ? kHugePage : kAlign;
-  const size_t rounded = (bytes + align - 1) / align * align;
-  void* ptr = std::aligned_alloc(align, rounded);
-  if (ptr && align == kHugePage) madvise(ptr, rounded, MADV_HUGEPAGE);  // advice only: may fail
+  const size_t rounded = (bytes + kPage - 1) / kPage * kPage;
+  void* ptr = nullptr;
+  if (posix_memalign(&ptr, align, rounded) != 0) return nullptr;
+  if (align == kHugePage) madvise(ptr, rounded, MADV_HUGEPAGE);  // advice only: may fail
   return ptr;
 }
 
@@ -67,7 +71,7 @@ class CpuAllocator final : public Allocator {
   mutable std::mutex mutex_;
   std::unordered_map<void*, std::pair<uint8_t, size_t>> tags_;  // block -> (tag, requested bytes)
   std::array<int64_t, 2 * kMemoryKinds> by_tag_{};
-  CachingPool pool_{"host memory", host_allocate, [](void* p) { std::free(p); }};
+  CachingPool pool_{"host memory", host_allocate, [](void* p) { std::free(p); }, kHostLargeRound};
 };
 
 CpuAllocator& the_cpu_allocator() {

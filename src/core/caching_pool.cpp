@@ -10,12 +10,12 @@ namespace strata {
 namespace {
 constexpr size_t kSmallRound = 512;
 constexpr size_t kLargeThreshold = size_t{1} << 20;
-constexpr size_t kLargeRound = size_t{2} << 20;
 }  // namespace
 
 CachingPool::CachingPool(std::string name, std::function<void*(size_t)> backing_allocate,
-                         std::function<void(void*)> backing_free)
+                         std::function<void(void*)> backing_free, size_t large_round)
     : name_(std::move(name)),
+      large_round_(large_round),
       backing_allocate_(std::move(backing_allocate)),
       backing_free_(std::move(backing_free)) {}
 
@@ -27,9 +27,9 @@ CachingPool::~CachingPool() {
   release_cached_locked();
 }
 
-size_t CachingPool::round_size(size_t bytes) {
+size_t CachingPool::round_size(size_t bytes, size_t large_round) {
   if (bytes == 0) bytes = 1;
-  size_t unit = bytes < kLargeThreshold ? kSmallRound : kLargeRound;
+  size_t unit = bytes < kLargeThreshold ? kSmallRound : large_round;
   return (bytes + unit - 1) / unit * unit;
 }
 
@@ -47,7 +47,7 @@ void* CachingPool::take_cached(size_t rounded) {
 }
 
 void* CachingPool::allocate(size_t bytes) {
-  const size_t rounded = round_size(bytes);
+  const size_t rounded = round_size(bytes, large_round_);
   std::lock_guard<std::mutex> lock(mutex_);
   void* ptr = take_cached(rounded);
   if (!ptr) {

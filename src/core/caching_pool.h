@@ -24,15 +24,18 @@ struct PoolStats {
 class CachingPool {
  public:
   // `backing_allocate(bytes)` returns memory or nullptr when out of memory; `backing_free` returns
-  // it. `name` goes into error messages ("cuda:0", "pinned host").
+  // it. `name` goes into error messages ("cuda:0", "pinned host"). `large_round`: the granularity
+  // of blocks of 1 MiB and more (2 MiB suits cudaMalloc, whose pages are 2 MiB; host memory is
+  // better served finer, so that a 2.25 MiB weight does not hold 4 MiB).
   CachingPool(std::string name, std::function<void*(size_t)> backing_allocate,
-              std::function<void(void*)> backing_free);
+              std::function<void(void*)> backing_free, size_t large_round = kDefaultLargeRound);
+  static constexpr size_t kDefaultLargeRound = size_t{2} << 20;
   ~CachingPool();  // returns every cached block; blocks still in use are a caller bug, reported
   CachingPool(const CachingPool&) = delete;
   CachingPool& operator=(const CachingPool&) = delete;
 
-  // Sizes are rounded up: to 512 bytes below 1 MiB, to 2 MiB above, so blocks of nearby sizes are
-  // interchangeable. A cached block is reused when it is at least the rounded size and, for large
+  // Sizes are rounded up: to 512 bytes below 1 MiB, to large_round above, so blocks of nearby
+  // sizes are interchangeable. A cached block is reused when it is at least the rounded size and, for large
   // blocks, at most twice it (a 1 GiB block is not spent on a 2 MiB request). On a backing
   // failure the cache is emptied and the request retried once; a second failure throws an Error
   // naming the pool, the request and the pool's usage.
@@ -44,13 +47,14 @@ class CachingPool {
   // Starts a new high-water mark from what is in use now (to measure one phase's peak).
   void reset_peak();
 
-  static size_t round_size(size_t bytes);
+  static size_t round_size(size_t bytes, size_t large_round = kDefaultLargeRound);
 
  private:
   void* take_cached(size_t rounded);  // under mutex_
   void release_cached_locked();
 
   std::string name_;
+  size_t large_round_;
   std::function<void*(size_t)> backing_allocate_;
   std::function<void(void*)> backing_free_;
   mutable std::mutex mutex_;

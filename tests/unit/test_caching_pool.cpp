@@ -42,6 +42,9 @@ TEST(CachingPool, RoundsSmallAndLargeSizes) {
   EXPECT_EQ(CachingPool::round_size(513), 1024u);
   EXPECT_EQ(CachingPool::round_size((1u << 20) + 1), 2u << 20);
   EXPECT_EQ(CachingPool::round_size(5u << 20), 6u << 20);
+  // A finer large granularity (the host pool's 256 KiB): a 2.25 MiB weight is not rounded at all.
+  EXPECT_EQ(CachingPool::round_size(9u << 18, 256u << 10), 9u << 18);
+  EXPECT_EQ(CachingPool::round_size((9u << 18) + 1, 256u << 10), 10u << 18);
 }
 
 TEST(CachingPool, ReusesFreedBlocksWithoutCallingTheBackingAllocator) {
