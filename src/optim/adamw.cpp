@@ -70,11 +70,23 @@ void AdamW::step(double lr, double grad_scale) {
       ops::adamw(value, grad, m, v, args);
     }
   }
-  // Stages 1 and 2: every rank's updated rows to every rank.
+  // Stages 1 and 2: every rank's updated rows to every rank, in gathers of about bucket_mb each.
   if (zero_.active() && zero_.stage <= 2) {
-    std::vector<Parameter*> params;
-    for (Slot& s : slots_) params.push_back(s.param);
-    RowGather(zero_, params, [](Parameter& p) { return value_rows(p); }).wait();
+    const double limit = zero_.bucket_mb * 1024 * 1024;
+    std::vector<Parameter*> batch;
+    double bytes = 0;
+    for (size_t i = 0; i < slots_.size(); ++i) {
+      Parameter& p = *slots_[i].param;
+      batch.push_back(&p);
+      bytes += static_cast<double>(zero_.size * p.zero.run) *
+               static_cast<double>(shape_numel(p.local) / std::max<int64_t>(1, row_count(p.local))) *
+               static_cast<double>(dtype_size(p.dtype));
+      if (bytes >= limit || i + 1 == slots_.size()) {
+        RowGather(zero_, batch, [](Parameter& q) { return value_rows(q); }).wait();
+        batch.clear();
+        bytes = 0;
+      }
+    }
   }
 }
 

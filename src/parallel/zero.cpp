@@ -102,12 +102,12 @@ void RowGather::wait() {
   parts_.clear();
 }
 
-ZeroEngine::ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, double bucket_mb,
-                       bool offload_grads, bool offload_params)
+ZeroEngine::ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, bool offload_grads,
+                       bool offload_params)
     : zero_(zero) {
   STRATA_CHECK(zero.active() && zero.stage >= 2, "ZeroEngine: needs stage 2 or 3 over a group of "
                "more than one rank");
-  bucket_limit_ = std::max<int64_t>(1, static_cast<int64_t>(bucket_mb * 1024 * 1024 / 4));
+  bucket_limit_ = std::max<int64_t>(1, static_cast<int64_t>(zero.bucket_mb * 1024 * 1024 / 4));
   for (auto& p : params.all()) {
     assign_rows(*p, zero);
     const Shape shape = rows_shape(p->local, p->zero.end - p->zero.begin);

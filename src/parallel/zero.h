@@ -39,6 +39,9 @@ struct ZeroShard {
   int rank = 0;
   int size = 1;
   int stage = 0;
+  // Collectives move at most about this much at once (gradient buckets, the gather of updated
+  // parameters), so their buffers stay small next to the model states.
+  double bucket_mb = 25.0;
   bool active() const { return group != nullptr && size > 1 && stage > 0; }
 };
 
@@ -78,8 +81,7 @@ class RowGather {
 class ZeroEngine final : public ParamGate {
  public:
   // `offload_grads`: the gradient shards in host memory; `offload_params`: the value shards too.
-  ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, double bucket_mb, bool offload_grads,
-             bool offload_params);
+  ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, bool offload_grads, bool offload_params);
   ZeroEngine(const ZeroEngine&) = delete;
   ZeroEngine& operator=(const ZeroEngine&) = delete;
 
@@ -90,7 +92,7 @@ class ZeroEngine final : public ParamGate {
   void release(std::span<Parameter* const> group) override;
 
   // Backward has finished these gradients for the current micro-batch: they join the open bucket
-  // (and are freed), which is reduce-scattered once it holds bucket_mb.
+  // (and are freed), which is reduce-scattered once it holds zero.bucket_mb.
   void ready(std::span<Parameter* const> params);
   // Reduces what is left and adds every bucket's result into the gradient shards.
   void finish();

@@ -120,13 +120,12 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   ZeroShard zero;
   if (groups && par.zero >= 1 && groups->dp().size() > 1)
     zero = {&groups->dp(), groups->grid().coordinate(Axis::dp), groups->dp().size(),
-            static_cast<int>(par.zero)};
+            static_cast<int>(par.zero), par.bucket_mb};
   const bool engine = zero.active() && zero.stage >= 2;
   const ParamStorage storage{.values = !(engine && zero.stage == 3), .grads = !engine};
   model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep, storage);
   if (engine) {
-    zero_ = std::make_unique<ZeroEngine>(model_->params(), zero, par.bucket_mb, par.offload.optimizer,
-                                         par.offload.params);
+    zero_ = std::make_unique<ZeroEngine>(model_->params(), zero, par.offload.optimizer, par.offload.params);
     model_->set_param_gate(zero_.get());
   }
   if (pp > 1)
