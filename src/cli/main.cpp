@@ -18,7 +18,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("strata ") + STRATA_VERSION);
   app.require_subcommand(0, 1);
   const std::vector<strata::cli::Command> commands = {
-      strata::cli::add_train(app), strata::cli::add_tokenize(app), strata::cli::add_config(app)};
+      strata::cli::add_train(app), strata::cli::add_tokenize(app), strata::cli::add_config(app),
+      strata::cli::add_estimate(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

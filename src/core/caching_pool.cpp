@@ -36,8 +36,10 @@ size_t CachingPool::round_size(size_t bytes, size_t large_round) {
 void* CachingPool::take_cached(size_t rounded) {
   auto it = cached_.lower_bound(rounded);
   if (it == cached_.end()) return nullptr;
-  // Small blocks are all close in size; a large block may serve at most twice its request.
-  if (rounded >= kLargeThreshold && it->first > 2 * rounded) return nullptr;
+  // A block serves a request of at least half its size (a 1 KiB request does not take a cached
+  // 900 KiB block; small blocks are never split, so that would hold the difference), and small
+  // requests never take large blocks.
+  if (it->first > 2 * rounded) return nullptr;
   if (rounded < kLargeThreshold && it->first >= kLargeThreshold) return nullptr;
   void* ptr = it->second;
   in_use_[ptr] = it->first;

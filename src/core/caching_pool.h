@@ -35,8 +35,8 @@ class CachingPool {
   CachingPool& operator=(const CachingPool&) = delete;
 
   // Sizes are rounded up: to 512 bytes below 1 MiB, to large_round above, so blocks of nearby
-  // sizes are interchangeable. A cached block is reused when it is at least the rounded size and, for large
-  // blocks, at most twice it (a 1 GiB block is not spent on a 2 MiB request). On a backing
+  // sizes are interchangeable. A cached block is reused when it is at least the rounded size and
+  // at most twice it (a 1 GiB block is not spent on a 2 MiB request, nor 900 KiB on 1 KiB). On a backing
   // failure the cache is emptied and the request retried once; a second failure throws an Error
   // naming the pool, the request and the pool's usage.
   void* allocate(size_t bytes);

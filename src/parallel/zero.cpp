@@ -235,6 +235,12 @@ void ZeroEngine::launch() {
     }
   }
   for (Parameter* p : b.params) p->grad = Tensor();
+  // At most kMaxInFlight buckets at once: a backward that outruns the network waits here instead
+  // of holding every gradient of the step in buckets.
+  while (in_flight_.size() >= kMaxInFlight) {
+    complete(in_flight_.front());
+    in_flight_.erase(in_flight_.begin());
+  }
   b.handle = zero_.group->reduce_scatter_async(b.flat, b.mine, ReduceOp::avg);
   in_flight_.push_back(std::move(b));
 }

@@ -115,6 +115,7 @@ class ZeroEngine final : public ParamGate {
   void complete(Bucket& bucket);  // adds its result into the shards and frees it
   void poll();
 
+  static constexpr size_t kMaxInFlight = 2;
   ZeroShard zero_;
   int64_t bucket_limit_ = 0;  // elements
   std::vector<Parameter*> open_;

@@ -12,6 +12,7 @@
 #endif
 #include "core/random.h"
 #include "kernels/ops.h"
+#include "model/attention.h"
 #include "model/flops.h"
 #include "train/metrics.h"
 
@@ -53,6 +54,34 @@ double cpu_peak_flops() {
   return peak;
 }
 
+void check_layout(const Config& config) {
+  const ParallelConfig& par = config.parallel;
+  // The model's splits: heads and FFN over tp, the vocabulary padded over tp.
+  check_attention_layout(config.model, par.tp);
+  STRATA_CHECK(config.model.d_ff % par.tp == 0, "parallel.tp = ", par.tp,
+               " does not divide model.d_ff = ", config.model.d_ff);
+  vocab_shard(config.model.vocab_size, par.tp - 1, par.tp);
+  STRATA_CHECK(par.ep == 1 || config.model.moe.n_experts > 0, "parallel.ep = ", par.ep,
+               " needs mixture-of-experts layers (model.moe.n_experts > 0)");
+  if (par.sp > 1) zigzag_chunk_len(config.train.seq_len, static_cast<int>(par.sp));  // refuses
+  // The pipeline's shape.
+  const int64_t accumulation = config.train.global_batch / (config.train.micro_batch * par.dp);
+  const PipelineSchedule pp_kind = parse_pipeline_schedule(par.pp_schedule);
+  const int pp = static_cast<int>(par.pp), virtual_stages = static_cast<int>(par.virtual_stages);
+  STRATA_CHECK(pp > 1 || virtual_stages == 1, "parallel.virtual_stages = ", virtual_stages,
+               " needs a pipeline (parallel.pp > 1)");
+  if (pp > 1) check_pipeline_shape(pp_kind, {pp, virtual_stages, static_cast<int>(accumulation)});
+  pipeline_layer_split(config.model.n_layers, pp, virtual_stages, par.pp_layers);
+  // What ZeRO does not combine with yet.
+  STRATA_CHECK(par.zero == 0 || par.ep == 1, "parallel.zero = ", par.zero, " with parallel.ep = ",
+               par.ep, ": ZeRO does not yet shard the state of experts split over ep");
+  STRATA_CHECK(par.zero <= 1 || par.sp == 1, "parallel.zero = ", par.zero, " with parallel.sp = ",
+               par.sp, ": ZeRO stages 2 and 3 do not yet reduce gradients over sequence-parallel "
+               "ranks (stage 1 does)");
+  STRATA_CHECK(!par.offload.params || par.zero == 3, "parallel.offload.params needs "
+               "parallel.zero = 3 (only stage 3 shards the parameters), got parallel.zero = ", par.zero);
+}
+
 Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
     : config_(config),
       options_(std::move(options)),
@@ -70,22 +99,9 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
-  if (par.sp > 1) zigzag_chunk_len(config.train.seq_len, static_cast<int>(par.sp));  // refuses
-  // The pipeline's layout is checked before any data is read.
-  const int64_t accumulation = config.train.global_batch / (config.train.micro_batch * par.dp);
+  check_layout(config);
   const PipelineSchedule pp_kind = parse_pipeline_schedule(par.pp_schedule);
   const int pp = static_cast<int>(par.pp), virtual_stages = static_cast<int>(par.virtual_stages);
-  STRATA_CHECK(pp > 1 || virtual_stages == 1, "parallel.virtual_stages = ", virtual_stages,
-               " needs a pipeline (parallel.pp > 1)");
-  if (pp > 1) check_pipeline_shape(pp_kind, {pp, virtual_stages, static_cast<int>(accumulation)});
-  pipeline_layer_split(config.model.n_layers, pp, virtual_stages, par.pp_layers);
-  STRATA_CHECK(par.zero == 0 || par.ep == 1, "parallel.zero = ", par.zero, " with parallel.ep = ",
-               par.ep, ": ZeRO does not yet shard the state of experts split over ep");
-  STRATA_CHECK(par.zero <= 1 || par.sp == 1, "parallel.zero = ", par.zero, " with parallel.sp = ",
-               par.sp, ": ZeRO stages 2 and 3 do not yet reduce gradients over sequence-parallel "
-               "ranks (stage 1 does)");
-  STRATA_CHECK(!par.offload.params || par.zero == 3, "parallel.offload.params needs "
-               "parallel.zero = 3 (only stage 3 shards the parameters), got parallel.zero = ", par.zero);
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
   recompute_ = parse_recompute(config.train.recompute);
@@ -112,8 +128,6 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   if (groups && par.sp > 1)
     sp = {&groups->sp(), groups->grid().coordinate(Axis::sp), groups->sp().size()};
   ExpertParallel ep;
-  STRATA_CHECK(par.ep == 1 || config.model.moe.n_experts > 0, "parallel.ep = ", par.ep,
-               " needs mixture-of-experts layers (model.moe.n_experts > 0)");
   if (groups && par.ep > 1)
     ep = {&groups->ep(), groups->grid().coordinate(Axis::ep), groups->ep().size(), &a2a_bytes_};
   // ZeRO over dp: stages 2 and 3 hold gradients (and values) only while a layer uses them.

@@ -107,6 +107,12 @@ class Trainer {
   Recompute recompute_ = Recompute::none;
 };
 
+// Refuses, with an Error naming the keys, a layout the model, the batch or this build cannot run:
+// splits the heads, FFN or vocabulary do not allow, a pipeline the layers or micro-batches cannot
+// fill, a sequence the ring cannot cut, ZeRO combinations not built yet. Nothing is read or
+// allocated: `strata estimate` asks the same before estimating.
+void check_layout(const Config& config);
+
 // CPU reference rate for MFU: the best of a few 1024^3 f32 gemms through the op interface, in
 // FLOP/s (measured once per process).
 double cpu_peak_flops();
