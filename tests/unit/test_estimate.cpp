@@ -105,6 +105,33 @@ TEST(Estimate, FlopsMatchAHandCountAndTheTrainersCounter) {
   EXPECT_DOUBLE_EQ(estimate_run(selective, test_hardware()).recompute_flops_per_token, 2048);
 }
 
+// Strata's activations of one layer and micro-batch, counted by hand for the tiny Llama (fp32,
+// micro-batch 2 x 16 tokens = 32 rows, d 32, 4 heads of 8, 2 kv heads, SwiGLU 64), from what
+// model/block.h keeps: x and h 2 x 32 x 32, both norm outputs 2 x 32 x 32, q and the attention
+// output 2 x 32 x 32, k and v 2 x 32 x 16, the FFN's gate, up and activation 3 x 32 x 64: 13,312
+// floats = 53,248 bytes; plus f32 statistics: the log-sum-exp 32 x 4 and two RMSNorm rstd of 32:
+// 768 bytes.
+TEST(Estimate, ActivationsPerLayerMatchAHandCount) {
+  Config c = tiny_llama();
+  EXPECT_DOUBLE_EQ(estimate_run(c, test_hardware()).memory.activations_per_layer, 53248 + 768);
+  c.train.recompute = "selective";  // drops the attention output and its log-sum-exp
+  EXPECT_DOUBLE_EQ(estimate_run(c, test_hardware()).memory.activations_per_layer, 53248 + 768 - 4096 - 512);
+  c.train.recompute = "full";  // the block input only
+  EXPECT_DOUBLE_EQ(estimate_run(c, test_hardware()).memory.activations_per_layer, 4096);
+  // tp2 with sequence-parallel norms: x and h keep 16 rows, the norm outputs all 32; heads, kv
+  // heads and the FFN halve: 1024 + 2048 + 2 x 512 + 512 + 3 x 32 x 32 = 7680 floats; statistics
+  // 32 x 2 + 2 x 16 floats.
+  c.train.recompute = "none";
+  c.parallel.tp = 2;
+  c.parallel.tp_sequence_parallel = true;
+  EXPECT_DOUBLE_EQ(estimate_run(c, test_hardware()).memory.activations_per_layer, 7680 * 4 + 256 + 128);
+  // Ring attention over sp2: each rank holds half of every sequence.
+  c.parallel.tp = 1;
+  c.parallel.tp_sequence_parallel = false;
+  c.parallel.sp = 2;
+  EXPECT_DOUBLE_EQ(estimate_run(c, test_hardware()).memory.activations_per_layer, (53248 + 768) / 2);
+}
+
 // The parameters one rank holds, as estimated, equal those of the model built with that layout.
 TEST(Estimate, ParametersPerRankMatchTheBuiltModel) {
   for (const std::string arch : {"llama", "gpt2"}) {
