@@ -17,6 +17,7 @@ Command add_train(CLI::App& app) {
     std::string config_path;
     std::vector<std::string> overrides;
     std::string resume;
+    std::string init_from;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model from a YAML config");
@@ -24,10 +25,13 @@ Command add_train(CLI::App& app) {
   cmd->add_option("--set", o->overrides, "Override a key: key.path=value (repeatable)");
   cmd->add_option("--resume", o->resume,
                   "'auto' (newest complete checkpoint in checkpoint.dir, if any) or a checkpoint folder");
+  cmd->add_option("--init-from", o->init_from,
+                  "Start from a checkpoint's weights only (any layout; e.g. strata convert --from-hf)");
   return {cmd, [o] {
             const Config config = load_config(o->config_path, o->overrides);
             TrainOptions options;
             options.resume = o->resume;
+            options.init_from = o->init_from;
             // One process needs no MPI; under mpirun (or srun) every rank joins the grid.
             std::unique_ptr<MpiSession> mpi;
             std::unique_ptr<ProcessGrid> grid;

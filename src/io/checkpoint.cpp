@@ -81,6 +81,7 @@ std::string read_index(hid_t file, const std::string& file_path) {
 std::string manifest_text(const Manifest& m) {
   YAML::Emitter out;
   out << YAML::BeginMap;
+  out << YAML::Key << "format" << YAML::Value << m.format;
   out << YAML::Key << "step" << YAML::Value << m.step;
   out << YAML::Key << "layout" << YAML::Value << YAML::Flow << YAML::BeginMap;
   for (const auto& [k, v] : m.layout) out << YAML::Key << k << YAML::Value << v;
@@ -159,23 +160,29 @@ std::string file_checksum(const std::string& path) {
   return hex.str();
 }
 
-std::string save_checkpoint(const std::string& dir, const Manifest& manifest,
-                            const std::vector<CheckpointEntry>& entries, const CheckpointGroup& group) {
-  const fs::path final_path = fs::path(dir) / checkpoint_name(manifest.step);
-  char partial_name[48];  // formatted whole: GCC 12 warns -Wrestrict falsely on "." + string
-  std::snprintf(partial_name, sizeof(partial_name), ".step-%06lld.partial",
-                static_cast<long long>(manifest.step));
-  const fs::path partial = fs::path(dir) / partial_name;
-  if (group.rank == 0) {
-    fs::create_directories(dir);
-    fs::remove_all(partial);  // leftovers of a crashed attempt at the same step
-    fs::create_directories(partial);
-  }
-  group.barrier();
+namespace {
 
-  const std::string file_name = rank_file(group.rank);
+fs::path partial_path(const std::string& dir, int64_t step) {
+  char partial_name[48];  // formatted whole: GCC 12 warns -Wrestrict falsely on "." + string
+  std::snprintf(partial_name, sizeof(partial_name), ".step-%06lld.partial", static_cast<long long>(step));
+  return fs::path(dir) / partial_name;
+}
+
+}  // namespace
+
+std::string begin_checkpoint(const std::string& dir, int64_t step) {
+  const fs::path partial = partial_path(dir, step);
+  fs::create_directories(dir);
+  fs::remove_all(partial);  // leftovers of a crashed attempt at the same step
+  fs::create_directories(partial);
+  return partial.string();
+}
+
+std::string write_rank_file(const std::string& partial, int rank, const std::vector<CheckpointEntry>& entries) {
+  const std::string file_name = rank_file(rank);
+  const fs::path path = fs::path(partial) / file_name;
   {
-    h5::Handle file = h5::create_file((partial / file_name).string());
+    h5::Handle file = h5::create_file(path.string());
     std::string listing;
     for (const auto& e : entries) {
       if (!e.write) continue;
@@ -184,26 +191,37 @@ std::string save_checkpoint(const std::string& dir, const Manifest& manifest,
     }
     write_index(file, listing);
   }
-  const std::string mine = file_name + " " + std::to_string(fs::file_size(partial / file_name)) + " " +
-                           file_checksum((partial / file_name).string());
-  const std::vector<std::string> all = group.gather(mine);
+  return file_name + " " + std::to_string(fs::file_size(path)) + " " + file_checksum(path.string());
+}
 
-  if (group.rank == 0) {
-    Manifest m = manifest;
-    m.files.clear();
-    for (const auto& line : all) {
-      std::istringstream in(line);
-      Manifest::File f;
-      in >> f.name >> f.bytes >> f.checksum;
-      m.files.push_back(f);
-    }
-    write_text_file(partial / "manifest.yaml", manifest_text(m));
-    // The rename makes the checkpoint visible whole; an older one of the same step goes first.
-    if (fs::exists(final_path)) fs::remove_all(final_path);
-    fs::rename(partial, final_path);
+std::string finish_checkpoint(const std::string& dir, const std::string& partial, const Manifest& manifest,
+                              const std::vector<std::string>& file_lines) {
+  const fs::path final_path = fs::path(dir) / checkpoint_name(manifest.step);
+  Manifest m = manifest;
+  m.format = kCheckpointFormat;
+  m.files.clear();
+  for (const auto& line : file_lines) {
+    std::istringstream in(line);
+    Manifest::File f;
+    in >> f.name >> f.bytes >> f.checksum;
+    m.files.push_back(f);
   }
-  group.barrier();
+  write_text_file(fs::path(partial) / "manifest.yaml", manifest_text(m));
+  // The rename makes the checkpoint visible whole; an older one of the same step goes first.
+  if (fs::exists(final_path)) fs::remove_all(final_path);
+  fs::rename(partial, final_path);
   return final_path.string();
+}
+
+std::string save_checkpoint(const std::string& dir, const Manifest& manifest,
+                            const std::vector<CheckpointEntry>& entries, const CheckpointGroup& group) {
+  const fs::path partial = partial_path(dir, manifest.step);
+  if (group.rank == 0) begin_checkpoint(dir, manifest.step);
+  group.barrier();
+  const std::vector<std::string> all = group.gather(write_rank_file(partial.string(), group.rank, entries));
+  if (group.rank == 0) finish_checkpoint(dir, partial.string(), manifest, all);
+  group.barrier();
+  return (fs::path(dir) / checkpoint_name(manifest.step)).string();
 }
 
 Manifest read_manifest(const std::string& path, bool verify_files) {
@@ -218,6 +236,7 @@ Manifest read_manifest(const std::string& path, bool verify_files) {
   }
   Manifest m;
   try {
+    m.format = root["format"] ? root["format"].as<int64_t>() : 1;
     m.step = root["step"].as<int64_t>();
     m.config_yaml = root["config"].as<std::string>();
     for (const auto& kv : root["layout"]) m.layout[kv.first.as<std::string>()] = kv.second.as<int64_t>();
@@ -228,6 +247,8 @@ Manifest read_manifest(const std::string& path, bool verify_files) {
   } catch (const YAML::Exception& e) {
     STRATA_FAIL("checkpoint manifest '", manifest_path.string(), "' is missing a field: ", e.msg);
   }
+  STRATA_CHECK(m.format <= kCheckpointFormat, "checkpoint '", path, "' has format version ", m.format,
+               "; this build reads up to version ", kCheckpointFormat, " (written by a newer Strata?)");
   if (verify_files) {
     for (const auto& f : m.files) {
       const fs::path file = fs::path(path) / f.name;
@@ -242,11 +263,17 @@ Manifest read_manifest(const std::string& path, bool verify_files) {
   return m;
 }
 
-void load_checkpoint(const std::string& path, const std::vector<CheckpointEntry>& entries) {
-  const Manifest manifest = read_manifest(path);
-  // Index every stored slice by tensor name.
-  std::map<std::string, std::vector<StoredSlice>> index;
+namespace {
+
+// Every stored slice of a checkpoint by tensor name, and each tensor's global shape.
+struct SliceIndex {
+  std::map<std::string, std::vector<StoredSlice>> slices;
   std::map<std::string, Shape> global_shapes;
+};
+
+SliceIndex index_checkpoint(const std::string& path) {
+  const Manifest manifest = read_manifest(path);
+  SliceIndex index;
   for (const auto& f : manifest.files) {
     const std::string file_path = (fs::path(path) / f.name).string();
     h5::Handle file = h5::open_file(file_path);
@@ -257,10 +284,30 @@ void load_checkpoint(const std::string& path, const std::vector<CheckpointEntry>
       h5::Handle dataset = h5::open_dataset(file, name, file_path);
       StoredSlice s{file_path, h5::read_int_attribute(dataset, "offset"), h5::dataset_shape(dataset),
                     parse_dtype(h5::read_string_attribute(dataset, "dtype"))};
-      global_shapes[name] = h5::read_int_attribute(dataset, "global_shape");
-      index[name].push_back(std::move(s));
+      index.global_shapes[name] = h5::read_int_attribute(dataset, "global_shape");
+      index.slices[name].push_back(std::move(s));
     }
   }
+  return index;
+}
+
+}  // namespace
+
+std::map<std::string, StoredTensor> checkpoint_tensors(const std::string& path) {
+  const SliceIndex index = index_checkpoint(path);
+  std::map<std::string, StoredTensor> out;
+  for (const auto& [name, slices] : index.slices) {
+    StoredTensor t{index.global_shapes.at(name), slices.front().dtype, 0};
+    for (const StoredSlice& s : slices) t.stored_elements += shape_numel(s.shape);
+    out[name] = t;
+  }
+  return out;
+}
+
+void load_checkpoint(const std::string& path, const std::vector<CheckpointEntry>& entries) {
+  const SliceIndex loaded = index_checkpoint(path);
+  const auto& index = loaded.slices;
+  auto global_shapes = loaded.global_shapes;
 
   for (const auto& e : entries) {
     auto it = index.find(e.name);

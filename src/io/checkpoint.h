@@ -29,7 +29,12 @@ struct CheckpointEntry {
   bool write = true;
 };
 
+// The manifest's format version: 1 (from this version on; a manifest without one is read as 1).
+// A manifest of a newer version is refused with a message that names both.
+inline constexpr int64_t kCheckpointFormat = 1;
+
 struct Manifest {
+  int64_t format = kCheckpointFormat;
   int64_t step = 0;
   std::string config_yaml;                   // the run's whole config (config_to_yaml)
   std::map<std::string, int64_t> layout;     // world, dp, tp, pp, sp, ep
@@ -57,6 +62,24 @@ std::string checkpoint_name(int64_t step);  // "step-000100"
 // Writes this rank's entries and (rank 0) the manifest; returns the final folder's path.
 std::string save_checkpoint(const std::string& dir, const Manifest& manifest,
                             const std::vector<CheckpointEntry>& entries, const CheckpointGroup& group);
+
+// The same in pieces, for a tool that writes every rank's file itself (strata convert):
+// the partial folder (created empty), one rank's file in it (returns its manifest line), and the
+// manifest with the rename that makes the checkpoint visible.
+std::string begin_checkpoint(const std::string& dir, int64_t step);
+std::string write_rank_file(const std::string& partial, int rank, const std::vector<CheckpointEntry>& entries);
+std::string finish_checkpoint(const std::string& dir, const std::string& partial, const Manifest& manifest,
+                              const std::vector<std::string>& file_lines);
+
+// What a checkpoint stores of one tensor: its global shape, dtype, and how many elements its
+// slices hold in all (the whole tensor once when complete; more when slices overlap).
+struct StoredTensor {
+  Shape global_shape;
+  DType dtype = DType::f32;
+  int64_t stored_elements = 0;
+};
+// Every tensor of a checkpoint (read_manifest checks the files first), by name.
+std::map<std::string, StoredTensor> checkpoint_tensors(const std::string& path);
 
 // Reads and checks `<path>/manifest.yaml` (every listed file present with its size and checksum).
 Manifest read_manifest(const std::string& path, bool verify_files = true);

@@ -90,9 +90,9 @@ void AdamW::step(double lr, double grad_scale) {
   }
 }
 
-void AdamW::refresh_copied_masters() {
+void AdamW::refresh_masters(bool copied_only) {
   for (Slot& s : slots_) {
-    if (!s.copied_master || s.master.numel() == 0) continue;
+    if (s.master.numel() == 0 || (copied_only && !s.copied_master)) continue;
     Tensor master = as_rows(s.master);
     ops::cast(value_rows(*s.param), master);
   }

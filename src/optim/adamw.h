@@ -49,7 +49,9 @@ class AdamW {
   // The state a checkpoint holds. A master that only copies an f32/f64 parameter (offload) is left
   // out: after loading, refresh_copied_masters() takes it from the parameter again.
   std::vector<NamedState> state();
-  void refresh_copied_masters();
+  // Masters from their parameters again: the copied ones (after a resume), or all (after the
+  // parameters were loaded without optimizer state).
+  void refresh_masters(bool copied_only);
   void set_steps_taken(int64_t steps) { step_ = steps; }
 
  private:

@@ -54,6 +54,13 @@ double cpu_peak_flops() {
   return peak;
 }
 
+bool writes_checkpoint_copy(const Parameter& p, const ProcessGrid& g, const ParallelConfig& par, bool each_dp) {
+  const bool first_copy = par.ep > 1 && p.expert
+                              ? g.coordinate(Axis::ep_dp) == 0
+                              : (each_dp || g.coordinate(Axis::dp) == 0) && g.coordinate(Axis::sp) == 0;
+  return !p.mirror && first_copy && (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
+}
+
 void check_layout(const Config& config) {
   const ParallelConfig& par = config.parallel;
   // The model's splits: heads and FFN over tp, the vocabulary padded over tp.
@@ -104,6 +111,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   const int pp = static_cast<int>(par.pp), virtual_stages = static_cast<int>(par.virtual_stages);
   // A resume target that is not a checkpoint fails before any data is read.
   if (!options_.resume.empty() && options_.resume != "auto") read_manifest(options_.resume, false);
+  if (!options_.init_from.empty()) read_manifest(options_.init_from, false);
   recompute_ = parse_recompute(config.train.recompute);
   schedule_ = LrSchedule{config.optim.lr, config.optim.min_lr, config.optim.warmup_steps,
                          config.train.steps, config.optim.schedule};
@@ -173,6 +181,17 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
                  config.optim.weight_decay},
       zero, par.offload.optimizer);
 
+  if (!options_.init_from.empty()) {
+    // Weights only (a converted Hugging Face model, another run's checkpoint): the run starts
+    // at step 0 with fresh optimizer state and data order.
+    std::vector<CheckpointEntry> weights = checkpoint_entries();
+    weights.erase(std::remove_if(weights.begin(), weights.end(),
+                                 [](const CheckpointEntry& e) { return e.name.rfind("optim/", 0) == 0; }),
+                  weights.end());
+    load_checkpoint(options_.init_from, weights);
+    optimizer_->refresh_masters(/*copied_only=*/false);
+    log::info("initialised the weights from ", options_.init_from);
+  }
   std::string resume = options_.resume;
   if (resume == "auto") {
     auto latest = latest_checkpoint(config_.checkpoint_dir());
@@ -194,17 +213,8 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
     if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
     return offset;
   };
-  // Every dp replica holds the same values: the first one writes them; of a tensor replicated
-  // over tp, tp rank 0 writes the one copy. `each_dp`: the dp ranks hold different rows (ZeRO's
-  // optimizer state), so each of them writes its own.
   auto writes = [&](const Parameter& p, bool each_dp) {
-    if (!groups_) return true;
-    const ProcessGrid& g = groups_->grid();
-    const bool first_copy = config_.parallel.ep > 1 && p.expert
-                                ? g.coordinate(Axis::ep_dp) == 0
-                                : (each_dp || g.coordinate(Axis::dp) == 0) && g.coordinate(Axis::sp) == 0;
-    return !p.mirror && first_copy &&
-           (!p.shard.replicated() || g.coordinate(Axis::tp) == 0);
+    return !groups_ || writes_checkpoint_copy(p, groups_->grid(), config_.parallel, each_dp);
   };
   // Under ZeRO each dp rank holds (and writes) its own rows of the optimizer state, and under
   // stage 3 of the parameters.
@@ -376,7 +386,7 @@ void Trainer::resume_from(const std::string& path) {
   scaler_.restore({std::stod(number("loss_scale")), std::stoll(number("loss_scale.good_steps")),
                    std::stoll(number("loss_scale.skipped_steps"))});
   optimizer_->set_steps_taken(std::stoll(number("optimizer.steps")));
-  optimizer_->refresh_copied_masters();
+  optimizer_->refresh_masters(/*copied_only=*/true);
   step_ = m.step;
   log::info("resumed from ", path, " at step ", step_);
 }

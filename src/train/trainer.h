@@ -28,6 +28,9 @@ struct TrainOptions {
   // "" starts fresh; "auto" resumes from the newest complete checkpoint in checkpoint_dir() (or
   // starts fresh when there is none); anything else is a checkpoint folder to resume from.
   std::string resume;
+  // A checkpoint whose weights (only) initialise the model, in place of the random ones: any
+  // layout, e.g. `strata convert --from-hf`'s. A resume (above) takes precedence over it.
+  std::string init_from;
   bool show_progress = true;
   // Stop (with a checkpoint) after this optimizer step even though train.steps is larger, as an
   // interrupted run would; 0: run to train.steps.
@@ -106,6 +109,12 @@ class Trainer {
   int64_t step_ = 0;  // optimizer steps completed
   Recompute recompute_ = Recompute::none;
 };
+
+// Whether this rank writes its copy of `p` into a checkpoint: of the ranks holding the same
+// values (dp replicas, sp peers, tp ranks of a replicated tensor) one writes; `each_dp`: the dp
+// ranks hold different rows (ZeRO's sharded state), so each writes its own.
+bool writes_checkpoint_copy(const Parameter& p, const ProcessGrid& grid, const ParallelConfig& par,
+                            bool each_dp);
 
 // Refuses, with an Error naming the keys, a layout the model, the batch or this build cannot run:
 // splits the heads, FFN or vocabulary do not allow, a pipeline the layers or micro-batches cannot
