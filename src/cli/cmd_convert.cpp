@@ -16,6 +16,7 @@ Command add_convert(CLI::App& app) {
     bool inspect = false, consolidate = false, layout = false;
     std::string to_hf, from_hf, out, tokenizer;
     std::vector<std::string> overrides;
+    double shard_mb = 5 * 1024;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand(
@@ -26,6 +27,7 @@ Command add_convert(CLI::App& app) {
   cmd->add_flag("--layout", o->layout, "Write under the layout the --set parallel.* keys give, to --out");
   cmd->add_option("--set", o->overrides, "With --layout: parallel.dp=2, parallel.tp=2, ... (repeatable)");
   cmd->add_option("--to-hf", o->to_hf, "Write a Hugging Face model directory (GPT2LMHeadModel or LlamaForCausalLM)");
+  cmd->add_option("--shard-mb", o->shard_mb, "With --to-hf: largest safetensors file in MiB (default 5120)");
   cmd->add_option("--tokenizer", o->tokenizer, "With --to-hf: GPT-2 tokenizer folder to include (default: the run's data.tokenizer)");
   cmd->add_option("--from-hf", o->from_hf, "Make a Strata checkpoint in --out from a Hugging Face model directory");
   cmd->add_option("--out", o->out, "Where --consolidate, --layout and --from-hf write (a checkpoints folder)");
@@ -51,7 +53,8 @@ Command add_convert(CLI::App& app) {
             if (!o->to_hf.empty()) {
               const std::string tokenizer =
                   o->tokenizer.empty() ? checkpoint_config(o->checkpoint).data.tokenizer : o->tokenizer;
-              export_hf(o->checkpoint, o->to_hf, tokenizer);
+              STRATA_CHECK(o->shard_mb > 0, "--shard-mb must be positive, got ", o->shard_mb);
+              export_hf(o->checkpoint, o->to_hf, tokenizer, static_cast<int64_t>(o->shard_mb * 1024 * 1024));
               std::printf("%s\n", o->to_hf.c_str());
               return 0;
             }

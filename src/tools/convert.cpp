@@ -391,8 +391,10 @@ std::string import_hf(const std::string& hf_dir, const std::string& out_dir) {
     std::ifstream in(dir / "model.safetensors.index.json");
     std::vector<std::string> names;
     try {
-      for (const auto& [tensor, file] : nlohmann::json::parse(in).at("weight_map").items())
-        if (std::find(names.begin(), names.end(), file.get<std::string>()) == names.end()) names.push_back(file);
+      const nlohmann::json index = nlohmann::json::parse(in);  // kept: the loop below iterates into it
+      for (const auto& [tensor, file] : index.at("weight_map").items())
+        if (std::find(names.begin(), names.end(), file.get<std::string>()) == names.end())
+          names.push_back(file.get<std::string>());
     } catch (const nlohmann::json::exception& e) {
       STRATA_FAIL("'", (dir / "model.safetensors.index.json").string(), "' is not a valid index: ", e.what());
     }

@@ -38,12 +38,22 @@ for leg in "tiny-gpt2 parallel.tp=2" "tiny-llama parallel.pp=2"; do
   else
     echo "$config ($layout): consolidated and resharded back, $(tensors "$ckpt" | wc -l) tensors bitwise identical"
   fi
-  "$strata" convert "$ckpt" --to-hf "$work/hf_$config" >/dev/null
+  "$strata" convert "$ckpt" --to-hf "$work/hf_$config" --tokenizer "$data/gpt2" >/dev/null
   "$strata" convert --from-hf "$work/hf_$config" --out "$work/imported_$config" >/dev/null
   if [[ "$(tensors "$ckpt" optim/)" != "$(tensors "$work/imported_$config/step-000000")" ]]; then
     fail "$config: Hugging Face export -> import changed parameters"
   else
     echo "$config: exported to Hugging Face and imported, $(tensors "$ckpt" optim/ | wc -l) parameters bitwise identical"
+  fi
+  # In shards of at most 10 MiB, with an index.
+  "$strata" convert "$ckpt" --to-hf "$work/hfs_$config" --shard-mb 10 --tokenizer "$data/gpt2" >/dev/null
+  [[ -f "$work/hfs_$config/model.safetensors.index.json" && $(ls "$work/hfs_$config" | grep -c 'of-.*safetensors') -gt 1 ]] ||
+    fail "$config: --shard-mb 10 did not shard"
+  "$strata" convert --from-hf "$work/hfs_$config" --out "$work/imported_sharded_$config" >/dev/null
+  if [[ "$(tensors "$ckpt" optim/)" == "$(tensors "$work/imported_sharded_$config/step-000000")" ]]; then
+    echo "$config: the same through $(ls "$work/hfs_$config" | grep -c 'of-.*safetensors') shards of at most 10 MiB"
+  else
+    fail "$config: sharded export -> import changed parameters"
   fi
   "$strata" train --config "$source_dir/configs/$config.yaml" --set "data.train=$work/train.h5" \
     --set "data.val=$work/val.h5" --set train.steps=1 --set train.eval_every=0 --set model.n_layers=2 \
