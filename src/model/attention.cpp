@@ -90,6 +90,68 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
   }
 }
 
+void SelfAttention::forward_cached(const Tensor& x, std::span<const CachedSegment> segments, Tensor& y) const {
+  const int64_t rows = x.size(0);
+  const DType dt = x.dtype();
+  Tensor q = Tensor::empty({rows, n_heads_, head_dim_}, dt);
+  Tensor k = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt);
+  Tensor v = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt);
+  Tensor q2 = q.view({rows, -1}), k2 = k.view({rows, -1}), v2 = v.view({rows, -1});
+  wq_.forward(x, q2);
+  wk_.forward(x, k2);
+  wv_.forward(x, v2);
+  Tensor out = Tensor::empty({rows, n_heads_, head_dim_}, dt);
+  for (const CachedSegment& seg : segments) {
+    Tensor qs = q.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_heads_, head_dim_});
+    Tensor ks = k.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_kv_heads_, head_dim_});
+    if (rope_) {
+      ops::rope_forward(qs, seg.start, rope_theta_, qs);
+      ops::rope_forward(ks, seg.start, rope_theta_, ks);
+    }
+    Tensor k_dst = seg.k.slice(0, seg.start, seg.start + seg.n);
+    Tensor v_dst = seg.v.slice(0, seg.start, seg.start + seg.n);
+    k_dst.copy_from(ks.view(k_dst.shape()));
+    v_dst.copy_from(v.slice(0, seg.row0, seg.row0 + seg.n));
+    const int64_t len = seg.start + seg.n;
+    Tensor os = out.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_heads_, head_dim_});
+    decode_attention(qs, seg.k.slice(0, 0, len), seg.v.slice(0, 0, len), seg.start, os);
+  }
+  wo_.forward(out.view({rows, -1}), y);
+}
+
+void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset, Tensor& out,
+                      int64_t split) {
+  const int64_t len = k.size(0), n = q.size(1), heads = q.size(2);
+  auto rows = [&](const Tensor& t, int64_t begin, int64_t end) {  // cache rows as [1, end - begin, ...]
+    return t.slice(0, begin, end).view({1, end - begin, t.size(1), t.size(2)});
+  };
+  const DType stats = ops::stats_dtype(q.dtype());
+  Tensor lse = Tensor::empty({1, heads, n}, stats);
+  ops::AttentionArgs args;
+  args.q_offset = q_offset;
+  // One query row (decoding) against a long cache: the keys in chunks of `split`, each chunk's
+  // partial softmax merged by its log-sum-exp (flash-decoding's split-K).
+  if (n > 1 || split <= 0 || len <= split) {
+    ops::attention_forward(q, rows(k, 0, len), rows(v, 0, len), args, out, lse);
+    return;
+  }
+  bool first = true;
+  Tensor part = Tensor::empty(out.shape(), out.dtype()), part_lse = Tensor::empty(lse.shape(), stats);
+  for (int64_t begin = 0; begin < len; begin += split) {
+    const int64_t end = std::min(len, begin + split);
+    ops::AttentionArgs a = args;
+    a.k_offset = begin;
+    const Tensor kc = rows(k, begin, end), vc = rows(v, begin, end);
+    if (first) {
+      ops::attention_forward(q, kc, vc, a, out, lse);
+      first = false;
+    } else {
+      ops::attention_forward(q, kc, vc, a, part, part_lse);
+      ops::attention_merge(out, lse, part, part_lse);
+    }
+  }
+}
+
 void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& s, Tensor& dx) const {
   const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
   const DType dt = x.dtype();

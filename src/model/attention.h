@@ -5,6 +5,8 @@
 // every rank holds wk/wv whole and computes only the one kv head its query heads use.
 #pragma once
 
+#include <span>
+
 #include "model/config.h"
 #include "model/linear.h"
 #include "parallel/ring_attention.h"
@@ -18,6 +20,12 @@ struct AttentionSaved {
   Tensor out;      // [batch, seq, n_heads, head_dim]
   Tensor lse;      // [batch, n_heads, seq]
 };
+
+// Attention of the queries q [1, n, heads, head_dim] at positions q_offset.. against cached keys
+// and values k, v [len, kv_heads, head_dim] (causal). A single query row against more than `split`
+// keys is computed in chunks of `split` keys merged by their log-sum-exp (0: never split).
+void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset, Tensor& out,
+                      int64_t split = 1024);
 
 class SelfAttention {
  public:
@@ -34,6 +42,19 @@ class SelfAttention {
   void forward(const Tensor& x, Tensor& y, AttentionSaved& saved, bool keep_core) const;
   // dx overwritten: this rank's part of the input gradient.
   void backward(const Tensor& dy, const Tensor& x, AttentionSaved& saved, Tensor& dx) const;
+
+  // Inference with a KV cache. x: [rows, d_model], the new tokens of several sequences back to
+  // back; segment i is rows [row0, row0 + n) of a sequence whose first new token sits at position
+  // `start`: its keys and values go into cache rows [start, start + n) of `k`, `v` ([max_len,
+  // local kv heads, head_dim]) and its queries attend to cache rows [0, start + n). y: [rows,
+  // d_model], this rank's partial sum under tensor parallelism.
+  struct CachedSegment {
+    int64_t row0 = 0, n = 0, start = 0;
+    Tensor k, v;
+  };
+  void forward_cached(const Tensor& x, std::span<const CachedSegment> segments, Tensor& y) const;
+  int64_t local_kv_heads() const { return n_kv_heads_; }
+  int64_t head_dim() const { return head_dim_; }
 
  private:
   void core_forward(AttentionSaved& saved) const;

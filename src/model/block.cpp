@@ -52,6 +52,30 @@ void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_cor
   s.complete = true;
 }
 
+void Block::forward_cached(const Tensor& x, std::span<const SelfAttention::CachedSegment> segments,
+                           Tensor& y) const {
+  STRATA_CHECK(!tp_.splits_rows(), "inference does not run with tp sequence parallelism");
+  const int64_t rows = x.size(0), d = x.size(1);
+  const DType dt = x.dtype();
+  NormSaved saved1, saved2;
+  Tensor xn1 = Tensor::empty({rows, d}, dt), a = Tensor::empty({rows, d}, dt);
+  norm1_.forward(x, xn1, saved1);
+  attn_.forward_cached(xn1, segments, a);
+  tp_.reduce(a);
+  Tensor h = Tensor::empty({rows, d}, dt), xn2 = Tensor::empty({rows, d}, dt), m = Tensor::empty({rows, d}, dt);
+  ops::add(a, x, h);
+  norm2_.forward(h, xn2, saved2);
+  if (moe_on_) {
+    MoeSaved moe_saved;
+    moe_.forward(xn2, m, moe_saved);
+  } else {
+    MlpSaved mlp_saved;
+    mlp_.forward(xn2, m, mlp_saved);
+  }
+  tp_.reduce(m);
+  ops::add(m, h, y);
+}
+
 void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompute) const {
   s.x = x;
   run_forward(x, y, s, recompute == Recompute::none);

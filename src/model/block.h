@@ -42,6 +42,9 @@ class Block {
   // dx overwritten; releases what was saved. `loss_scale`: the backward's loss scale, which an MoE
   // FFN applies to its auxiliary losses' gradients.
   void backward(const Tensor& dy, BlockSaved& saved, Tensor& dx, double loss_scale = 1.0) const;
+  // Inference with a KV cache (SelfAttention::forward_cached): x, y [rows, d_model], every row.
+  void forward_cached(const Tensor& x, std::span<const SelfAttention::CachedSegment> segments, Tensor& y) const;
+  const SelfAttention& attention() const { return attn_; }
   bool is_moe() const { return moe_on_; }
   const MoeLayer& moe() const { return moe_; }
 

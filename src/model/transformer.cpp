@@ -343,3 +343,105 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
 }
 
 }  // namespace strata
+
+namespace strata {
+
+int64_t KvCache::bytes() const {
+  int64_t total = 0;
+  for (const Tensor& t : k) total += static_cast<int64_t>(t.nbytes());
+  for (const Tensor& t : v) total += static_cast<int64_t>(t.nbytes());
+  return total;
+}
+
+KvCache Transformer::make_kv_cache(int64_t batch, int64_t max_len) const {
+  STRATA_CHECK(max_len <= config_.max_seq_len, "KV cache of ", max_len, " tokens exceeds model.max_seq_len ",
+               config_.max_seq_len);
+  KvCache cache;
+  cache.batch = batch;
+  cache.max_len = max_len;
+  for (const Block& block : blocks_) {
+    const Shape shape{batch, max_len, block.attention().local_kv_heads(), block.attention().head_dim()};
+    cache.k.push_back(Tensor::zeros(shape, dtype_));
+    cache.v.push_back(Tensor::zeros(shape, dtype_));
+  }
+  return cache;
+}
+
+Tensor Transformer::forward_cached(const Tensor& ids, std::span<const CacheSegment> segments, KvCache& cache,
+                                   bool last_only) const {
+  STRATA_CHECK(chunks_.size() == 1 && chunks_[0].embedding && chunks_[0].head,
+               "inference needs the whole model on this rank (no pipeline stages)");
+  STRATA_CHECK(!sp_.active(), "inference does not run with sequence parallelism");
+  const int64_t rows = ids.numel(), d = config_.d_model;
+  int64_t total = 0;
+  for (const CacheSegment& s : segments) {
+    STRATA_CHECK(s.sequence >= 0 && s.sequence < cache.batch, "inference: cache sequence ", s.sequence,
+                 " of ", cache.batch);
+    STRATA_CHECK(s.n > 0 && s.start >= 0 && s.start + s.n <= cache.max_len, "inference: tokens [", s.start, ", ",
+                 s.start + s.n, ") do not fit the cache of ", cache.max_len);
+    total += s.n;
+  }
+  STRATA_CHECK(total == rows, "inference: segments cover ", total, " tokens but ", rows, " were given");
+  Tensor x = Tensor::empty({rows, d}, dtype_);
+  ops::embedding_forward(ids.view({rows}), tokens_->value, vocab_.start, x);
+  tp_.reduce(x);
+  if (positions_) {
+    int64_t row = 0;
+    for (const CacheSegment& s : segments) {
+      Tensor xs = x.slice(0, row, row + s.n);
+      ops::add(xs, positions_->value.slice(0, s.start, s.start + s.n), xs);
+      row += s.n;
+    }
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    std::vector<SelfAttention::CachedSegment> cached;
+    int64_t row = 0;
+    for (const CacheSegment& s : segments) {
+      const Tensor& k = cache.k[i];
+      const Shape one{k.size(1), k.size(2), k.size(3)};
+      cached.push_back({row, s.n, s.start, k.slice(0, s.sequence, s.sequence + 1).view(one),
+                        cache.v[i].slice(0, s.sequence, s.sequence + 1).view(one)});
+      row += s.n;
+    }
+    Tensor y = Tensor::empty({rows, d}, dtype_);
+    blocks_[i].forward_cached(x, cached, y);
+    x = y;
+  }
+  if (last_only) {
+    Tensor last = Tensor::empty({static_cast<int64_t>(segments.size()), d}, dtype_);
+    int64_t row = 0;
+    for (size_t j = 0; j < segments.size(); ++j) {
+      row += segments[j].n;
+      Tensor dst = last.slice(0, static_cast<int64_t>(j), static_cast<int64_t>(j) + 1);
+      dst.copy_from(x.slice(0, row - 1, row));
+    }
+    x = last;
+  }
+  const int64_t out_rows = x.size(0);
+  Tensor xn = Tensor::empty({out_rows, d}, dtype_);
+  NormSaved saved;
+  final_norm_.forward(x, xn, saved);
+  Tensor local = Tensor::empty({out_rows, vocab_.rows}, dtype_);
+  ops::gemm(xn, head_->value, local, {.trans_b = true});
+  if (!tp_.active()) return local;
+  // Every rank's vocabulary columns, padded to the common stride, gathered and laid side by side.
+  Tensor padded = Tensor::zeros({out_rows, vocab_.stride}, dtype_);
+  for (int64_t r = 0; r < out_rows; ++r) {
+    Tensor dst = padded.slice(0, r, r + 1).view({vocab_.stride}).slice(0, 0, vocab_.rows);
+    dst.copy_from(local.slice(0, r, r + 1).view({vocab_.rows}));
+  }
+  Tensor all = Tensor::empty({tp_.size * out_rows * vocab_.stride}, dtype_);
+  tp_.group->all_gather(padded.view({out_rows * vocab_.stride}), all);
+  Tensor logits = Tensor::empty({out_rows, config_.vocab_size}, dtype_);
+  for (int64_t t = 0; t < tp_.size; ++t) {
+    const int64_t start = t * vocab_.stride;
+    const int64_t n = std::clamp<int64_t>(config_.vocab_size - start, 0, vocab_.stride);
+    for (int64_t r = 0; r < out_rows && n > 0; ++r) {
+      Tensor dst = logits.slice(0, r, r + 1).view({config_.vocab_size}).slice(0, start, start + n);
+      dst.copy_from(all.slice(0, (t * out_rows + r) * vocab_.stride, (t * out_rows + r) * vocab_.stride + n));
+    }
+  }
+  return logits;
+}
+
+}  // namespace strata

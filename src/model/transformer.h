@@ -40,6 +40,20 @@ struct ChunkActivations {
   bool live = false;    // forward ran and backward has not yet released it
 };
 
+// Keys and values of every layer for `batch` sequences of up to `max_len` tokens, this rank's kv
+// heads only (GQA stores kv heads, not query heads).
+struct KvCache {
+  int64_t batch = 0, max_len = 0;
+  std::vector<Tensor> k, v;  // per layer: [batch, max_len, local kv heads, head_dim]
+  int64_t bytes() const;
+};
+
+// New tokens of one sequence in an inference forward: `n` tokens at positions [start, start + n)
+// of cache sequence `sequence`.
+struct CacheSegment {
+  int64_t sequence = 0, n = 0, start = 0;
+};
+
 class Transformer {
  public:
   // Under tensor parallelism (tp.size > 1) blocks split their heads and FFN, the token table and
@@ -104,6 +118,15 @@ class Transformer {
   // gradients while backward goes on.
   using GradReadyHook = std::function<void(std::span<Parameter* const> ready)>;
   void set_grad_ready_hook(GradReadyHook hook) { grad_ready_ = std::move(hook); }
+  // Inference (one chunk holding the whole model): a cache for `batch` sequences of `max_len`
+  // tokens, and a forward of new tokens through it. ids: [rows], the segments' tokens back to
+  // back. Keys and values of the new tokens are written into the cache; each query sees its own
+  // sequence's cache up to itself. Returns logits over the whole vocabulary (gathered over tp), in
+  // the model's dtype: [rows, vocab], or [segments, vocab] for each segment's last token only.
+  KvCache make_kv_cache(int64_t batch, int64_t max_len) const;
+  Tensor forward_cached(const Tensor& ids, std::span<const CacheSegment> segments, KvCache& cache,
+                        bool last_only) const;
+
   // The parameters in the order the hook reports them (chunks from the last to the first).
   std::vector<Parameter*> params_in_backward_order() const;
   // Told, around every group of parameters a forward or backward uses (the embeddings, each layer,

@@ -1,0 +1,49 @@
+// Inference: sampling, and generation with a KV cache. Prompts of different lengths are prefilled
+// together in one forward (their tokens back to back, no padding), then every unfinished sequence
+// advances one token per step, each step one forward over the batch.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "model/transformer.h"
+
+namespace strata {
+
+struct SamplingConfig {
+  double temperature = 0.0;         // 0: greedy (the most likely token; ties to the lowest id)
+  int64_t top_k = 0;                // keep the k most likely tokens (0: all)
+  double top_p = 1.0;               // keep the smallest most-likely set whose mass reaches top_p
+  double repetition_penalty = 1.0;  // divide positive (multiply negative) logits of seen tokens
+  uint64_t seed = 0;
+};
+
+// The distribution a sampler draws from, over the whole vocabulary: the repetition penalty on
+// the tokens in `seen`, the temperature, softmax, then top-k, then top-p, renormalised. Under
+// greedy (temperature 0) all mass sits on the argmax (after the penalty).
+std::vector<double> sampling_distribution(std::span<const float> logits, const SamplingConfig& config,
+                                          std::span<const int32_t> seen);
+// The token whose cumulative probability first exceeds u in [0, 1).
+int32_t draw_token(const std::vector<double>& probs, double u);
+// A uniform [0, 1) draw with 53 bits, the same for the same (seed, sequence, step) on every rank.
+double sampling_uniform(uint64_t seed, uint64_t sequence, uint64_t step);
+
+// Fills `model`'s parameters from a checkpoint of any layout.
+void load_weights(Transformer& model, const std::string& checkpoint);
+
+struct GenerateOptions {
+  int64_t max_new_tokens = 64;
+  int32_t stop_token = -1;  // end-of-text: a sequence stops after choosing it (-1: never)
+  SamplingConfig sampling;
+};
+
+// Continues each prompt; on_token(sequence, token) is called as each token is chosen. Returns the
+// new tokens of each sequence (the stop token included when chosen).
+std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::vector<std::vector<int32_t>>& prompts,
+                                           const GenerateOptions& options,
+                                           const std::function<void(size_t, int32_t)>& on_token = {});
+
+}  // namespace strata
