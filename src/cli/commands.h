@@ -17,6 +17,7 @@ struct Command {
 
 Command add_config(CLI::App& app);
 Command add_convert(CLI::App& app);
+Command add_generate(CLI::App& app);
 Command add_estimate(CLI::App& app);
 Command add_train(CLI::App& app);
 Command add_tokenize(CLI::App& app);

@@ -19,7 +19,7 @@ int main(int argc, char** argv) {
   app.require_subcommand(0, 1);
   const std::vector<strata::cli::Command> commands = {
       strata::cli::add_train(app), strata::cli::add_tokenize(app), strata::cli::add_config(app),
-      strata::cli::add_estimate(app), strata::cli::add_convert(app)};
+      strata::cli::add_estimate(app), strata::cli::add_convert(app), strata::cli::add_generate(app)};
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

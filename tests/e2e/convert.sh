@@ -4,7 +4,8 @@
 # checksums of --inspect agree), exported to Hugging Face format and imported again (the same
 # parameters bitwise), and a run starts from the import (--init-from). Then bad input: a flipped
 # byte, a truncated file, a missing rank file, a manifest from the future, a safetensors header
-# whose offsets run past the file: each refused with one clear line, and nothing written.
+# whose offsets run past the file: each refused with one clear line, and nothing written. Also
+# strata generate from those checkpoints (one process, tp2, the import; a repeated seed).
 # usage: convert.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 source "$(dirname "$0")/brown_workdir.sh"
@@ -60,6 +61,19 @@ for leg in "tiny-gpt2 parallel.tp=2" "tiny-llama parallel.pp=2"; do
     --set train.global_batch=8 --set train.micro_batch=4 --set "train.out_dir=$work/init_$config" \
     --init-from "$work/imported_$config/step-000000" >/dev/null 2>&1 || fail "$config: training from the import failed"
 done
+
+# strata generate from the tp2 checkpoint: greedy text the same on one process and on two
+# tensor-parallel ranks, and on the Hugging Face round trip's import; a seed repeats sampled text.
+ckpt="$work/run_tiny-gpt2/checkpoints/step-000002"
+gen() { "$@" --tokenizer "$data/gpt2" --prompt "The jury said" --max-tokens 8 2>/dev/null; }
+one=$(gen "$strata" generate --checkpoint "$ckpt")
+two=$(gen "$mpiexec" -np 2 --oversubscribe "$strata" generate --checkpoint "$ckpt")
+imported=$(gen "$strata" generate --checkpoint "$work/imported_tiny-gpt2/step-000000")
+[[ -n "$one" && "$one" == "$two" && "$one" == "$imported" ]] || fail "generate: '$one' (one process), '$two' (tp2), '$imported' (imported)"
+s1=$(gen "$strata" generate --checkpoint "$ckpt" --temperature 1 --top-k 20 --seed 9)
+s2=$(gen "$strata" generate --checkpoint "$ckpt" --temperature 1 --top-k 20 --seed 9)
+[[ -n "$s1" && "$s1" == "$s2" ]] || fail "generate: the same seed gave '$s1' and '$s2'"
+echo "generate: greedy the same on 1 and 2 ranks and from the import; a seed repeats its sample"
 
 # Bad input: each refused by --inspect and by --consolidate, which writes nothing.
 ckpt="$work/run_tiny-gpt2/checkpoints/step-000002"

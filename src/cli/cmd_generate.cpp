@@ -1,0 +1,113 @@
+// `strata generate`: text from a checkpoint (any layout, or one imported from Hugging Face) with a
+// KV cache; one process, or tensor-parallel over the ranks of mpirun (tp = the number of ranks).
+#include <cstdio>
+#include <fstream>
+#include <iostream>
+#include <memory>
+
+#include "cli/commands.h"
+#include "comm/launch_env.h"
+#include "comm/mpi_session.h"
+#include "comm/process_groups.h"
+#include "core/error.h"
+#include "data/tokenizer.h"
+#include "infer/generate.h"
+#include "tools/convert.h"
+
+namespace strata::cli {
+
+Command add_generate(CLI::App& app) {
+  struct Options {
+    std::string checkpoint, prompt_file, tokenizer;
+    std::vector<std::string> prompts;
+    int64_t max_tokens = 64;
+    SamplingConfig sampling;
+  };
+  auto o = std::make_shared<Options>();
+  CLI::App* cmd = app.add_subcommand("generate", "Generate text from a checkpoint");
+  cmd->add_option("--checkpoint", o->checkpoint, "Checkpoint folder (step-NNNNNN), any layout")->required();
+  cmd->add_option("--prompt", o->prompts, "A prompt (repeatable: a batch); none: --prompt-file or stdin, a line each");
+  cmd->add_option("--prompt-file", o->prompt_file, "Prompts, one a line");
+  cmd->add_option("--max-tokens", o->max_tokens, "New tokens per prompt at most (default 64)");
+  cmd->add_option("--temperature", o->sampling.temperature, "0 (default): greedy; else sample at this temperature");
+  cmd->add_option("--top-k", o->sampling.top_k, "Sample from the k most likely tokens (0: all)");
+  cmd->add_option("--top-p", o->sampling.top_p, "Sample from the smallest set holding this much mass (1: all)");
+  cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "Penalise tokens already seen (1: none)");
+  cmd->add_option("--seed", o->sampling.seed, "Sampling seed: the same seed gives the same text");
+  cmd->add_option("--tokenizer", o->tokenizer, "GPT-2 tokenizer folder (default: the checkpoint's data.tokenizer)");
+  return {cmd, [o] {
+            STRATA_CHECK(o->max_tokens >= 1, "--max-tokens must be at least 1, got ", o->max_tokens);
+            STRATA_CHECK(o->sampling.temperature >= 0, "--temperature must be >= 0, got ", o->sampling.temperature);
+            STRATA_CHECK(o->sampling.top_k >= 0, "--top-k must be >= 0, got ", o->sampling.top_k);
+            STRATA_CHECK(o->sampling.top_p > 0 && o->sampling.top_p <= 1, "--top-p must be in (0, 1], got ",
+                         o->sampling.top_p);
+            STRATA_CHECK(o->sampling.repetition_penalty > 0, "--repetition-penalty must be positive, got ",
+                         o->sampling.repetition_penalty);
+            const Config config = checkpoint_config(o->checkpoint);
+            Tokenizer tokenizer = Tokenizer::from_directory(o->tokenizer.empty() ? config.data.tokenizer : o->tokenizer);
+            std::vector<std::string> texts = o->prompts;
+            if (texts.empty()) {
+              std::ifstream file(o->prompt_file);
+              STRATA_CHECK(o->prompt_file.empty() || file.good(), "cannot read --prompt-file '", o->prompt_file, "'");
+              std::istream& in = o->prompt_file.empty() ? std::cin : file;
+              for (std::string line; std::getline(in, line);)
+                if (!line.empty()) texts.push_back(line);
+            }
+            STRATA_CHECK(!texts.empty(), "no prompt: give --prompt, --prompt-file, or lines on stdin");
+            std::vector<std::vector<int32_t>> prompts;
+            for (const auto& t : texts) {
+              prompts.push_back(tokenizer.encode(t));
+              STRATA_CHECK(!prompts.back().empty(), "prompt '", t, "' encodes to no tokens");
+            }
+            // Under mpirun the ranks split the model tensor-parallel.
+            std::unique_ptr<MpiSession> mpi;
+            std::unique_ptr<ProcessGrid> grid;
+            std::unique_ptr<ProcessGroups> groups;
+            TensorParallel tp;
+            if (read_launch_env().world_size > 1) {
+              mpi = std::make_unique<MpiSession>(nullptr, nullptr);
+              grid = std::make_unique<ProcessGrid>(mpi->world_size(), mpi->world_rank(),
+                                                   GridSizes{1, 1, 1, mpi->world_size(), 1});
+              groups = std::make_unique<ProcessGroups>(*grid, Backend::mpi);
+              tp = {&groups->tp(), grid->coordinate(Axis::tp), groups->tp().size()};
+            }
+            const bool printer = !grid || grid->rank() == 0;
+            auto run = [&] {
+              const DType dtype = config.train.precision == "bf16"   ? DType::bf16
+                                  : config.train.precision == "fp16" ? DType::f16
+                                                                     : DType::f32;
+              Transformer model(config.model, dtype, tp);
+              load_weights(model, o->checkpoint);
+              GenerateOptions options;
+              options.max_new_tokens = o->max_tokens;
+              options.stop_token = tokenizer.eot_id();
+              options.sampling = o->sampling;
+              // One prompt streams its text as the tokens come; a batch prints each when done.
+              const bool stream = prompts.size() == 1 && printer;
+              std::string shown;
+              std::vector<int32_t> so_far;
+              if (stream) std::fputs(texts[0].c_str(), stdout);
+              const auto out = generate(model, prompts, options, [&](size_t, int32_t token) {
+                if (!stream || token == options.stop_token) return;
+                so_far.push_back(token);
+                const std::string text = tokenizer.decode(so_far);
+                std::fputs(text.substr(shown.size()).c_str(), stdout);
+                std::fflush(stdout);
+                shown = text;
+              });
+              if (stream) std::fputs("\n", stdout);
+              if (printer && !stream) {
+                for (size_t i = 0; i < out.size(); ++i) {
+                  std::vector<int32_t> tokens = out[i];
+                  if (!tokens.empty() && tokens.back() == options.stop_token) tokens.pop_back();
+                  std::printf("%s%s%s\n", i > 0 ? "\n" : "", texts[i].c_str(), tokenizer.decode(tokens).c_str());
+                }
+              }
+              return 0;
+            };
+            if (mpi) return run_or_abort(run);
+            return run();
+          }};
+}
+
+}  // namespace strata::cli
