@@ -18,7 +18,8 @@ namespace strata::cli {
 
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string checkpoint, prompt_file, tokenizer;
+    std::string checkpoint, prompt_file, tokenizer, draft;
+    int64_t draft_tokens = 4;
     std::vector<std::string> prompts;
     int64_t max_tokens = 64;
     SamplingConfig sampling;
@@ -34,6 +35,8 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->sampling.top_p, "Sample from the smallest set holding this much mass (1: all)");
   cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "Penalise tokens already seen (1: none)");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed: the same seed gives the same text");
+  cmd->add_option("--draft", o->draft, "Speculative decoding: a small model's checkpoint proposes tokens");
+  cmd->add_option("--draft-tokens", o->draft_tokens, "Tokens the draft proposes per target forward (default 4)");
   cmd->add_option("--tokenizer", o->tokenizer, "GPT-2 tokenizer folder (default: the checkpoint's data.tokenizer)");
   return {cmd, [o] {
             STRATA_CHECK(o->max_tokens >= 1, "--max-tokens must be at least 1, got ", o->max_tokens);
@@ -87,14 +90,34 @@ Command add_generate(CLI::App& app) {
               std::string shown;
               std::vector<int32_t> so_far;
               if (stream) std::fputs(texts[0].c_str(), stdout);
-              const auto out = generate(model, prompts, options, [&](size_t, int32_t token) {
+              auto show = [&](size_t, int32_t token) {
                 if (!stream || token == options.stop_token) return;
                 so_far.push_back(token);
                 const std::string text = tokenizer.decode(so_far);
                 std::fputs(text.substr(shown.size()).c_str(), stdout);
                 std::fflush(stdout);
                 shown = text;
-              });
+              };
+              std::vector<std::vector<int32_t>> out;
+              if (o->draft.empty()) {
+                out = generate(model, prompts, options, show);
+              } else {
+                // The draft runs whole on every rank (it is small); the target may be split.
+                const Config draft_config = checkpoint_config(o->draft);
+                Transformer draft(draft_config.model, dtype);
+                load_weights(draft, o->draft);
+                SpeculativeStats stats;
+                for (const auto& prompt : prompts)
+                  out.push_back(generate_speculative(model, draft, prompt, options, o->draft_tokens, &stats,
+                                                     [&](int32_t token) { show(0, token); }));
+                if (stream) std::fputs("\n", stdout);
+                std::fflush(stdout);
+                if (printer)
+                  std::fprintf(stderr, "speculative decoding: %lld of %lld drafted tokens accepted (%.1f%%), %lld target forwards\n",
+                               static_cast<long long>(stats.accepted), static_cast<long long>(stats.proposed),
+                               100 * stats.acceptance_rate(), static_cast<long long>(stats.target_forwards));
+                if (stream) return 0;
+              }
               if (stream) std::fputs("\n", stdout);
               if (printer && !stream) {
                 for (size_t i = 0; i < out.size(); ++i) {

@@ -142,4 +142,120 @@ std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::
   return out;
 }
 
+namespace {
+
+// The model's logits for the rows of one forward, as f32 rows.
+std::vector<std::vector<float>> float_rows(const Tensor& logits) {
+  Tensor f32 = Tensor::empty(logits.shape(), DType::f32);
+  ops::cast(logits, f32);
+  const int64_t rows = f32.size(0), vocab = f32.size(1);
+  std::vector<std::vector<float>> out(static_cast<size_t>(rows));
+  for (int64_t r = 0; r < rows; ++r)
+    out[static_cast<size_t>(r)].assign(f32.data<float>() + r * vocab, f32.data<float>() + (r + 1) * vocab);
+  return out;
+}
+
+// Feeds seq[fed, end) to `model` (one segment), returns its logits for every fed row.
+std::vector<std::vector<float>> feed(const Transformer& model, KvCache& cache, const std::vector<int32_t>& seq,
+                                     int64_t fed) {
+  const auto n = static_cast<int64_t>(seq.size()) - fed;
+  std::vector<int32_t> ids(seq.begin() + fed, seq.end());
+  const std::vector<CacheSegment> segment = {{0, n, fed}};
+  return float_rows(model.forward_cached(Tensor::from_vector(ids, {n}), segment, cache, false));
+}
+
+}  // namespace
+
+std::vector<int32_t> generate_speculative(const Transformer& target, const Transformer& draft,
+                                          const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                          int64_t draft_tokens, SpeculativeStats* stats,
+                                          const std::function<void(int32_t)>& on_token) {
+  STRATA_CHECK(draft_tokens >= 1, "--draft-tokens must be at least 1, got ", draft_tokens);
+  STRATA_CHECK(target.config().vocab_size == draft.config().vocab_size, "speculative decoding: the draft's "
+               "vocabulary (", draft.config().vocab_size, ") differs from the target's (", target.config().vocab_size, ")");
+  STRATA_CHECK(!prompt.empty(), "generate: an empty prompt (give at least one token)");
+  const int64_t limit = std::min(target.config().max_seq_len, draft.config().max_seq_len);
+  const auto prompt_len = static_cast<int64_t>(prompt.size());
+  STRATA_CHECK(prompt_len < limit, "generate: a prompt of ", prompt_len, " tokens leaves no room in max_seq_len ", limit);
+  const int64_t max_len = std::min(limit, prompt_len + options.max_new_tokens);
+  KvCache target_cache = target.make_kv_cache(1, max_len), draft_cache = draft.make_kv_cache(1, max_len);
+  const SamplingConfig& sc = options.sampling;
+  std::vector<int32_t> seq = prompt, out;
+  int64_t target_fed = 0, draft_fed = 0;
+  uint64_t draw = 0;  // the counter of every uniform this generation uses
+  auto uniform = [&] { return sampling_uniform(sc.seed, 0x5bec0000u, draw++); };
+  // Each round: the draft proposes, the target verifies. The newest token is never fed yet (its
+  // successor's logits come from feeding it), so each model first catches up to seq minus one.
+  while (static_cast<int64_t>(seq.size()) < max_len) {
+    const int64_t room = max_len - static_cast<int64_t>(seq.size());
+    const int64_t k = std::min(draft_tokens, room - 1 > 0 ? room - 1 : 0);
+    std::vector<int32_t> proposal;
+    std::vector<std::vector<double>> q;
+    {
+      std::vector<int32_t> draft_seq = seq;
+      std::vector<std::vector<float>> rows = feed(draft, draft_cache, draft_seq, draft_fed);
+      draft_fed = static_cast<int64_t>(draft_seq.size());
+      for (int64_t i = 0; i < k; ++i) {
+        q.push_back(sampling_distribution(rows.back(), sc, draft_seq));
+        const int32_t d = draw_token(q.back(), uniform());
+        proposal.push_back(d);
+        draft_seq.push_back(d);
+        if (i + 1 < k) {
+          rows = feed(draft, draft_cache, draft_seq, draft_fed);
+          draft_fed = static_cast<int64_t>(draft_seq.size());
+        }
+      }
+    }
+    // The target scores the last real token and every proposal in one forward.
+    std::vector<int32_t> verify = seq;
+    verify.insert(verify.end(), proposal.begin(), proposal.end());
+    const std::vector<std::vector<float>> p_rows = feed(target, target_cache, verify, target_fed);
+    if (stats) {
+      ++stats->target_forwards;
+      stats->proposed += k;
+    }
+    const size_t first = p_rows.size() - static_cast<size_t>(k) - 1;  // the row of seq's last token
+    std::vector<int32_t> accepted;
+    int32_t next = -1;
+    std::vector<int32_t> context = seq;
+    for (int64_t i = 0; i < k; ++i) {
+      const std::vector<double> p = sampling_distribution(p_rows[first + static_cast<size_t>(i)], sc, context);
+      const auto d = static_cast<size_t>(proposal[static_cast<size_t>(i)]);
+      const double ratio = q[static_cast<size_t>(i)][d] > 0 ? p[d] / q[static_cast<size_t>(i)][d] : 0.0;
+      if (uniform() < std::min(1.0, ratio)) {
+        accepted.push_back(proposal[static_cast<size_t>(i)]);
+        context.push_back(proposal[static_cast<size_t>(i)]);
+        if (stats) ++stats->accepted;
+        continue;
+      }
+      // Rejected: draw from the part of p that q does not cover.
+      std::vector<double> residual(p.size());
+      double mass = 0;
+      for (size_t t = 0; t < p.size(); ++t) mass += residual[t] = std::max(0.0, p[t] - q[static_cast<size_t>(i)][t]);
+      if (mass > 0)
+        for (double& r : residual) r /= mass;
+      next = draw_token(mass > 0 ? residual : p, uniform());
+      break;
+    }
+    if (next < 0)  // every proposal accepted: one more token from the target
+      next = draw_token(sampling_distribution(p_rows[first + static_cast<size_t>(k)], sc, context), uniform());
+    accepted.push_back(next);
+    target_fed = static_cast<int64_t>(seq.size()) + static_cast<int64_t>(accepted.size()) - 1;
+    draft_fed = std::min<int64_t>(draft_fed, target_fed);
+    bool stop = false;
+    for (int32_t t : accepted) {
+      seq.push_back(t);
+      out.push_back(t);
+      if (on_token) on_token(t);
+      if (t == options.stop_token || static_cast<int64_t>(out.size()) >= options.max_new_tokens ||
+          static_cast<int64_t>(seq.size()) >= max_len) {
+        stop = true;
+        break;
+      }
+    }
+    if (stop) break;
+  }
+  return out;
+}
+
 }  // namespace strata

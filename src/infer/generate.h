@@ -46,4 +46,19 @@ std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::
                                            const GenerateOptions& options,
                                            const std::function<void(size_t, int32_t)>& on_token = {});
 
+// Speculative decoding (Leviathan et al. 2023; Chen et al. 2023): a draft model proposes
+// `draft_tokens` tokens one at a time, the target scores them all in one forward, and each is
+// accepted with probability min(1, p(x) / q(x)); at the first rejection a token is drawn from
+// max(0, p - q) renormalised, and when all are accepted one more from the target. The tokens then
+// follow the target's distribution exactly (greedy: exactly the target's greedy tokens). Both
+// models must share the vocabulary. One prompt at a time.
+struct SpeculativeStats {
+  int64_t proposed = 0, accepted = 0, target_forwards = 0;
+  double acceptance_rate() const { return proposed ? static_cast<double>(accepted) / static_cast<double>(proposed) : 0; }
+};
+std::vector<int32_t> generate_speculative(const Transformer& target, const Transformer& draft,
+                                          const std::vector<int32_t>& prompt, const GenerateOptions& options,
+                                          int64_t draft_tokens, SpeculativeStats* stats = nullptr,
+                                          const std::function<void(int32_t)>& on_token = {});
+
 }  // namespace strata

@@ -177,3 +177,83 @@ TEST(Generate, SameSeedSameOutput) {
   EXPECT_EQ(c[0].size(), 5u);
   EXPECT_EQ(c[1].size(), 7u);
 }
+
+// Speculative decoding with greedy sampling gives exactly the target's greedy tokens, whatever the
+// draft proposes (here: a draft of other weights, so many proposals are rejected).
+TEST(Generate, SpeculativeGreedyEqualsTargetGreedy) {
+  for (const std::string arch : {"gpt2", "llama"}) {
+    Transformer target(tiny(arch), DType::f32), draft(tiny(arch), DType::f32);
+    target.params().initialize(1);
+    draft.params().initialize(2);
+    GenerateOptions o;
+    o.max_new_tokens = 6;
+    for (int64_t k : {1, 2, 4}) {
+      SpeculativeStats stats;
+      const std::vector<int32_t> prompt = {3, 1, 4};
+      const auto plain = generate(target, {prompt}, o)[0];
+      EXPECT_EQ(generate_speculative(target, draft, prompt, o, k, &stats), plain) << arch << " k " << k;
+      EXPECT_GT(stats.proposed, 0);
+      // The target itself as the draft: every proposal accepted.
+      SpeculativeStats self;
+      EXPECT_EQ(generate_speculative(target, target, prompt, o, k, &self), plain);
+      EXPECT_EQ(self.accepted, self.proposed) << arch << " k " << k;
+    }
+  }
+}
+
+// With sampling, the tokens follow the target's distribution: over 3000 seeds, the first two
+// tokens' frequencies against the exact target probabilities (the second token's marginal
+// summed over the first), Pearson's chi-square on cells of expected count >= 5, below the 0.1%
+// critical value for their degrees of freedom.
+TEST(Generate, SpeculativeSamplingFollowsTheTarget) {
+  Transformer target(tiny("llama"), DType::f32), draft(tiny("llama"), DType::f32);
+  target.params().initialize(1);
+  draft.params().initialize(2);
+  const std::vector<int32_t> prompt = {3, 1, 4};
+  GenerateOptions o;
+  o.max_new_tokens = 2;
+  o.sampling.temperature = 0.5;
+  // The exact distributions from the target alone.
+  const int vocab = 11;
+  auto next_probs = [&](const std::vector<int32_t>& seq) {
+    KvCache cache = target.make_kv_cache(1, 8);
+    const std::vector<CacheSegment> seg = {{0, static_cast<int64_t>(seq.size()), 0}};
+    const Tensor logits = target.forward_cached(Tensor::from_vector(seq, {static_cast<int64_t>(seq.size())}), seg, cache, true);
+    return sampling_distribution(std::span<const float>(logits.data<float>(), vocab), o.sampling, seq);
+  };
+  const std::vector<double> p1 = next_probs(prompt);
+  std::vector<double> p2(vocab, 0.0);
+  for (int x = 0; x < vocab; ++x) {
+    std::vector<int32_t> seq = prompt;
+    seq.push_back(x);
+    const std::vector<double> p = next_probs(seq);
+    for (int y = 0; y < vocab; ++y) p2[static_cast<size_t>(y)] += p1[static_cast<size_t>(x)] * p[static_cast<size_t>(y)];
+  }
+  const int n = 3000;
+  std::vector<int> c1(vocab, 0), c2(vocab, 0);
+  SpeculativeStats stats;
+  for (int s = 0; s < n; ++s) {
+    o.sampling.seed = static_cast<uint64_t>(s);
+    const auto out = generate_speculative(target, draft, prompt, o, 2, &stats);
+    ASSERT_EQ(out.size(), 2u);
+    ++c1[static_cast<size_t>(out[0])];
+    ++c2[static_cast<size_t>(out[1])];
+  }
+  // 0.1% critical values of chi-square for 1..10 degrees of freedom.
+  const double critical[] = {0, 10.83, 13.82, 16.27, 18.47, 20.52, 22.46, 24.32, 26.12, 27.88, 29.59};
+  for (const auto& [p, c, which] : {std::tuple{p1, c1, "first"}, std::tuple{p2, c2, "second"}}) {
+    double chi2 = 0;
+    int cells = 0;
+    for (int t = 0; t < vocab; ++t) {
+      const double expected = n * p[static_cast<size_t>(t)];
+      if (expected < 5) continue;
+      chi2 += (c[static_cast<size_t>(t)] - expected) * (c[static_cast<size_t>(t)] - expected) / expected;
+      ++cells;
+    }
+    ASSERT_GE(cells, 3) << which;
+    EXPECT_LT(chi2, critical[cells - 1]) << which << " token: chi-square " << chi2 << " over " << cells << " cells";
+  }
+  // The draft is another model: some proposals are rejected, some accepted.
+  EXPECT_GT(stats.accepted, 0);
+  EXPECT_LT(stats.accepted, stats.proposed);
+}
