@@ -10,6 +10,7 @@
 #include "comm/mpi_session.h"
 #include "comm/process_groups.h"
 #include "core/error.h"
+#include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "infer/generate.h"
 #include "tools/convert.h"
@@ -18,7 +19,7 @@ namespace strata::cli {
 
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string checkpoint, prompt_file, tokenizer, draft;
+    std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval;
     int64_t draft_tokens = 4;
     std::vector<std::string> prompts;
     int64_t max_tokens = 64;
@@ -35,6 +36,9 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->sampling.top_p, "Sample from the smallest set holding this much mass (1: all)");
   cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "Penalise tokens already seen (1: none)");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed: the same seed gives the same text");
+  cmd->add_option("--quantize", o->quantize, "int8: weight-only int8 for the blocks' linear layers")
+      ->check(CLI::IsMember({"int8"}));
+  cmd->add_option("--eval", o->eval, "Print the perplexity of a text file (or a tokenized .h5) instead of generating");
   cmd->add_option("--draft", o->draft, "Speculative decoding: a small model's checkpoint proposes tokens");
   cmd->add_option("--draft-tokens", o->draft_tokens, "Tokens the draft proposes per target forward (default 4)");
   cmd->add_option("--tokenizer", o->tokenizer, "GPT-2 tokenizer folder (default: the checkpoint's data.tokenizer)");
@@ -49,14 +53,14 @@ Command add_generate(CLI::App& app) {
             const Config config = checkpoint_config(o->checkpoint);
             Tokenizer tokenizer = Tokenizer::from_directory(o->tokenizer.empty() ? config.data.tokenizer : o->tokenizer);
             std::vector<std::string> texts = o->prompts;
-            if (texts.empty()) {
+            if (texts.empty() && o->eval.empty()) {
               std::ifstream file(o->prompt_file);
               STRATA_CHECK(o->prompt_file.empty() || file.good(), "cannot read --prompt-file '", o->prompt_file, "'");
               std::istream& in = o->prompt_file.empty() ? std::cin : file;
               for (std::string line; std::getline(in, line);)
                 if (!line.empty()) texts.push_back(line);
             }
-            STRATA_CHECK(!texts.empty(), "no prompt: give --prompt, --prompt-file, or lines on stdin");
+            STRATA_CHECK(!texts.empty() || !o->eval.empty(), "no prompt: give --prompt, --prompt-file, or lines on stdin");
             std::vector<std::vector<int32_t>> prompts;
             for (const auto& t : texts) {
               prompts.push_back(tokenizer.encode(t));
@@ -81,6 +85,29 @@ Command add_generate(CLI::App& app) {
                                                                      : DType::f32;
               Transformer model(config.model, dtype, tp);
               load_weights(model, o->checkpoint);
+              if (o->quantize == "int8") {
+                const auto [before, after] = model.quantize_int8();
+                if (printer)
+                  std::fprintf(stderr, "int8: the blocks' linear weights take %.2f MiB instead of %.2f MiB on this rank\n",
+                               static_cast<double>(after) / 1048576, static_cast<double>(before) / 1048576);
+              }
+              if (!o->eval.empty()) {
+                std::vector<int32_t> tokens;
+                if (o->eval.ends_with(".h5")) {
+                  const TokenDataset set = TokenDataset::read(o->eval);
+                  tokens.assign(set.tokens().begin(), set.tokens().end());
+                } else {
+                  std::ifstream in(o->eval, std::ios::binary);
+                  STRATA_CHECK(in.good(), "cannot read --eval file '", o->eval, "'");
+                  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+                  tokens = tokenizer.encode(text);
+                }
+                const auto [ppl, scored] = perplexity(model, tokens, std::min(config.train.seq_len, config.model.max_seq_len));
+                if (printer)
+                  std::printf("perplexity %.4f over %lld tokens of %s%s\n", ppl, static_cast<long long>(scored),
+                              o->eval.c_str(), o->quantize.empty() ? "" : " (int8 weights)");
+                return 0;
+              }
               GenerateOptions options;
               options.max_new_tokens = o->max_tokens;
               options.stop_token = tokenizer.eot_id();

@@ -74,6 +74,29 @@ double sampling_uniform(uint64_t seed, uint64_t sequence, uint64_t step) {
   return static_cast<double>(bits & ((uint64_t{1} << 53) - 1)) / static_cast<double>(uint64_t{1} << 53);
 }
 
+std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int32_t>& tokens, int64_t seq_len,
+                                      int64_t batch) {
+  const auto windows = (static_cast<int64_t>(tokens.size()) - 1) / seq_len;
+  STRATA_CHECK(windows >= 1, "perplexity: ", tokens.size(), " tokens do not fill one window of ", seq_len + 1);
+  double nll = 0;
+  int64_t scored = 0;
+  for (int64_t w0 = 0; w0 < windows; w0 += batch) {
+    const int64_t b = std::min(batch, windows - w0);
+    std::vector<int32_t> ids(static_cast<size_t>(b * seq_len)), targets(ids.size());
+    for (int64_t i = 0; i < b; ++i)
+      for (int64_t t = 0; t < seq_len; ++t) {
+        const auto at = static_cast<size_t>((w0 + i) * seq_len + t);
+        ids[static_cast<size_t>(i * seq_len + t)] = tokens[at];
+        targets[static_cast<size_t>(i * seq_len + t)] = tokens[at + 1];
+      }
+    const double loss = model.forward(Tensor::from_vector(ids, {b, seq_len}), Tensor::from_vector(targets, {b, seq_len}),
+                                      Recompute::full);
+    nll += loss * static_cast<double>(b * seq_len);
+    scored += b * seq_len;
+  }
+  return {std::exp(nll / static_cast<double>(scored)), scored};
+}
+
 void load_weights(Transformer& model, const std::string& checkpoint) {
   std::vector<CheckpointEntry> entries;
   for (auto& p : model.params().all()) {

@@ -31,6 +31,12 @@ int32_t draw_token(const std::vector<double>& probs, double u);
 // A uniform [0, 1) draw with 53 bits, the same for the same (seed, sequence, step) on every rank.
 double sampling_uniform(uint64_t seed, uint64_t sequence, uint64_t step);
 
+// Perplexity exp(mean cross-entropy) of `tokens` in windows of `seq_len` next-token predictions
+// (seq_len + 1 tokens each, not overlapping; a shorter rest is dropped), `batch` windows a forward.
+// Returns {perplexity, tokens scored}.
+std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int32_t>& tokens, int64_t seq_len,
+                                      int64_t batch = 4);
+
 // Fills `model`'s parameters from a checkpoint of any layout.
 void load_weights(Transformer& model, const std::string& checkpoint);
 

@@ -119,6 +119,16 @@ void SelfAttention::forward_cached(const Tensor& x, std::span<const CachedSegmen
   wo_.forward(out.view({rows, -1}), y);
 }
 
+std::pair<int64_t, int64_t> SelfAttention::quantize_int8() {
+  std::pair<int64_t, int64_t> total{0, 0};
+  for (Linear* l : {&wq_, &wk_, &wv_, &wo_}) {
+    const auto [before, after] = l->quantize_int8();
+    total.first += before;
+    total.second += after;
+  }
+  return total;
+}
+
 void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset, Tensor& out,
                       int64_t split) {
   const int64_t len = k.size(0), n = q.size(1), heads = q.size(2);

@@ -54,6 +54,8 @@ class SelfAttention {
   };
   void forward_cached(const Tensor& x, std::span<const CachedSegment> segments, Tensor& y) const;
   int64_t local_kv_heads() const { return n_kv_heads_; }
+  // Weight-only int8 for the four projections (Linear::quantize_int8); bytes before and after.
+  std::pair<int64_t, int64_t> quantize_int8();
   int64_t head_dim() const { return head_dim_; }
 
  private:

@@ -76,6 +76,13 @@ void Block::forward_cached(const Tensor& x, std::span<const SelfAttention::Cache
   ops::add(m, h, y);
 }
 
+std::pair<int64_t, int64_t> Block::quantize_int8() {
+  STRATA_CHECK(!moe_on_, "int8 quantisation of mixture-of-experts layers is not supported");
+  const auto a = attn_.quantize_int8();
+  const auto m = mlp_.quantize_int8();
+  return {a.first + m.first, a.second + m.second};
+}
+
 void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompute) const {
   s.x = x;
   run_forward(x, y, s, recompute == Recompute::none);

@@ -45,6 +45,8 @@ class Block {
   // Inference with a KV cache (SelfAttention::forward_cached): x, y [rows, d_model], every row.
   void forward_cached(const Tensor& x, std::span<const SelfAttention::CachedSegment> segments, Tensor& y) const;
   const SelfAttention& attention() const { return attn_; }
+  // Weight-only int8 for the attention and MLP linears; bytes before and after.
+  std::pair<int64_t, int64_t> quantize_int8();
   bool is_moe() const { return moe_on_; }
   const MoeLayer& moe() const { return moe_; }
 

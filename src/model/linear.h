@@ -5,6 +5,10 @@
 // product only; the f/g collectives are applied around it by the parallel layers.
 #pragma once
 
+#include <memory>
+#include <utility>
+#include <vector>
+
 #include <string>
 
 #include "core/tensor.h"
@@ -44,7 +48,18 @@ class Linear {
   // dx may be undefined when the input gradient is not wanted.
   void backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false) const;
 
+  // Inference, weight-only int8: the weight becomes int8 with one f32 scale per output row
+  // (max |w| / 127, values rounded to the nearest step) and the parameter's value is dropped;
+  // forward dequantises it into a temporary. Returns the weight's bytes at rest before and after.
+  std::pair<int64_t, int64_t> quantize_int8();
+  bool quantized() const { return qweight_ != nullptr; }
+
  private:
+  Tensor dequantized() const;
+  std::shared_ptr<const std::vector<int8_t>> qweight_;
+  std::shared_ptr<const std::vector<float>> qscale_;
+  Shape qshape_;
+  DType qdtype_ = DType::f32;
   // The rows of W (and b) this rank computes with: all of them, or the window.
   Tensor weight_rows(const Tensor& w) const;
   Tensor bias_rows(const Tensor& b) const;

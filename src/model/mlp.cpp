@@ -62,3 +62,18 @@ void Mlp::backward(const Tensor& dy, const Tensor& x, const MlpSaved& s, Tensor&
 }
 
 }  // namespace strata
+
+namespace strata {
+
+std::pair<int64_t, int64_t> Mlp::quantize_int8() {
+  std::pair<int64_t, int64_t> total{0, 0};
+  for (Linear* l : {&gate_, &in_, &out_}) {
+    if (l->local_in() == 0) continue;  // GELU MLPs have no gate
+    const auto [before, after] = l->quantize_int8();
+    total.first += before;
+    total.second += after;
+  }
+  return total;
+}
+
+}  // namespace strata

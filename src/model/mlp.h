@@ -22,6 +22,8 @@ class Mlp {
       const TensorParallel& tp = {});
   // x, y: [rows, d_model]; y and dx are this rank's partial sums (the block combines them).
   void forward(const Tensor& x, Tensor& y, MlpSaved& saved) const;
+  // Weight-only int8 for its linears (Linear::quantize_int8); bytes before and after.
+  std::pair<int64_t, int64_t> quantize_int8();
   void backward(const Tensor& dy, const Tensor& x, const MlpSaved& saved, Tensor& dx) const;
 
  private:

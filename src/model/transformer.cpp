@@ -353,6 +353,16 @@ int64_t KvCache::bytes() const {
   return total;
 }
 
+std::pair<int64_t, int64_t> Transformer::quantize_int8() {
+  std::pair<int64_t, int64_t> total{0, 0};
+  for (Block& b : blocks_) {
+    const auto [before, after] = b.quantize_int8();
+    total.first += before;
+    total.second += after;
+  }
+  return total;
+}
+
 KvCache Transformer::make_kv_cache(int64_t batch, int64_t max_len) const {
   STRATA_CHECK(max_len <= config_.max_seq_len, "KV cache of ", max_len, " tokens exceeds model.max_seq_len ",
                config_.max_seq_len);

@@ -124,6 +124,9 @@ class Transformer {
   // sequence's cache up to itself. Returns logits over the whole vocabulary (gathered over tp), in
   // the model's dtype: [rows, vocab], or [segments, vocab] for each segment's last token only.
   KvCache make_kv_cache(int64_t batch, int64_t max_len) const;
+  // Weight-only int8 for every block's linears (the embeddings and the head stay in the model's
+  // dtype); the weights' bytes before and after. Forward only afterwards.
+  std::pair<int64_t, int64_t> quantize_int8();
   Tensor forward_cached(const Tensor& ids, std::span<const CacheSegment> segments, KvCache& cache,
                         bool last_only) const;
 

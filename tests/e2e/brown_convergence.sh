@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # End to end on the real corpus: tokenize the Brown corpus, train configs/tiny-llama.yaml for a
 # fixed number of steps on the CPU, and require the validation loss to fall below a measured
-# figure, within a time limit; then plot the curve.
+# figure, within a time limit; then plot the curve, and check that int8 weights keep the
+# validation perplexity within 2%.
 #
 # usage: brown_convergence.sh STRATA_BINARY SOURCE_DIR
 # The threshold: this run measured val_loss 6.940 after 150 steps (seed 1234, 2 threads; see
@@ -37,6 +38,15 @@ status=0
 awk -v v="$val" -v t="$threshold" 'BEGIN { exit !(v < t) }' || { echo "FAIL: val_loss $val >= $threshold"; status=1; }
 ((elapsed <= time_limit_s)) || { echo "FAIL: took ${elapsed}s > ${time_limit_s}s"; status=1; }
 [[ -f "$work/run/checkpoints/step-$(printf %06d $steps)/manifest.yaml" ]] || { echo "FAIL: no final checkpoint"; status=1; }
+# Inference on the trained model: the validation perplexity with the blocks' linear weights in
+# int8 within 2% of the model's own (fp32) weights.
+ckpt="$work/run/checkpoints/step-$(printf %06d $steps)"
+ppl() { "$strata" generate --checkpoint "$ckpt" --tokenizer "$data/gpt2" --eval "$work/val.h5" "$@" 2>/dev/null | awk '{ print $2 }'; }
+full=$(ppl)
+int8=$(ppl --quantize int8)
+echo "brown_convergence: validation perplexity $full (fp32), $int8 (int8 weights)"
+awk -v a="$full" -v b="$int8" 'BEGIN { d = (b - a) / a; if (d < 0) d = -d; exit !(a > 0 && d <= 0.02) }' ||
+  { echo "FAIL: int8 perplexity $int8 is not within 2% of $full"; status=1; }
 /usr/bin/python3 "$source_dir/scripts/plot_metrics.py" "$work/run" --out "$work/loss.png"
 [[ -s "$work/loss.png" ]] || { echo "FAIL: no plot"; status=1; }
 exit $status

@@ -10,6 +10,7 @@
 #include "core/random.h"
 #include "infer/generate.h"
 #include "kernels/ops.h"
+#include "model/linear.h"
 #include "model_testing.h"
 
 using namespace strata;
@@ -256,4 +257,45 @@ TEST(Generate, SpeculativeSamplingFollowsTheTarget) {
   // The draft is another model: some proposals are rejected, some accepted.
   EXPECT_GT(stats.accepted, 0);
   EXPECT_LT(stats.accepted, stats.proposed);
+}
+
+// Weight-only int8: each weight lands within half a step (its row's max |w| / 127, halved) of its
+// value, read back through a forward of the identity (y = I W^T = W^T); the model's logits move
+// little; backward through a quantised linear is refused.
+TEST(Generate, Int8WeightsStayWithinHalfAStep) {
+  ParameterRegistry registry;
+  Linear linear(registry, LinearSpec{"probe", 24, 10, false, 0.5}, DType::f32);
+  registry.initialize(9);
+  const Tensor w = registry.get("probe.weight").value.contiguous();  // [10, 24]
+  Tensor original = Tensor::empty(w.shape(), DType::f32);
+  original.copy_from(w);
+  const auto [before_bytes, after_bytes] = linear.quantize_int8();
+  EXPECT_EQ(before_bytes, 10 * 24 * 4);
+  EXPECT_EQ(after_bytes, 10 * 24 + 10 * 4);  // a byte a weight, an f32 scale a row
+  EXPECT_FALSE(registry.get("probe.weight").value.defined());
+  Tensor eye = Tensor::zeros({24, 24}, DType::f32), wt = Tensor::empty({24, 10}, DType::f32);
+  for (int64_t i = 0; i < 24; ++i) eye.data<float>()[i * 24 + i] = 1.0f;
+  linear.forward(eye, wt);
+  for (int64_t r = 0; r < 10; ++r) {
+    float top = 0;
+    for (int64_t c = 0; c < 24; ++c) top = std::max(top, std::abs(original.data<float>()[r * 24 + c]));
+    for (int64_t c = 0; c < 24; ++c)
+      EXPECT_LE(std::abs(wt.data<float>()[c * 10 + r] - original.data<float>()[r * 24 + c]), top / 254.0f * 1.0001f)
+          << r << ", " << c;
+  }
+  // A whole model: the logits move, a little.
+  Transformer model(tiny("llama"), DType::f32);
+  model.params().initialize(4);
+  const std::vector<int32_t> tokens = {1, 2, 3, 4, 5};
+  const std::vector<CacheSegment> seg = {{0, 5, 0}};
+  KvCache cache = model.make_kv_cache(1, 8);
+  const Tensor before = model.forward_cached(Tensor::from_vector(tokens, {5}), seg, cache, false).contiguous();
+  model.quantize_int8();
+  KvCache cache2 = model.make_kv_cache(1, 8);
+  const Tensor after = model.forward_cached(Tensor::from_vector(tokens, {5}), seg, cache2, false).contiguous();
+  EXPECT_GT(relative_error(after, before), 0.0);
+  EXPECT_LE(relative_error(after, before), 0.05);
+  Tensor ids = Tensor::from_vector(tokens, {1, 5});
+  model.forward(ids, ids);
+  EXPECT_THROW(model.backward(1.0), Error);
 }
