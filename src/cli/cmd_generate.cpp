@@ -21,6 +21,7 @@ Command add_generate(CLI::App& app) {
   struct Options {
     std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval;
     int64_t draft_tokens = 4;
+    bool interactive = false;
     std::vector<std::string> prompts;
     int64_t max_tokens = 64;
     SamplingConfig sampling;
@@ -39,6 +40,8 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--quantize", o->quantize, "int8: weight-only int8 for the blocks' linear layers")
       ->check(CLI::IsMember({"int8"}));
   cmd->add_option("--eval", o->eval, "Print the perplexity of a text file (or a tokenized .h5) instead of generating");
+  cmd->add_flag("--interactive", o->interactive,
+                "A conversation: each line on stdin gets a reply, earlier turns kept in the cache");
   cmd->add_option("--draft", o->draft, "Speculative decoding: a small model's checkpoint proposes tokens");
   cmd->add_option("--draft-tokens", o->draft_tokens, "Tokens the draft proposes per target forward (default 4)");
   cmd->add_option("--tokenizer", o->tokenizer, "GPT-2 tokenizer folder (default: the checkpoint's data.tokenizer)");
@@ -53,14 +56,15 @@ Command add_generate(CLI::App& app) {
             const Config config = checkpoint_config(o->checkpoint);
             Tokenizer tokenizer = Tokenizer::from_directory(o->tokenizer.empty() ? config.data.tokenizer : o->tokenizer);
             std::vector<std::string> texts = o->prompts;
-            if (texts.empty() && o->eval.empty()) {
+            if (texts.empty() && o->eval.empty() && !o->interactive) {
               std::ifstream file(o->prompt_file);
               STRATA_CHECK(o->prompt_file.empty() || file.good(), "cannot read --prompt-file '", o->prompt_file, "'");
               std::istream& in = o->prompt_file.empty() ? std::cin : file;
               for (std::string line; std::getline(in, line);)
                 if (!line.empty()) texts.push_back(line);
             }
-            STRATA_CHECK(!texts.empty() || !o->eval.empty(), "no prompt: give --prompt, --prompt-file, or lines on stdin");
+            STRATA_CHECK(!texts.empty() || !o->eval.empty() || o->interactive,
+                         "no prompt: give --prompt, --prompt-file, or lines on stdin");
             std::vector<std::vector<int32_t>> prompts;
             for (const auto& t : texts) {
               prompts.push_back(tokenizer.encode(t));
@@ -112,6 +116,32 @@ Command add_generate(CLI::App& app) {
               options.max_new_tokens = o->max_tokens;
               options.stop_token = tokenizer.eot_id();
               options.sampling = o->sampling;
+              if (o->interactive) {
+                // mpirun gives stdin to rank 0 only: a conversation runs on one process.
+                STRATA_CHECK(!grid, "--interactive runs on one process (not under mpirun)");
+                Conversation chat(model);
+                for (std::string line; std::getline(std::cin, line);) {
+                  if (line.empty()) continue;
+                  std::vector<int32_t> mine;
+                  std::string shown;
+                  const std::vector<int32_t> prompt = tokenizer.encode(line + "\n");
+                  if (static_cast<int64_t>(prompt.size()) >= chat.room()) {
+                    std::fputs("[the conversation fills model.max_seq_len; ending it]\n", stdout);
+                    break;
+                  }
+                  chat.turn(prompt, options, [&](int32_t token) {
+                    if (token == options.stop_token) return;
+                    mine.push_back(token);
+                    const std::string text = tokenizer.decode(mine);
+                    std::fputs(text.substr(shown.size()).c_str(), stdout);
+                    std::fflush(stdout);
+                    shown = text;
+                  });
+                  std::fputs("\n", stdout);
+                  std::fflush(stdout);
+                }
+                return 0;
+              }
               // One prompt streams its text as the tokens come; a batch prints each when done.
               const bool stream = prompts.size() == 1 && printer;
               std::string shown;

@@ -189,6 +189,29 @@ std::vector<std::vector<float>> feed(const Transformer& model, KvCache& cache, c
 
 }  // namespace
 
+Conversation::Conversation(const Transformer& model)
+    : model_(model), cache_(model.make_kv_cache(1, model.config().max_seq_len)) {}
+
+std::vector<int32_t> Conversation::turn(const std::vector<int32_t>& tokens, const GenerateOptions& options,
+                                        const std::function<void(int32_t)>& on_token) {
+  STRATA_CHECK(static_cast<int64_t>(seq_.size() + tokens.size()) < cache_.max_len, "the conversation has ",
+               seq_.size(), " tokens; ", tokens.size(), " more leave no room in model.max_seq_len = ", cache_.max_len);
+  seq_.insert(seq_.end(), tokens.begin(), tokens.end());
+  std::vector<int32_t> reply;
+  for (int64_t step = 0; step < options.max_new_tokens; ++step) {
+    const auto rows = feed(model_, cache_, seq_, fed_);
+    fed_ = static_cast<int64_t>(seq_.size());
+    const std::vector<double> probs = sampling_distribution(rows.back(), options.sampling, seq_);
+    const int32_t token = draw_token(probs, sampling_uniform(options.sampling.seed, turns_, static_cast<uint64_t>(step)));
+    seq_.push_back(token);
+    reply.push_back(token);
+    if (on_token) on_token(token);
+    if (token == options.stop_token || static_cast<int64_t>(seq_.size()) >= cache_.max_len) break;
+  }
+  ++turns_;
+  return reply;
+}
+
 std::vector<int32_t> generate_speculative(const Transformer& target, const Transformer& draft,
                                           const std::vector<int32_t>& prompt, const GenerateOptions& options,
                                           int64_t draft_tokens, SpeculativeStats* stats,

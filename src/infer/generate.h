@@ -52,6 +52,26 @@ std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::
                                            const GenerateOptions& options,
                                            const std::function<void(size_t, int32_t)>& on_token = {});
 
+// A conversation kept in one KV cache: each turn appends the user's tokens and generates a reply
+// after them, feeding only what the cache does not hold yet.
+class Conversation {
+ public:
+  explicit Conversation(const Transformer& model);
+  // Appends `tokens`, then generates until options' stop token or max_new_tokens or a full cache;
+  // returns the reply (the stop token included when chosen; it stays in the conversation).
+  std::vector<int32_t> turn(const std::vector<int32_t>& tokens, const GenerateOptions& options,
+                            const std::function<void(int32_t)>& on_token = {});
+  const std::vector<int32_t>& tokens() const { return seq_; }
+  int64_t room() const { return cache_.max_len - static_cast<int64_t>(seq_.size()); }
+
+ private:
+  const Transformer& model_;
+  KvCache cache_;
+  std::vector<int32_t> seq_;
+  int64_t fed_ = 0;
+  uint64_t turns_ = 0;
+};
+
 // Speculative decoding (Leviathan et al. 2023; Chen et al. 2023): a draft model proposes
 // `draft_tokens` tokens one at a time, the target scores them all in one forward, and each is
 // accepted with probability min(1, p(x) / q(x)); at the first rejection a token is drawn from

@@ -299,3 +299,22 @@ TEST(Generate, Int8WeightsStayWithinHalfAStep) {
   model.forward(ids, ids);
   EXPECT_THROW(model.backward(1.0), Error);
 }
+
+// A conversation's second reply, with the first turns in the cache, is the reply to the whole
+// conversation generated from scratch (greedy).
+TEST(Generate, ConversationContinuesFromItsCache) {
+  Transformer model(tiny("gpt2"), DType::f32);
+  model.params().initialize(6);
+  GenerateOptions o;
+  o.max_new_tokens = 2;
+  Conversation chat(model);
+  const std::vector<int32_t> first = {2, 7}, second = {5};
+  const std::vector<int32_t> r1 = chat.turn(first, o);
+  const std::vector<int32_t> r2 = chat.turn(second, o);
+  std::vector<int32_t> whole = first;
+  whole.insert(whole.end(), r1.begin(), r1.end());
+  whole.insert(whole.end(), second.begin(), second.end());
+  EXPECT_EQ(r2, generate(model, {whole}, o)[0]);
+  EXPECT_EQ(chat.tokens().size(), whole.size() + r2.size());
+  EXPECT_THROW(chat.turn(std::vector<int32_t>(8, 1), o), Error);  // past max_seq_len 8
+}
