@@ -13,13 +13,35 @@
 #include "data/dataset.h"
 #include "data/tokenizer.h"
 #include "infer/generate.h"
+#include "kernels/ops.h"
 #include "tools/convert.h"
 
 namespace strata::cli {
 
+namespace {
+
+// A 2-D f32 tensor as a NumPy .npy file (format 1.0: magic, header dict padded to 64 bytes, data).
+void write_npy_f32(const std::string& path, const Tensor& t) {
+  std::string header = "{'descr': '<f4', 'fortran_order': False, 'shape': (" + std::to_string(t.size(0)) + ", " +
+                       std::to_string(t.size(1)) + "), }";
+  const size_t total = 10 + header.size() + 1;
+  header.append((64 - total % 64) % 64, ' ');
+  header += '\n';
+  std::ofstream out(path, std::ios::binary);
+  out.write("\x93NUMPY\x01\x00", 8);
+  const auto n = static_cast<uint16_t>(header.size());
+  out.put(static_cast<char>(n & 0xff));
+  out.put(static_cast<char>(n >> 8));
+  out << header;
+  out.write(static_cast<const char*>(t.raw()), static_cast<std::streamsize>(t.nbytes()));
+  STRATA_CHECK(out.good(), "cannot write '", path, "'");
+}
+
+}  // namespace
+
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval;
+    std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval, dump_logits;
     int64_t draft_tokens = 4;
     bool interactive = false;
     std::vector<std::string> prompts;
@@ -40,6 +62,9 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--quantize", o->quantize, "int8: weight-only int8 for the blocks' linear layers")
       ->check(CLI::IsMember({"int8"}));
   cmd->add_option("--eval", o->eval, "Print the perplexity of a text file (or a tokenized .h5) instead of generating");
+  cmd->add_option("--dump-logits", o->dump_logits,
+                  "Write the first prompt's logits (every position, f32) to FILE.npy and its token ids to "
+                  "FILE.npy.tokens, instead of generating");
   cmd->add_flag("--interactive", o->interactive,
                 "A conversation: each line on stdin gets a reply, earlier turns kept in the cache");
   cmd->add_option("--draft", o->draft, "Speculative decoding: a small model's checkpoint proposes tokens");
@@ -116,6 +141,22 @@ Command add_generate(CLI::App& app) {
               options.max_new_tokens = o->max_tokens;
               options.stop_token = tokenizer.eot_id();
               options.sampling = o->sampling;
+              if (!o->dump_logits.empty()) {
+                // The logits of every prompt position, as a NumPy .npy file of [n, vocab] f32.
+                const auto n = static_cast<int64_t>(prompts[0].size());
+                KvCache cache = model.make_kv_cache(1, n);
+                const std::vector<CacheSegment> seg = {{0, n, 0}};
+                const Tensor logits = model.forward_cached(Tensor::from_vector(prompts[0], {n}), seg, cache, false);
+                Tensor f32 = Tensor::empty(logits.shape(), DType::f32);
+                ops::cast(logits, f32);
+                if (printer) {
+                  write_npy_f32(o->dump_logits, f32);
+                  std::ofstream ids(o->dump_logits + ".tokens");
+                  for (int32_t t : prompts[0]) ids << t << "\n";
+                  STRATA_CHECK(ids.good(), "cannot write '", o->dump_logits, ".tokens'");
+                }
+                return 0;
+              }
               if (o->interactive) {
                 // mpirun gives stdin to rank 0 only: a conversation runs on one process.
                 STRATA_CHECK(!grid, "--interactive runs on one process (not under mpirun)");
