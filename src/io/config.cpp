@@ -212,6 +212,8 @@ std::vector<ConfigField> make_schema() {
                "Steps between metrics lines."),
       field<I>("train.eval_every", [](Config& c) -> I& { return c.train.eval_every; },
                "Steps between validation passes; 0 disables."),
+      field<I>("train.max_bad_steps", [](Config& c) -> I& { return c.train.max_bad_steps; },
+               "Steps in a row with a non-finite loss or gradient (each skipped) before the run aborts."),
       field<I>("train.eval_batches", [](Config& c) -> I& { return c.train.eval_batches; },
                "Global batches in one validation pass."),
       field<S>("train.out_dir", [](Config& c) -> S& { return c.train.out_dir; },
@@ -421,6 +423,7 @@ void validate_config(const Config& c) {
                t.micro_batch, " x ", p.dp);
   STRATA_CHECK(t.steps >= 0, "key 'train.steps' must be >= 0, got ", t.steps);
   STRATA_CHECK(t.grad_clip >= 0, "key 'train.grad_clip' must be >= 0, got ", t.grad_clip);
+  STRATA_CHECK(t.max_bad_steps >= 1, "key 'train.max_bad_steps' must be >= 1, got ", t.max_bad_steps);
   positive("train.log_every", static_cast<double>(t.log_every));
   STRATA_CHECK(t.eval_every >= 0, "key 'train.eval_every' must be >= 0, got ", t.eval_every);
   positive("train.eval_batches", static_cast<double>(t.eval_batches));

@@ -44,6 +44,7 @@ struct TrainConfig {
   int64_t steps = 1000;
   std::string recompute = "none";  // none | selective | full
   double grad_clip = 1.0;          // 0 disables clipping
+  int64_t max_bad_steps = 25;      // abort after this many steps in a row with a non-finite loss or gradient
   int64_t seed = 1234;
   int64_t log_every = 10;
   int64_t eval_every = 200;  // 0 disables evaluation

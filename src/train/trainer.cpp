@@ -494,7 +494,21 @@ TrainSummary Trainer::run() {
     if (options_.after_backward) options_.after_backward(step, params);
 
     const double norm = global_grad_norm() / scale;
-    const bool apply = scaler_.update(norm);
+    bool apply = scaler_.update(norm);
+    // A non-finite loss or gradient: the update is skipped (parameters and optimizer state stay as
+    // they were, so nothing corrupt reaches a checkpoint); too many in a row end the run.
+    if (!std::isfinite(loss) || !std::isfinite(norm)) {
+      apply = false;
+      ++bad_steps_;
+      if (is_rank0() && !scaler_.enabled())
+        log::warn("step ", step, ": ", std::isfinite(loss) ? "gradient norm" : "loss", " is not finite; the update "
+                  "is skipped (", bad_steps_, " in a row, train.max_bad_steps = ", t.max_bad_steps, ")");
+      STRATA_CHECK(bad_steps_ < t.max_bad_steps, "training diverged: ", bad_steps_, " steps in a row (to step ",
+                   step, ") had a non-finite loss or gradient (train.max_bad_steps = ", t.max_bad_steps,
+                   "); the last checkpoint is from before them");
+    } else {
+      bad_steps_ = 0;
+    }
     const double lr = schedule_.at(step);
     if (apply) {
       const double clip = t.grad_clip > 0 && norm > t.grad_clip ? t.grad_clip / (norm + 1e-6) : 1.0;

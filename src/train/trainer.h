@@ -107,6 +107,7 @@ class Trainer {
   std::shared_ptr<const TokenDataset> train_set_, val_set_;
   std::unique_ptr<DataLoader> loader_;
   int64_t step_ = 0;  // optimizer steps completed
+  int64_t bad_steps_ = 0;  // steps in a row with a non-finite loss or gradient
   Recompute recompute_ = Recompute::none;
 };
 

@@ -140,6 +140,42 @@ TEST(Trainer, Fp16SkipsAPlantedOverflowAndRecovers) {
   for (double loss : s.losses) EXPECT_TRUE(std::isfinite(loss));
 }
 
+// fp32: a planted NaN gradient skips its step with the parameters untouched and training goes
+// on; train.max_bad_steps of them in a row end the run with an error, writing no checkpoint.
+TEST(Trainer, SkipsANaNStepAndAbortsAfterTooManyInARow) {
+  Config c = tiny_config("nan");
+  TrainOptions o = quiet();
+  o.after_backward = [](int64_t step, ParameterRegistry& params) {
+    if (step == 4) params.all().front()->accum().data<float>()[0] = NAN;
+  };
+  Trainer t(c, o);
+  TrainSummary s = t.run();
+  for (size_t i = 0; i < s.skipped.size(); ++i) EXPECT_EQ(s.skipped[i], i == 3) << "step " << i + 1;
+  for (const auto& v : parameters_of(t))
+    for (double x : v) ASSERT_TRUE(std::isfinite(x));
+  EXPECT_LT(s.losses.back(), s.losses.front() - 1.0);
+
+  Config d = tiny_config("diverged");
+  d.train.max_bad_steps = 3;
+  d.checkpoint.every = 1;
+  TrainOptions bad = quiet();
+  bad.after_backward = [](int64_t step, ParameterRegistry& params) {
+    if (step >= 5) params.all().front()->accum().data<float>()[0] = NAN;
+  };
+  Trainer diverging(d, bad);
+  try {
+    diverging.run();
+    FAIL() << "three NaN steps in a row must end the run";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("train.max_bad_steps = 3"), std::string::npos) << e.what();
+  }
+  // Steps 5 and 6 were skipped (their checkpoints hold step 4's parameters); step 7 aborted
+  // before writing one.
+  const auto latest = latest_checkpoint(d.checkpoint_dir());
+  ASSERT_TRUE(latest.has_value());
+  EXPECT_NE(latest->find("step-000006"), std::string::npos) << *latest;
+}
+
 TEST(Trainer, BadInputLeavesTheDiskAlone) {
   Config c = tiny_config("bad");
   c.checkpoint.every = 5;
