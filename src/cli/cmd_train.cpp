@@ -47,9 +47,11 @@ Command add_train(CLI::App& app) {
                            "tensors, and training on CUDA is not in this build yet; use mpi or auto");
               groups = std::make_unique<ProcessGroups>(*grid, Backend::mpi);
             }
+            install_preemption_handlers();
             auto train = [&] {
               Trainer trainer(config, options, groups.get());
               const TrainSummary s = trainer.run();
+              if (s.preempted) return 0;
               if (s.losses.empty()) {
                 log::info("nothing to do: the run already stands at step ", s.last_step, " of ",
                           config.train.steps);

@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <csignal>
 #include <chrono>
 #include <cmath>
 #include <filesystem>
@@ -35,6 +36,20 @@ std::shared_ptr<const TokenDataset> read_dataset(const std::string& path, const 
 }
 
 }  // namespace
+
+namespace {
+volatile std::sig_atomic_t preempt_flag = 0;
+extern "C" void on_preemption_signal(int) { preempt_flag = 1; }
+}  // namespace
+
+void install_preemption_handlers() {
+  std::signal(SIGTERM, on_preemption_signal);
+  std::signal(SIGUSR1, on_preemption_signal);
+}
+
+bool preemption_requested() { return preempt_flag != 0; }
+void request_preemption() { preempt_flag = 1; }
+void clear_preemption() { preempt_flag = 0; }
 
 double cpu_peak_flops() {
   static const double peak = [] {
@@ -595,8 +610,23 @@ TrainSummary Trainer::run() {
       metrics->write(m);
       if (show) metrics->show(m);
     }
+    // A signal on any rank stops every rank after the same step.
+    double stop = preemption_requested() ? 1.0 : 0.0;
+    if (groups_ && groups_->world().size() > 1) {
+      Tensor flag = Tensor::from_vector(std::vector<double>{stop}, {1});
+      groups_->world().all_reduce(flag, ReduceOp::max);
+      stop = flag.data<double>()[0];
+    }
     const bool checkpoint_due = config_.checkpoint.every > 0 && step % config_.checkpoint.every == 0;
-    if (checkpoint_due || step == last) summary.last_checkpoint = save(step);
+    if (checkpoint_due || step == last || stop > 0) summary.last_checkpoint = save(step);
+    if (stop > 0 && step < last) {
+      summary.preempted = true;
+      clear_preemption();
+      if (is_rank0())
+        log::warn("preempted: stopped after step ", step, " with checkpoint ", summary.last_checkpoint,
+                  "; continue with --resume auto");
+      break;
+    }
   }
   if (show) metrics->finish_line();
   summary.last_step = step_;

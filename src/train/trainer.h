@@ -40,6 +40,13 @@ struct TrainOptions {
   std::function<void(int64_t step, ParameterRegistry& params)> after_backward;
 };
 
+// Preemption: SIGTERM or SIGUSR1 asks a run to stop. Installed by `strata train`; the trainer
+// checks after every step (every rank agrees on the step), writes a checkpoint and returns.
+void install_preemption_handlers();
+bool preemption_requested();
+void request_preemption();  // what the handlers do; tests call it directly
+void clear_preemption();    // the trainer acted on it
+
 struct TrainSummary {
   int64_t first_step = 0;  // the first step this run executed
   int64_t last_step = 0;
@@ -47,6 +54,7 @@ struct TrainSummary {
   std::vector<bool> skipped;   // whether each step's update was skipped (fp16 overflow)
   std::optional<double> last_val_loss;
   std::string last_checkpoint;
+  bool preempted = false;  // stopped early by a signal, after writing last_checkpoint
 };
 
 class Trainer {

@@ -126,6 +126,34 @@ TEST(Trainer, ResumeContinuesBitForBit) {
   }
 }
 
+// A preemption request (what SIGTERM or SIGUSR1 sets) during step 7: the run finishes that step,
+// writes a checkpoint and stops; resuming continues bit for bit.
+TEST(Trainer, PreemptionCheckpointsAndResumesBitForBit) {
+  Config straight = tiny_config("preempt_straight"), split = tiny_config("preempt_split");
+  split.checkpoint.every = 0;
+  Trainer full(straight, quiet());
+  const TrainSummary all = full.run();
+  TrainOptions o = quiet();
+  o.after_backward = [](int64_t step, ParameterRegistry&) {
+    if (step == 7) request_preemption();
+  };
+  TrainSummary first;
+  {
+    Trainer t(split, o);
+    first = t.run();
+  }
+  EXPECT_TRUE(first.preempted);
+  EXPECT_EQ(first.last_step, 7);
+  EXPECT_NE(first.last_checkpoint.find("step-000007"), std::string::npos) << first.last_checkpoint;
+  EXPECT_FALSE(preemption_requested());  // consumed
+  Trainer second(split, quiet("auto"));
+  const TrainSummary rest = second.run();
+  ASSERT_EQ(rest.first_step, 8);
+  ASSERT_EQ(rest.losses.size() + 7, all.losses.size());
+  for (size_t i = 0; i < rest.losses.size(); ++i) EXPECT_EQ(rest.losses[i], all.losses[7 + i]) << "step " << 8 + i;
+  EXPECT_EQ(parameters_of(second), parameters_of(full));
+}
+
 TEST(Trainer, Fp16SkipsAPlantedOverflowAndRecovers) {
   Config c = tiny_config("overflow");
   c.train.precision = "fp16";
