@@ -39,7 +39,7 @@ void MetricsLog::write(const StepMetrics& m) {
   nlohmann::json j = {{"step", m.step},           {"loss", m.loss},
                       {"lr", m.lr},               {"grad_norm", m.grad_norm},
                       {"tokens_per_s", m.tokens_per_s}, {"mfu", m.mfu},
-                      {"step_ms", m.step_ms},     {"memory_mb", m.memory_mb},
+                      {"step_ms", m.step_ms},     {"eta_s", m.eta_s},  {"memory_mb", m.memory_mb},
                       {"loss_scale", m.loss_scale}, {"skipped", m.skipped}};
   if (m.val_loss) j["val_loss"] = *m.val_loss;
   j["params_mb"] = m.params_mb;
@@ -77,6 +77,14 @@ void MetricsLog::show(const StepMetrics& m) {
                 static_cast<long long>(m.step), static_cast<long long>(m.total_steps), m.loss, m.lr,
                 m.grad_norm, m.tokens_per_s, 100.0 * m.mfu, m.memory_mb, m.skipped ? "  (skipped)" : "");
   std::string text = line;
+  if (m.step < m.total_steps) {
+    const auto eta = static_cast<long long>(m.eta_s + 0.5);
+    if (eta >= 3600)
+      std::snprintf(line, sizeof(line), "  ETA %lldh%02lldm", eta / 3600, eta % 3600 / 60);
+    else
+      std::snprintf(line, sizeof(line), "  ETA %lldm%02llds", eta / 60, eta % 60);
+    text += line;
+  }
   if (!m.pipeline_bubble.empty()) {
     text += "  bubble";
     for (double b : m.pipeline_bubble) {

@@ -22,6 +22,7 @@ struct StepMetrics {
   double tokens_per_s = 0;
   double mfu = 0;  // model FLOPs per second over the peak rate of the device
   double step_ms = 0;
+  double eta_s = 0;  // the remaining steps at this run's mean step time so far
   double memory_mb = 0;  // resident set size of this process
   // Model states this rank holds on its compute device, in MiB, as the allocator counts them:
   // parameters, gradients (16-bit grads and their f32 accumulators, or ZeRO's row shards),

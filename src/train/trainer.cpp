@@ -462,6 +462,7 @@ TrainSummary Trainer::run() {
               " parameters) for ", t.steps, " steps of ", t.global_batch, " x ", t.seq_len,
               " tokens, ", t.precision, ", accumulation ", accumulation);
 
+  double run_seconds = 0;  // the steps of this run so far, for the ETA
   const int64_t last = options_.stop_at_step > 0 ? std::min(options_.stop_at_step, t.steps) : t.steps;
   while (step_ < last) {
     const int64_t step = step_ + 1;
@@ -539,6 +540,8 @@ TrainSummary Trainer::run() {
     m.lr = lr;
     m.grad_norm = norm;
     m.step_ms = 1e3 * elapsed;
+    run_seconds += elapsed;
+    m.eta_s = run_seconds / static_cast<double>(step - summary.first_step + 1) * static_cast<double>(t.steps - step);
     m.tokens_per_s = tokens_per_step / elapsed;
     const double world = groups_ ? groups_->grid().world_size() : 1;
     m.mfu = peak > 0 ? flops_per_step / elapsed / (peak * world) : 0.0;

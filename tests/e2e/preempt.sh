@@ -3,7 +3,8 @@
 # the middle of training; it must finish the step, write a checkpoint and exit 0; `--resume auto`
 # then continues, and its losses equal an uninterrupted run's bit for bit (as metrics.jsonl
 # prints them). SIGUSR1 is checked the same way; the uninterrupted run is started through
-# launch/mpirun.sh. (Under plain mpirun, SIGTERM to mpirun itself makes
+# launch/mpirun.sh. Then kill -9 of one rank while a checkpoint is being written: the previous one
+# stays loadable and is the one --resume auto takes. (Under plain mpirun, SIGTERM to mpirun itself makes
 # Open MPI kill the job; SIGUSR1 to mpirun is forwarded to the ranks: docs/launching.md.)
 # usage: preempt.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
@@ -51,5 +52,38 @@ for signal in TERM USR1; do
     echo "SIG$signal after step $stopped: checkpoint $(basename "$ckpt"), exit 0; resumed to step $steps, every loss equal"
   fi
 done
+# kill -9 of one rank while a checkpoint is being written: the previous checkpoint stays complete
+# and loadable, and --resume auto never picks the partial one.
+"$mpiexec" -np 2 --oversubscribe "$strata" train "${settings[@]}" --set checkpoint.every=1 --set checkpoint.keep=0 \
+  --set "train.out_dir=$work/killed" >/dev/null 2>&1 &
+launcher=$!
+killed=""
+for _ in $(seq 2000); do
+  partial=$(ls -d "$work"/killed/checkpoints/.step-*.partial 2>/dev/null | head -1 || true)
+  if [[ -n "$partial" && $(ls -d "$work"/killed/checkpoints/step-* 2>/dev/null | wc -l) -ge 2 ]]; then
+    rank=$(pgrep -P "$launcher" | head -1)
+    kill -9 "$rank" && killed=$partial
+    break
+  fi
+  sleep 0.005
+done
+wait "$launcher" 2>/dev/null || true
+if [[ -z "$killed" ]]; then
+  echo "FAIL: kill -9 during a checkpoint: never caught a checkpoint being written"; failed=1
+else
+  latest=$(ls -d "$work"/killed/checkpoints/step-* | sort | tail -1)
+  if ! "$strata" convert "$latest" --inspect >/dev/null 2>&1; then
+    echo "FAIL: kill -9 during a checkpoint: the newest complete checkpoint $latest does not load"; failed=1
+  else
+    resumed=$("$mpiexec" -np 2 --oversubscribe "$strata" train "${settings[@]}" --set train.steps=$steps \
+      --set "train.out_dir=$work/killed" --resume auto 2>&1 | grep -o 'resumed from [^ ]*' | head -1)
+    if [[ "$resumed" != "resumed from $latest" ]]; then
+      echo "FAIL: kill -9 during a checkpoint: expected to resume from $latest, got '$resumed'"; failed=1
+    else
+      echo "kill -9 while $(basename "$killed") was written: $(basename "$latest") still loads, and --resume auto took it"
+    fi
+  fi
+fi
+
 [[ $failed == 0 ]] || exit 1
 echo PASS
