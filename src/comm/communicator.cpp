@@ -1,5 +1,7 @@
 #include "comm/communicator.h"
 
+#include "comm/watchdog.h"
+
 #include <cstdint>
 #include <utility>
 
@@ -49,6 +51,7 @@ void CommHandle::finish_or_abort() noexcept {
 
 void CommHandle::wait() {
   if (!pending_) return;
+  const WatchdogScope watched(context_);
   try {
     pending_->wait();
   } catch (const Error& e) {
@@ -170,6 +173,7 @@ std::string local_error(F&& checks) {
 // in front, so no message from below has to know where it was called from.
 template <typename F>
 auto with_context(const std::string& context, F&& body) -> decltype(body()) {
+  const WatchdogScope watched(context);
   try {
     return body();
   } catch (const Error& e) {

@@ -186,6 +186,8 @@ std::vector<ConfigField> make_schema() {
       field<S>("parallel.backend", [](Config& c) -> S& { return c.parallel.backend; },
                "Communication backend; auto: nccl for CUDA tensors, mpi otherwise.",
                {"auto", "nccl", "mpi"}),
+      field<F>("parallel.timeout_s", [](Config& c) -> F& { return c.parallel.timeout_s; },
+               "Seconds a rank may wait in one communication before the run ends, naming it (0: never)."),
       field<F>("parallel.bucket_mb", [](Config& c) -> F& { return c.parallel.bucket_mb; },
                "Gradient bucket size in MiB (the dp all-reduce; ZeRO 2/3's reduce-scatter)."),
       // train
@@ -411,6 +413,7 @@ void validate_config(const Config& c) {
                "key 'parallel.ep': ep=", p.ep, " needs model.moe.n_experts divisible by it, got ",
                m.moe.n_experts);
   positive("parallel.bucket_mb", p.bucket_mb);
+  STRATA_CHECK(p.timeout_s >= 0, "key 'parallel.timeout_s' must be >= 0, got ", p.timeout_s);
 
   const TrainConfig& t = c.train;
   positive("train.seq_len", static_cast<double>(t.seq_len));

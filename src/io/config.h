@@ -33,6 +33,7 @@ struct ParallelConfig {
   OffloadConfig offload;
   std::string backend = "auto";  // auto | nccl | mpi
   double bucket_mb = 25.0;
+  double timeout_s = 1800;  // a communication operation waiting longer ends the run (0: never)
 };
 
 struct TrainConfig {

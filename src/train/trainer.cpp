@@ -4,8 +4,12 @@
 #include <csignal>
 #include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstdlib>
 #include <filesystem>
+#include <thread>
 
+#include "comm/watchdog.h"
 #include "core/allocator.h"
 #include "core/log.h"
 #if STRATA_CUDA
@@ -207,6 +211,8 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
     optimizer_->refresh_masters(/*copied_only=*/false);
     log::info("initialised the weights from ", options_.init_from);
   }
+  if (groups)
+    Watchdog::start(par.timeout_s, config.train.out_dir, groups->grid().rank(), groups->grid().world_size());
   std::string resume = options_.resume;
   if (resume == "auto") {
     auto latest = latest_checkpoint(config_.checkpoint_dir());
@@ -215,6 +221,8 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
   }
   if (!resume.empty()) resume_from(resume);
 }
+
+Trainer::~Trainer() { Watchdog::stop(); }
 
 DType Trainer::param_dtype() const {
   const std::string& p = config_.train.precision;
@@ -464,8 +472,18 @@ TrainSummary Trainer::run() {
 
   double run_seconds = 0;  // the steps of this run so far, for the ETA
   const int64_t last = options_.stop_at_step > 0 ? std::min(options_.stop_at_step, t.steps) : t.steps;
+  // Fault injection for the watchdog's test: STRATA_FAULT_HANG=RANK:STEP makes that rank stop
+  // responding at the start of that step.
+  long long hang_rank = -1, hang_step = -1;
+  if (const char* hang = std::getenv("STRATA_FAULT_HANG"))
+    if (std::sscanf(hang, "%lld:%lld", &hang_rank, &hang_step) != 2) hang_rank = -1;
   while (step_ < last) {
     const int64_t step = step_ + 1;
+    Watchdog::set_step(step);
+    if (groups_ && groups_->grid().rank() == hang_rank && step == hang_step) {
+      log::warn("STRATA_FAULT_HANG: rank ", hang_rank, " stops responding at step ", step);
+      std::this_thread::sleep_for(std::chrono::hours(24));
+    }
     const auto start = Clock::now();
     ParameterRegistry& params = model_->params();
     params.zero_grads();

@@ -62,6 +62,9 @@ class Trainer {
   // `groups`: the process groups of a multi-rank run (their grid must match config.parallel), or
   // nullptr for one process.
   Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups = nullptr);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
   TrainSummary run();
 
   Transformer& model() { return *model_; }

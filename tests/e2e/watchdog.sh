@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The collective watchdog: rank 1 of a 2-rank run stops responding at step 3 (STRATA_FAULT_HANG);
+# rank 0 waits in the gradient all-reduce. With parallel.timeout_s 5 the run must end (nonzero)
+# within 5 + 10 s, with one line naming the operation, its group, the step and rank 1's state.
+# usage: watchdog.sh STRATA_BINARY SOURCE_DIR MPIEXEC
+set -euo pipefail
+source "$(dirname "$0")/brown_workdir.sh"
+start=$(date +%s)
+status=0
+STRATA_FAULT_HANG=1:3 timeout 120 "$mpiexec" -np 2 --oversubscribe -x STRATA_FAULT_HANG "$strata" train \
+  --config "$source_dir/configs/tiny-llama.yaml" --set "data.train=$work/train.h5" --set "data.val=$work/val.h5" \
+  --set train.steps=20 --set train.eval_every=0 --set model.n_layers=2 --set train.global_batch=8 \
+  --set train.micro_batch=4 --set parallel.dp=2 --set parallel.timeout_s=5 --set checkpoint.every=0 \
+  --set "train.out_dir=$work/run" >/dev/null 2>"$work/err" || status=$?
+elapsed=$(($(date +%s) - start))
+line=$(grep 'has not finished after' "$work/err" | head -1 || true)
+failed=0
+[[ $status != 0 ]] || { echo "FAIL: the hung run exited 0"; failed=1; }
+[[ $status != 124 ]] || { echo "FAIL: the hung run was still running after 120 s"; failed=1; }
+for want in "rank 0 of 2" "all_reduce" "group '" "at step 3" "rank 1 (step 3"; do
+  [[ "$line" == *"$want"* ]] || { echo "FAIL: the message lacks '$want': $line"; failed=1; }
+done
+# The tokenizer and start-up come before the first step; the bound is on the time after it.
+echo "watchdog: exit $status after ${elapsed}s: $line"
+((elapsed <= 5 + 10 + 20)) || { echo "FAIL: took ${elapsed}s"; failed=1; }
+[[ $failed == 0 ]] || { cat "$work/err"; exit 1; }
+echo PASS
