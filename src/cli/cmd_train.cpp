@@ -18,6 +18,7 @@ Command add_train(CLI::App& app) {
     std::vector<std::string> overrides;
     std::string resume;
     std::string init_from;
+    std::string rank_logs;
   };
   auto o = std::make_shared<Options>();
   CLI::App* cmd = app.add_subcommand("train", "Train a model from a YAML config");
@@ -25,9 +26,16 @@ Command add_train(CLI::App& app) {
   cmd->add_option("--set", o->overrides, "Override a key: key.path=value (repeatable)");
   cmd->add_option("--resume", o->resume,
                   "'auto' (newest complete checkpoint in checkpoint.dir, if any) or a checkpoint folder");
+  cmd->add_option("--rank-logs", o->rank_logs,
+                  "Also write every rank's log lines (info included) to DIR/rank-N.log");
   cmd->add_option("--init-from", o->init_from,
                   "Start from a checkpoint's weights only (any layout; e.g. strata convert --from-hf)");
   return {cmd, [o] {
+            if (!o->rank_logs.empty()) {
+              log::Options logging = log::current();
+              logging.rank_log_dir = o->rank_logs;
+              log::configure(logging);
+            }
             const Config config = load_config(o->config_path, o->overrides);
             TrainOptions options;
             options.resume = o->resume;

@@ -28,7 +28,7 @@ int main(int argc, char** argv) {
   try {
     // Log lines carry the rank once there is more than one; info comes from rank 0 only.
     const strata::LaunchEnv env = strata::read_launch_env();
-    strata::log::configure({env.rank, env.world_size, strata::log::Level::info, false});
+    strata::log::configure({env.rank, env.world_size, strata::log::Level::info, false, ""});
     for (const auto& c : commands)
       if (c.app->parsed()) return c.run();
     std::fputs(app.help().c_str(), stdout);

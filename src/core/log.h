@@ -16,6 +16,9 @@ struct Options {
   int world = 1;
   Level level = Level::info;
   bool all_ranks = false;  // info/debug from every rank, not only rank 0
+  // When set, every rank also appends each of its lines (all levels it keeps, info included) to
+  // <rank_log_dir>/rank-<rank>.log.
+  std::string rank_log_dir;
 };
 void configure(const Options& options);
 Options current();

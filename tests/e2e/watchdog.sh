@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The collective watchdog: rank 1 of a 2-rank run stops responding at step 3 (STRATA_FAULT_HANG);
 # rank 0 waits in the gradient all-reduce. With parallel.timeout_s 5 the run must end (nonzero)
-# within 5 + 10 s, with one line naming the operation, its group, the step and rank 1's state.
+# within 5 + 10 s, with one line naming the operation, its group, the step and rank 1's state;
+# --rank-logs leaves each rank's own log.
 # usage: watchdog.sh STRATA_BINARY SOURCE_DIR MPIEXEC
 set -euo pipefail
 source "$(dirname "$0")/brown_workdir.sh"
@@ -11,7 +12,7 @@ STRATA_FAULT_HANG=1:3 timeout 120 "$mpiexec" -np 2 --oversubscribe -x STRATA_FAU
   --config "$source_dir/configs/tiny-llama.yaml" --set "data.train=$work/train.h5" --set "data.val=$work/val.h5" \
   --set train.steps=20 --set train.eval_every=0 --set model.n_layers=2 --set train.global_batch=8 \
   --set train.micro_batch=4 --set parallel.dp=2 --set parallel.timeout_s=5 --set checkpoint.every=0 \
-  --set "train.out_dir=$work/run" >/dev/null 2>"$work/err" || status=$?
+  --set "train.out_dir=$work/run" --rank-logs "$work/logs" >/dev/null 2>"$work/err" || status=$?
 elapsed=$(($(date +%s) - start))
 line=$(grep 'has not finished after' "$work/err" | head -1 || true)
 failed=0
@@ -23,5 +24,9 @@ done
 # The tokenizer and start-up come before the first step; the bound is on the time after it.
 echo "watchdog: exit $status after ${elapsed}s: $line"
 ((elapsed <= 5 + 10 + 20)) || { echo "FAIL: took ${elapsed}s"; failed=1; }
+# --rank-logs: each rank's own lines, rank 1's info lines included (stderr has rank 0's only).
+grep -q "STRATA_FAULT_HANG: rank 1 stops responding" "$work/logs/rank-1.log" 2>/dev/null ||
+  { echo "FAIL: logs/rank-1.log lacks rank 1's warning"; failed=1; }
+grep -q "info: training llama" "$work/logs/rank-0.log" 2>/dev/null || { echo "FAIL: logs/rank-0.log lacks its info"; failed=1; }
 [[ $failed == 0 ]] || { cat "$work/err"; exit 1; }
 echo PASS
