@@ -290,6 +290,9 @@ const ConfigField& find_field(const std::string& path, const std::string& source
 void apply_node(Config& config, const YAML::Node& node, const std::string& prefix,
                 const std::string& source) {
   for (const auto& item : node) {
+    // A key must be a plain name: YAML also allows a mapping or a list as a key ("{a: 1}: 2").
+    STRATA_CHECK(item.first.IsScalar(), source, ": a key ", prefix.empty() ? "at the top level" : "under '" + prefix + "'",
+                 " is not a name: '", node_text(item.first), "'");
     const std::string key = item.first.as<std::string>();
     const std::string path = prefix.empty() ? key : prefix + "." + key;
     const YAML::Node& value = item.second;
@@ -357,7 +360,11 @@ Config parse_config(const std::string& yaml_text, const std::string& source,
   if (root.IsDefined() && !root.IsNull()) {
     STRATA_CHECK(root.IsMap(), source, ": the top level must be a mapping of sections (model, "
                                        "parallel, train, optim, data, checkpoint)");
-    apply_node(config, root, "", source);
+    try {
+      apply_node(config, root, "", source);
+    } catch (const YAML::Exception& e) {  // a conversion the checks above did not foresee
+      STRATA_FAIL(source, ": cannot read it at line ", e.mark.line + 1, ", column ", e.mark.column + 1, ": ", e.msg);
+    }
   }
   for (const auto& o : overrides) apply_override(config, o);
   validate_config(config);
