@@ -67,6 +67,12 @@ Command add_train(CLI::App& app) {
                 log::info("done: step ", s.last_step, ", loss ", s.losses.back(),
                           s.last_val_loss ? ", val_loss " + std::to_string(*s.last_val_loss) : "",
                           ", checkpoint ", s.last_checkpoint);
+                char line[160];
+                std::snprintf(line, sizeof(line), "%zu steps, %lld tokens in %.1f s (%.0f tokens/s)%s",
+                              s.losses.size(), static_cast<long long>(s.tokens), s.seconds,
+                              s.seconds > 0 ? static_cast<double>(s.tokens) / s.seconds : 0.0,
+                              s.best_val_loss ? (", best val_loss " + std::to_string(*s.best_val_loss)).c_str() : "");
+                log::info("this run: ", line);
               }
               return 0;
             };

@@ -626,6 +626,7 @@ TrainSummary Trainer::run() {
     if (val_set_ && t.eval_every > 0 && (step % t.eval_every == 0 || step == t.steps)) {
       m.val_loss = evaluate();
       summary.last_val_loss = m.val_loss;
+      if (!summary.best_val_loss || *m.val_loss < *summary.best_val_loss) summary.best_val_loss = m.val_loss;
     }
     if (metrics && (step % t.log_every == 0 || step == t.steps || m.val_loss)) {
       metrics->write(m);
@@ -651,6 +652,8 @@ TrainSummary Trainer::run() {
   }
   if (show) metrics->finish_line();
   summary.last_step = step_;
+  summary.seconds = run_seconds;
+  summary.tokens = static_cast<int64_t>(summary.losses.size()) * t.global_batch * t.seq_len;
   return summary;
 }
 

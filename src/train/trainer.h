@@ -55,6 +55,9 @@ struct TrainSummary {
   std::optional<double> last_val_loss;
   std::string last_checkpoint;
   bool preempted = false;  // stopped early by a signal, after writing last_checkpoint
+  std::optional<double> best_val_loss;
+  double seconds = 0;  // this run's steps, wall time
+  int64_t tokens = 0;  // this run's training tokens
 };
 
 class Trainer {
