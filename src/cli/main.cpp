@@ -23,7 +23,11 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version come this way too (exit code 0): CLI11 prints them. A misuse gets one
+    // line, as every other error does.
+    if (e.get_exit_code() == 0) return app.exit(e);
+    std::fprintf(stderr, "strata: error: %s (see strata --help)\n", e.what());
+    return e.get_exit_code();
   }
   try {
     // Log lines carry the rank once there is more than one; info comes from rank 0 only.
