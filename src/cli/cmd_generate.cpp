@@ -15,6 +15,7 @@
 #include "infer/generate.h"
 #include "kernels/ops.h"
 #include "tools/convert.h"
+#include "train/trainer.h"
 
 namespace strata::cli {
 
@@ -109,9 +110,7 @@ Command add_generate(CLI::App& app) {
             }
             const bool printer = !grid || grid->rank() == 0;
             auto run = [&] {
-              const DType dtype = config.train.precision == "bf16"   ? DType::bf16
-                                  : config.train.precision == "fp16" ? DType::f16
-                                                                     : DType::f32;
+              const DType dtype = precision_dtype(config.train.precision);
               Transformer model(config.model, dtype, tp);
               load_weights(model, o->checkpoint);
               if (o->quantize == "int8") {

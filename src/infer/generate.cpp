@@ -99,11 +99,7 @@ std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int3
 
 void load_weights(Transformer& model, const std::string& checkpoint) {
   std::vector<CheckpointEntry> entries;
-  for (auto& p : model.params().all()) {
-    std::vector<int64_t> offset(p->global_shape.size(), 0);
-    if (!p->shard.replicated()) offset[static_cast<size_t>(p->shard.dim)] = p->shard.start;
-    entries.push_back({p->name, p->global_shape, offset, &p->value, true});
-  }
+  for (auto& p : model.params().all()) entries.push_back({p->name, p->global_shape, p->global_offset(), &p->value, true});
   load_checkpoint(checkpoint, entries);
 }
 

@@ -142,22 +142,31 @@ std::string checkpoint_name(int64_t step) {
   return name;
 }
 
-std::string file_checksum(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  STRATA_CHECK(in.good(), "cannot read '", path, "' to checksum it");
-  uint64_t h = 0xcbf29ce484222325ull;
-  std::vector<char> buffer(1 << 20);
-  while (in) {
-    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
-    const std::streamsize n = in.gcount();
-    for (std::streamsize i = 0; i < n; ++i) {
-      h ^= static_cast<uint8_t>(buffer[static_cast<size_t>(i)]);
-      h *= 0x100000001b3ull;
-    }
+uint64_t fnv1a(uint64_t h, const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < bytes; ++i) {
+    h ^= p[i];
+    h *= 0x100000001b3ull;
   }
+  return h;
+}
+
+std::string hex64(uint64_t h) {
   std::ostringstream hex;
   hex << std::hex << std::setw(16) << std::setfill('0') << h;
   return hex.str();
+}
+
+std::string file_checksum(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  STRATA_CHECK(in.good(), "cannot read '", path, "' to checksum it");
+  uint64_t h = kFnvBasis;
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    h = fnv1a(h, buffer.data(), static_cast<size_t>(in.gcount()));
+  }
+  return hex64(h);
 }
 
 namespace {

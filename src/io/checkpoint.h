@@ -97,4 +97,9 @@ void prune_checkpoints(const std::string& dir, int64_t keep);
 // FNV-1a 64 of a file's bytes, as 16 hex digits.
 std::string file_checksum(const std::string& path);
 
+// FNV-1a 64: `h` (start from kFnvBasis) extended by `bytes` bytes; and a hash as 16 hex digits.
+inline constexpr uint64_t kFnvBasis = 0xcbf29ce484222325ull;
+uint64_t fnv1a(uint64_t h, const void* data, size_t bytes);
+std::string hex64(uint64_t h);
+
 }  // namespace strata

@@ -65,6 +65,12 @@ struct Parameter {
   Tensor main_grad;
 
   const Shape& local_shape() const { return local; }
+  // Where this rank's slice starts in the global tensor, per dim (zeros when replicated).
+  std::vector<int64_t> global_offset() const {
+    std::vector<int64_t> offset(global_shape.size(), 0);
+    if (!shard.replicated()) offset[static_cast<size_t>(shard.dim)] = shard.start;
+    return offset;
+  }
   // The gradient the optimizer sees: ZeRO's row shard when it keeps one (stages 2 and 3), else
   // main_grad when there is one, else grad.
   Tensor& accum() { return zero.grad.defined() ? zero.grad : main_grad.defined() ? main_grad : grad; }

@@ -22,15 +22,14 @@ int64_t cols_of(const Parameter& p) {
 
 MemoryPlace place(bool offloaded) { return offloaded ? MemoryPlace::host : MemoryPlace::device; }
 
-// Rank r's rows [begin, end) of `rows` rows cut into `size` near-equal runs: rows / size each, the
-// first rows % size ranks one more.
-std::pair<int64_t, int64_t> run_of(int64_t rows, int r, int size) {
+}  // namespace
+
+// rows / size rows each, the first rows % size ranks one more.
+std::pair<int64_t, int64_t> zero_row_range(int64_t rows, int r, int size) {
   const int64_t q = rows / size, rem = rows % size;
   const int64_t begin = r * q + std::min<int64_t>(r, rem);
   return {begin, begin + q + (r < rem ? 1 : 0)};
 }
-
-}  // namespace
 
 int64_t row_count(const Shape& shape) { return shape.empty() ? 1 : shape[0]; }
 
@@ -54,7 +53,7 @@ void assign_rows(Parameter& p, const ZeroShard& zero) {
     return;
   }
   p.zero.run = (rows + zero.size - 1) / zero.size;
-  std::tie(p.zero.begin, p.zero.end) = run_of(rows, zero.rank, zero.size);
+  std::tie(p.zero.begin, p.zero.end) = zero_row_range(rows, zero.rank, zero.size);
 }
 
 RowGather::RowGather(const ZeroShard& zero, std::vector<Parameter*> params,
@@ -90,7 +89,7 @@ void RowGather::wait() {
     for (int r = 0; r < size_; ++r) {
       for (Parameter* p : part.params) {
         const int64_t cols = cols_of(*p);
-        const auto [begin, end] = run_of(row_count(p->local), r, size_);
+        const auto [begin, end] = zero_row_range(row_count(p->local), r, size_);
         if (end > begin) {
           Tensor dst = as_rows(p->value).slice(0, begin, end);
           dst.copy_from(part.all.slice(0, at, at + (end - begin) * cols).view({end - begin, cols}));
@@ -226,7 +225,7 @@ void ZeroEngine::launch() {
   for (int r = 0; r < zero_.size; ++r) {
     for (Parameter* p : b.params) {
       const int64_t cols = cols_of(*p);
-      const auto [begin, end] = run_of(row_count(p->local), r, zero_.size);
+      const auto [begin, end] = zero_row_range(row_count(p->local), r, zero_.size);
       if (end > begin) {
         Tensor dst = b.flat.slice(0, at, at + (end - begin) * cols).view({end - begin, cols});
         ops::cast(as_rows(p->grad).slice(0, begin, end), dst);

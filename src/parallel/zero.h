@@ -27,6 +27,7 @@
 #include <functional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "comm/communicator.h"
@@ -50,6 +51,8 @@ Tensor as_rows(const Tensor& t);
 int64_t row_count(const Shape& shape);
 // The shape of `rows` rows of a tensor of `shape` (dim 0 replaced).
 Shape rows_shape(const Shape& shape, int64_t rows);
+// Rank r's rows [begin, end) of `rows` rows cut into `size` near-equal runs.
+std::pair<int64_t, int64_t> zero_row_range(int64_t rows, int rank, int size);
 // Sets p.zero's begin, end and run for this rank (all rows when `zero` is not active).
 void assign_rows(Parameter& p, const ZeroShard& zero);
 

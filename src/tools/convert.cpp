@@ -4,7 +4,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <iomanip>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -23,17 +22,7 @@ namespace strata {
 
 namespace {
 
-std::string fnv_hex(const Tensor& t) {
-  uint64_t h = 0xcbf29ce484222325ull;
-  const auto* bytes = static_cast<const unsigned char*>(t.raw());
-  for (size_t i = 0; i < t.nbytes(); ++i) {
-    h ^= bytes[i];
-    h *= 0x100000001b3ull;
-  }
-  std::ostringstream hex;
-  hex << std::hex << std::setw(16) << std::setfill('0') << h;
-  return hex.str();
-}
+std::string fnv_hex(const Tensor& t) { return hex64(fnv1a(kFnvBasis, t.raw(), t.nbytes())); }
 
 // Every tensor of a checkpoint read whole, in its stored dtype.
 std::map<std::string, Tensor> read_whole(const std::string& path, const std::vector<std::string>& names = {}) {
@@ -48,10 +37,6 @@ std::map<std::string, Tensor> read_whole(const std::string& path, const std::vec
     entries.push_back({name, tensor.shape(), std::vector<int64_t>(tensor.shape().size(), 0), &tensor, true});
   load_checkpoint(path, entries);
   return out;
-}
-
-DType precision_dtype(const std::string& precision) {
-  return precision == "bf16" ? DType::bf16 : precision == "fp16" ? DType::f16 : DType::f32;
 }
 
 // A 2-D tensor transposed (a new contiguous tensor), any dtype.
@@ -158,8 +143,7 @@ std::string reshard_checkpoint(const std::string& path, const Config& target, co
       auto add = [&](const std::string& name, const Parameter& p, int64_t row_begin, int64_t rows, bool each_dp) {
         auto it = stored.find(name);
         STRATA_CHECK(it != stored.end(), "checkpoint '", path, "' has no tensor '", name, "'");
-        std::vector<int64_t> offset(p.global_shape.size(), 0);
-        if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
+        std::vector<int64_t> offset = p.global_offset();
         if (!offset.empty()) offset[0] += row_begin;
         tensors.push_back(Tensor::empty(rows_shape(p.local, rows), it->second.dtype));
         entries.push_back({name, p.global_shape, offset, nullptr,
@@ -169,12 +153,9 @@ std::string reshard_checkpoint(const std::string& path, const Config& target, co
       for (auto& p : model.params().all()) {
         add(p->name, *p, 0, row_count(p->local), false);
         // Optimizer state, under ZeRO each dp rank's rows (parallel/zero.h).
-        int64_t begin = 0, end = row_count(p->local);
-        if (sharded) {
-          const int64_t q = end / par.dp, rem = end % par.dp, r = grid.coordinate(Axis::dp);
-          begin = r * q + std::min(r, rem);
-          end = begin + q + (r < rem ? 1 : 0);
-        }
+        const auto [begin, end] = sharded ? zero_row_range(row_count(p->local), grid.coordinate(Axis::dp),
+                                                           static_cast<int>(par.dp))
+                                          : std::pair<int64_t, int64_t>{0, row_count(p->local)};
         for (const char* part : {"master", "exp_avg", "exp_avg_sq"}) {
           const std::string name = "optim/" + p->name + "/" + part;
           if (stored.count(name)) add(name, *p, begin, end - begin, sharded);

@@ -213,7 +213,7 @@ Estimate estimate_run(const Config& config, const Hardware& hw) {
   const double kvh_local = c.n_kv_heads % par.tp == 0 ? static_cast<double>(c.n_kv_heads) / tp : 1;
   const double n_mlp = c.activation == "swiglu" ? 3 : 2, ff_local = static_cast<double>(c.d_ff) / tp;
   const double moe_factor = c.moe.n_experts > 0 ? static_cast<double>(c.moe.top_k) : 1;
-  const double stats = w == 4 ? 4 : 4;  // statistics are f32 for 16-bit and f32 activations alike
+  const double stats = 4;  // statistics are f32 for 16-bit and f32 activations alike
   const double core = w * tokens * nh_local * hd + stats * tokens * nh_local;  // output + lse
   const double layer_none = w * (2 * rows * d + 2 * tokens * d + tokens * nh_local * hd +
                                  2 * tokens * kvh_local * hd + n_mlp * tokens * ff_local * moe_factor) +

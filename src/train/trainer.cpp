@@ -164,7 +164,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
             static_cast<int>(par.zero), par.bucket_mb};
   const bool engine = zero.active() && zero.stage >= 2;
   const ParamStorage storage{.values = !(engine && zero.stage == 3), .grads = !engine};
-  model_ = std::make_unique<Transformer>(config.model, param_dtype(), tp, chunks, sp, ep, storage);
+  model_ = std::make_unique<Transformer>(config.model, precision_dtype(config.train.precision), tp, chunks, sp, ep, storage);
   if (engine) {
     zero_ = std::make_unique<ZeroEngine>(model_->params(), zero, par.offload.optimizer, par.offload.params);
     model_->set_param_gate(zero_.get());
@@ -224,18 +224,13 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
 
 Trainer::~Trainer() { Watchdog::stop(); }
 
-DType Trainer::param_dtype() const {
-  const std::string& p = config_.train.precision;
-  return p == "bf16" ? DType::bf16 : p == "fp16" ? DType::f16 : DType::f32;
+DType precision_dtype(const std::string& precision) {
+  return precision == "bf16" ? DType::bf16 : precision == "fp16" ? DType::f16 : DType::f32;
 }
+
 
 std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   std::vector<CheckpointEntry> entries;
-  auto place = [](const Parameter& p) {
-    std::vector<int64_t> offset(p.global_shape.size(), 0);
-    if (!p.shard.replicated()) offset[static_cast<size_t>(p.shard.dim)] = p.shard.start;
-    return offset;
-  };
   auto writes = [&](const Parameter& p, bool each_dp) {
     return !groups_ || writes_checkpoint_copy(p, groups_->grid(), config_.parallel, each_dp);
   };
@@ -244,16 +239,16 @@ std::vector<CheckpointEntry> Trainer::checkpoint_entries() {
   const bool sharded_state = config_.parallel.zero >= 1 && groups_ && groups_->dp().size() > 1;
   for (auto& p : model_->params().all()) {
     if (p->zero.value.defined()) {
-      std::vector<int64_t> offset = place(*p);
+      std::vector<int64_t> offset = p->global_offset();
       if (!offset.empty()) offset[0] += p->zero.begin;
       entries.push_back({p->name, p->global_shape, offset, &p->zero.value,
                          p->zero.value.numel() > 0 && writes(*p, true)});
     } else {
-      entries.push_back({p->name, p->global_shape, place(*p), &p->value, writes(*p, false)});
+      entries.push_back({p->name, p->global_shape, p->global_offset(), &p->value, writes(*p, false)});
     }
   }
   for (auto& s : optimizer_->state()) {
-    std::vector<int64_t> offset = place(*s.param);
+    std::vector<int64_t> offset = s.param->global_offset();
     if (!offset.empty()) offset[0] += s.row_offset;
     const bool write = s.tensor->numel() > 0 && writes(*s.param, sharded_state);
     entries.push_back({"optim/" + s.name, s.param->global_shape, offset, s.tensor, write});

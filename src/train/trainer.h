@@ -85,7 +85,6 @@ class Trainer {
  private:
   void resume_from(const std::string& path);
   std::vector<CheckpointEntry> checkpoint_entries();
-  DType param_dtype() const;
 
   bool is_rank0() const { return groups_ == nullptr || groups_->grid().rank() == 0; }
   // The mean over dp ranks of a per-rank value (each rank's share of the batch is equal).
@@ -124,6 +123,9 @@ class Trainer {
   int64_t bad_steps_ = 0;  // steps in a row with a non-finite loss or gradient
   Recompute recompute_ = Recompute::none;
 };
+
+// The parameters' dtype of a run in train.precision `precision` (fp32, bf16, fp16).
+DType precision_dtype(const std::string& precision);
 
 // Whether this rank writes its copy of `p` into a checkpoint: of the ranks holding the same
 // values (dp replicas, sp peers, tp ranks of a replicated tensor) one writes; `each_dp`: the dp
