@@ -149,6 +149,8 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWA
 
 // dst = src converted to dst's dtype (floating dtypes; round to nearest even when narrowing).
 void cast(const Tensor& src, Tensor& dst);
+// x[i] = value (rounded once to x's dtype).
+void fill(Tensor& x, double value);
 // out = a + b (same shape; out may alias a or b).
 void add(const Tensor& a, const Tensor& b, Tensor& out);
 // x *= alpha.

@@ -1,7 +1,7 @@
-// How the CPU op front ends (kernels/ops_*.cpp) reach their kernels: refuse tensors the CPU backend
-// cannot run (CUDA tensors, until the CUDA backend lands), check arguments against one another
-// with messages that show both tensors, and turn a runtime DType into the C++ element type the
-// kernels in kernels/cpu are templated on.
+// How the op front ends (kernels/ops_*.cpp) reach their kernels: pick the backend from the tensors'
+// device (CUDA tensors go to kernels/cuda, never through a silent copy to the host), check
+// arguments against one another with messages that show both tensors, and turn a runtime DType
+// into the C++ element type the kernels in kernels/cpu are templated on.
 #pragma once
 
 #include <initializer_list>
@@ -12,14 +12,37 @@
 #include "core/tensor.h"
 #include "kernels/ops_check.h"
 
+#if STRATA_CUDA
+#include <cuda_runtime.h>
+
+#include "core/cuda/cuda_device.h"
+#endif
+
 namespace strata::ops::dispatch {
 
-// The op runs only on the CPU for now: a CUDA tensor is an error, never a silent copy to the host.
+// An op without a CUDA implementation: a CUDA tensor is an error, never a silent copy to the host.
 inline void cpu_only(std::string_view op, std::string_view arg, const Tensor& t) {
   STRATA_CHECK(!t.defined() || t.device().is_cpu(), op, ": argument '", arg, "' ", t.describe(),
-               " is on ", t.device().name(), "; ", op,
-               " has no CUDA implementation yet (the CUDA backend is a later issue)");
+               " is on ", t.device().name(), "; ", op, " has no CUDA implementation");
 }
+
+// Whether the op runs on the CUDA backend: t (whose device every argument shares, checked by
+// check::same_device) is a CUDA tensor. A build without the backend refuses it here.
+inline bool on_cuda(std::string_view op, std::string_view arg, const Tensor& t) {
+  if (!t.defined() || t.device().is_cpu()) return false;
+#if !STRATA_CUDA
+  STRATA_FAIL(op, ": argument '", arg, "' ", t.describe(), " is on ", t.device().name(),
+              " but this build has no CUDA backend");
+#endif
+  return true;
+}
+
+#if STRATA_CUDA
+// The compute stream a CUDA op queues on: that of the CudaDevice t was allocated from.
+inline cudaStream_t stream_of(std::string_view op, std::string_view arg, const Tensor& t) {
+  return cuda_device_for(op, arg, t).stream();
+}
+#endif
 
 // t is usable and has the shape and dtype of `ref` (named ref_arg in the message): the outputs
 // and gradients of elementwise ops.
@@ -80,16 +103,25 @@ void floating(std::string_view op, std::string_view arg, const Tensor& t, F&& f)
   }
 }
 
-// The whole front end of an elementwise op: every tensor in `args` is usable, on the CPU, and has
-// the shape and dtype of the first; then f(T{}) for that dtype (f32, f64, bf16 or f16).
+// The checks of an elementwise op: every tensor in `args` is usable, on one device, and has the
+// shape and dtype of the first. Returns on_cuda() of the first.
+inline bool elementwise_args(std::string_view op,
+                             std::initializer_list<std::pair<std::string_view, const Tensor*>> args) {
+  const auto& [first_name, first] = *args.begin();
+  check::usable(op, first_name, *first);
+  check::same_device(op, args);
+  for (const auto& [name, t] : args) like(op, name, *t, first_name, *first);
+  return on_cuda(op, first_name, *first);
+}
+
+// The whole CPU front end of an elementwise op without a CUDA implementation: elementwise_args,
+// CUDA refused, then f(T{}) for the dtype (f32, f64, bf16 or f16).
 template <typename F>
 void elementwise(std::string_view op,
                  std::initializer_list<std::pair<std::string_view, const Tensor*>> args, F&& f) {
   const auto& [first_name, first] = *args.begin();
-  check::usable(op, first_name, *first);
-  check::same_device(op, args);
+  elementwise_args(op, args);
   cpu_only(op, first_name, *first);
-  for (const auto& [name, t] : args) like(op, name, *t, first_name, *first);
   floating(op, first_name, *first, f);
 }
 

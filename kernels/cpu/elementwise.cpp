@@ -56,6 +56,13 @@ void cast(const S* src, int64_t n, D* dst) {
 }
 
 template <typename T>
+void fill(T* x, int64_t n, double value) {
+  const T v = narrow<T>(value);
+#pragma omp parallel for schedule(static) if (n >= kParallelMin)
+  for (int64_t i = 0; i < n; ++i) x[i] = v;
+}
+
+template <typename T>
 void add(const T* a, const T* b, int64_t n, T* out) {
 #pragma omp parallel for schedule(static) if (n >= kParallelMin)
   for (int64_t i = 0; i < n; ++i) out[i] = store<T>(load(a[i]) + load(b[i]));
@@ -101,6 +108,7 @@ double sum_squares(const T* x, int64_t n) {
   template void cast<S, f16>(const S*, int64_t, f16*);
 #define STRATA_INSTANTIATE_ELEMENTWISE(T)                \
   STRATA_INSTANTIATE_CAST(T)                             \
+  template void fill<T>(T*, int64_t, double);            \
   template void add<T>(const T*, const T*, int64_t, T*); \
   template void scale<T>(T*, int64_t, double);           \
   template void axpy<T>(double, const T*, int64_t, T*);  \

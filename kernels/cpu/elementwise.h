@@ -10,6 +10,9 @@ namespace strata::cpu {
 // not round through f32's nearest value, which could create a false tie).
 template <typename S, typename D>
 void cast(const S* src, int64_t n, D* dst);
+// x[i] = value (rounded once to T).
+template <typename T>
+void fill(T* x, int64_t n, double value);
 // out = a + b; out may alias a or b.
 template <typename T>
 void add(const T* a, const T* b, int64_t n, T* out);

@@ -3,7 +3,7 @@
 #include "comm/mpi_communicator.h"
 #include "comm/mpi_types.h"
 
-#if STRATA_CUDA
+#if STRATA_HAVE_NCCL
 #include "comm/nccl/nccl_communicator.h"
 #endif
 
@@ -14,10 +14,12 @@ namespace {
 std::unique_ptr<Communicator> make_communicator(std::string name, MPI_Comm comm, Backend backend,
                                                 int cuda_device) {
   if (backend == Backend::mpi) return std::make_unique<MpiCommunicator>(std::move(name), comm);
-#if STRATA_CUDA
+#if STRATA_HAVE_NCCL
   STRATA_CHECK(cuda_device >= 0, "the nccl backend needs this rank's CUDA device, got ",
                cuda_device);
   return std::make_unique<NcclCommunicator>(std::move(name), comm, cuda_device);
+#elif STRATA_GPUSIM
+  STRATA_FAIL("the nccl backend is not emulated by the simulated GPU yet (use backend mpi)");
 #else
   STRATA_FAIL("the nccl backend needs CUDA, which this build does not have (use backend mpi)");
 #endif

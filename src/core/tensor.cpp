@@ -7,6 +7,7 @@
 #include <cuda_runtime.h>
 
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/cuda_device.h"
 #endif
 
 namespace strata {
@@ -56,7 +57,10 @@ Tensor Tensor::zeros(const Shape& shape, DType dtype, Allocator& allocator) {
     std::memset(t.data_, 0, t.nbytes());
   } else {
 #if STRATA_CUDA
-    STRATA_CUDA_CHECK(cudaMemset(t.data_, 0, t.nbytes()));
+    if (CudaDevice* device = cuda_device_of(t))
+      STRATA_CUDA_CHECK(cudaMemsetAsync(t.data_, 0, t.nbytes(), device->stream()));
+    else
+      STRATA_CUDA_CHECK(cudaMemset(t.data_, 0, t.nbytes()));
 #endif
   }
   return t;
@@ -163,7 +167,17 @@ void Tensor::copy_from(const Tensor& src) {
     return;
   }
 #if STRATA_CUDA
-  STRATA_CUDA_CHECK(cudaMemcpy(data_, src.data_, nbytes(), cudaMemcpyDefault));
+  CudaDevice* dst_device = cuda_device_of(*this);
+  CudaDevice* src_device = cuda_device_of(src);
+  CudaDevice* device = dst_device ? dst_device : src_device;
+  if (!device) {  // memory from a bare allocator: the legacy stream's blocking copy
+    STRATA_CUDA_CHECK(cudaMemcpy(data_, src.data_, nbytes(), cudaMemcpyDefault));
+    return;
+  }
+  if (src_device && src_device != device) src_device->synchronize();  // another device's stream
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(data_, src.data_, nbytes(), cudaMemcpyDefault, device->stream()));
+  // The host side must be done with when this returns: its buffer may be read or freed next.
+  if (device_.is_cpu() || src.device_.is_cpu()) device->synchronize();
 #else
   STRATA_FAIL("copy_from between ", src.device_.name(), " and ", device_.name(),
               " needs the CUDA backend, which this build does not have");

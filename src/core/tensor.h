@@ -28,6 +28,7 @@ class Storage {
   void* data() const { return data_; }
   size_t bytes() const { return bytes_; }
   Device device() const { return allocator_->device(); }
+  Allocator& allocator() const { return *allocator_; }
 
  private:
   Allocator* allocator_;
@@ -61,6 +62,9 @@ class Tensor {
   bool is_contiguous() const;
 
   void* raw() const { return data_; }
+  // The allocator this tensor's memory came from (its views share it); nullptr for a wrapped
+  // pointer. The CUDA backend finds a tensor's device and stream through it.
+  Allocator* allocator() const { return storage_ ? &storage_->allocator() : nullptr; }
   // Typed pointer; throws if T does not match the dtype.
   template <typename T>
   T* data() const {
@@ -75,6 +79,9 @@ class Tensor {
   // A contiguous copy on the same device (this tensor itself when already contiguous).
   Tensor contiguous() const;
   // Copies src's elements into this tensor: same shape and dtype, any devices, both contiguous.
+  // A copy that involves a CUDA device runs on its compute stream, after the work queued there;
+  // it has finished when copy_from returns unless both tensors are on the device (then it is
+  // ordered on the stream like an op).
   void copy_from(const Tensor& src);
   // A contiguous copy on the CPU.
   Tensor to_cpu() const;

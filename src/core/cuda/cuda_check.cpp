@@ -12,9 +12,12 @@ std::string cublas_error_string(cublasStatus_t code) {
   return concat(cublasGetStatusName(code), " (", cublasGetStatusString(code), ")");
 }
 
+#if STRATA_HAVE_NCCL
 std::string nccl_error_string(ncclResult_t code) {
   const char* last = ncclGetLastError(nullptr);
   return concat(ncclGetErrorString(code), last && *last ? std::string(": ") + last : std::string());
 }
+
+#endif
 
 }  // namespace strata::detail

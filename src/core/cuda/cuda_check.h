@@ -5,14 +5,18 @@
 #include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
+#if STRATA_HAVE_NCCL
 #include <nccl.h>
+#endif
 
 #include "core/error.h"
 
 namespace strata::detail {
 std::string cuda_error_string(cudaError_t code);
 std::string cublas_error_string(cublasStatus_t code);
+#if STRATA_HAVE_NCCL
 std::string nccl_error_string(ncclResult_t code);
+#endif
 }  // namespace strata::detail
 
 #define STRATA_CUDA_CHECK(expr)                                                                 \
@@ -39,6 +43,7 @@ std::string nccl_error_string(ncclResult_t code);
                                    ::strata::detail::cublas_error_string(strata_cublas_rc_)));  \
   } while (0)
 
+#if STRATA_HAVE_NCCL
 #define STRATA_NCCL_CHECK(expr)                                                                 \
   do {                                                                                          \
     ncclResult_t strata_nccl_rc_ = (expr);                                                      \
@@ -48,3 +53,4 @@ std::string nccl_error_string(ncclResult_t code);
           ::strata::detail::concat(#expr, " failed: ",                                          \
                                    ::strata::detail::nccl_error_string(strata_nccl_rc_)));      \
   } while (0)
+#endif
