@@ -161,6 +161,9 @@ void axpy(double alpha, const Tensor& x, Tensor& y);
 double sum(const Tensor& x);
 double sum_squares(const Tensor& x);
 double l2_norm(const Tensor& x);
+// acc += scale * sum(x), where acc is a one-element f64 tensor on x's device: a reduction that
+// stays on the device (no host synchronisation), summed in f64 in the order sum() uses.
+void sum_into(const Tensor& x, double scale, Tensor& acc);
 // The k largest values of each row and their column indices, largest first (ties: lower index
 // first). x: [rows, n]; values: [rows, k] (x's dtype); indices: [rows, k] i32.
 void topk(const Tensor& x, int64_t k, Tensor& values, Tensor& indices);

@@ -149,4 +149,23 @@ double l2_norm(const Tensor& x) {
   return std::sqrt(reduce("l2_norm", x, /*squares=*/true));
 }
 
+void sum_into(const Tensor& x, double scale, Tensor& acc) {
+  constexpr const char* op = "sum_into";
+  const bool cuda = dispatch::elementwise_args(op, {{"x", &x}});
+  check::usable(op, "acc", acc);
+  check::same_device(op, {{"x", &x}, {"acc", &acc}});
+  STRATA_CHECK(acc.numel() == 1 && acc.dtype() == DType::f64, op, ": argument 'acc' ", acc.describe(),
+               " must be one f64 element");
+  if (cuda) {
+#if STRATA_CUDA
+    CudaDevice& device = cuda_device_for(op, "x", x);
+    Tensor scratch = Tensor::empty({cuda::reduce_scratch(x.numel())}, DType::f64, device);
+    cuda::reduce_sum_into(x.raw(), x.dtype(), x.numel(), scale, scratch.data<double>(), acc.data<double>(),
+                          device.stream());
+#endif
+    return;
+  }
+  acc.data<double>()[0] += scale * reduce(op, x, /*squares=*/false);
+}
+
 }  // namespace strata::ops

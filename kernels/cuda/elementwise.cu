@@ -81,13 +81,13 @@ __global__ void partial_sums_kernel(const T* x, int64_t n, bool squares, double*
   if (threadIdx.x == 0) partial[blockIdx.x] = s;
 }
 
-// Pass 2: one block adds the partials in a fixed order.
-__global__ void final_sum_kernel(const double* partial, int blocks, double* result) {
+// Pass 2: one block adds the partials in a fixed order; *result = s, or += scale * s.
+__global__ void final_sum_kernel(const double* partial, int blocks, double* result, bool accumulate, double scale) {
   __shared__ double scratch[32];
   double s = 0;
   for (int i = static_cast<int>(threadIdx.x); i < blocks; i += static_cast<int>(blockDim.x)) s += partial[i];
   s = block_sum(s, scratch);
-  if (threadIdx.x == 0) *result = s;
+  if (threadIdx.x == 0) *result = accumulate ? *result + scale * s : s;
 }
 
 }  // namespace
@@ -161,7 +161,19 @@ void reduce_sum(const void* x, DType dtype, int64_t n, bool squares, double* scr
            squares, scratch);
   });
   launch("final_sum", &final_sum_kernel, 1, kThreads, 0, stream, static_cast<const double*>(scratch),
-         static_cast<int>(blocks), result);
+         static_cast<int>(blocks), result, false, 1.0);
+}
+
+void reduce_sum_into(const void* x, DType dtype, int64_t n, double scale, double* scratch, double* acc,
+                     cudaStream_t stream) {
+  const unsigned blocks = grid_for(n);
+  with_floating(dtype, "sum_into", [&](auto tag) {
+    using T = decltype(tag);
+    launch("partial_sums", &partial_sums_kernel<T>, blocks, kThreads, 0, stream, static_cast<const T*>(x), n,
+           false, scratch);
+  });
+  launch("final_sum", &final_sum_kernel, 1, kThreads, 0, stream, static_cast<const double*>(scratch),
+         static_cast<int>(blocks), acc, true, scale);
 }
 
 }  // namespace strata::cuda

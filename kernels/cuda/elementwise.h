@@ -27,5 +27,8 @@ void axpy(double alpha, const void* x, DType x_dtype, void* y, DType y_dtype, in
 int64_t reduce_scratch(int64_t n);
 void reduce_sum(const void* x, DType dtype, int64_t n, bool squares, double* scratch, double* result,
                 cudaStream_t stream);
+// *acc += scale * sum of x (acc: one f64 in device memory), as reduce_sum.
+void reduce_sum_into(const void* x, DType dtype, int64_t n, double scale, double* scratch, double* acc,
+                     cudaStream_t stream);
 
 }  // namespace strata::cuda

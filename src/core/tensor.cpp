@@ -39,6 +39,13 @@ std::vector<int64_t> contiguous_strides(const Shape& shape) {
   return strides;
 }
 
+Allocator& allocator_of(const Tensor& t) {
+  if (Allocator* a = t.allocator()) return *a;
+  STRATA_CHECK(!t.defined() || t.device().is_cpu(), "tensor ", t.describe(),
+               " wraps device memory it does not own: no allocator to make its neighbours with");
+  return cpu_allocator();
+}
+
 Storage::Storage(Allocator& allocator, size_t bytes)
     : allocator_(&allocator), data_(allocator.allocate(bytes)), bytes_(bytes) {}
 
@@ -53,17 +60,23 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, Allocator& allocator) {
 
 Tensor Tensor::zeros(const Shape& shape, DType dtype, Allocator& allocator) {
   Tensor t = empty(shape, dtype, allocator);
-  if (t.device_.is_cpu()) {
-    std::memset(t.data_, 0, t.nbytes());
-  } else {
-#if STRATA_CUDA
-    if (CudaDevice* device = cuda_device_of(t))
-      STRATA_CUDA_CHECK(cudaMemsetAsync(t.data_, 0, t.nbytes(), device->stream()));
-    else
-      STRATA_CUDA_CHECK(cudaMemset(t.data_, 0, t.nbytes()));
-#endif
-  }
+  t.set_zero();
   return t;
+}
+
+void Tensor::set_zero() {
+  STRATA_CHECK(is_contiguous(), "set_zero of a strided tensor ", describe());
+  if (nbytes() == 0) return;
+  if (device_.is_cpu()) {
+    std::memset(data_, 0, nbytes());
+    return;
+  }
+#if STRATA_CUDA
+  if (CudaDevice* device = cuda_device_of(*this))
+    STRATA_CUDA_CHECK(cudaMemsetAsync(data_, 0, nbytes(), device->stream()));
+  else
+    STRATA_CUDA_CHECK(cudaMemset(data_, 0, nbytes()));
+#endif
 }
 
 Tensor Tensor::wrap(void* data, const Shape& shape, DType dtype, Device device) {

@@ -85,6 +85,9 @@ class Tensor {
   void copy_from(const Tensor& src);
   // A contiguous copy on the CPU.
   Tensor to_cpu() const;
+  // Sets every byte to zero (+0.0 in every floating dtype): memset on the CPU, a memset queued on
+  // the CudaDevice's stream on CUDA. Contiguous only.
+  void set_zero();
 
   // "f32[2, 3]@cpu"
   std::string describe() const;
@@ -99,6 +102,11 @@ class Tensor {
   bool dtype_set_ = false;
   Device device_;
 };
+
+// Where tensors that live next to t come from: t's own allocator (so a CUDA tensor's neighbours are
+// on its device, from its CudaDevice), or the CPU allocator for a CPU tensor wrapped around foreign
+// memory. A wrapped CUDA tensor has none: an Error naming it.
+Allocator& allocator_of(const Tensor& t);
 
 // Row-major strides for a shape.
 std::vector<int64_t> contiguous_strides(const Shape& shape);

@@ -43,8 +43,8 @@ SelfAttention::SelfAttention(ParameterRegistry& registry, const std::string& nam
 void SelfAttention::core_forward(AttentionSaved& s) const {
   const int64_t batch = s.q.size(0), seq = s.q.size(1);
   const DType stats = ops::stats_dtype(s.q.dtype());
-  s.out = Tensor::empty({batch, seq, n_heads_, head_dim_}, s.q.dtype());
-  s.lse = Tensor::empty({batch, n_heads_, seq}, stats);
+  s.out = Tensor::empty({batch, seq, n_heads_, head_dim_}, s.q.dtype(), allocator_of(s.q));
+  s.lse = Tensor::empty({batch, n_heads_, seq}, stats, allocator_of(s.q));
   if (sp_.active())
     ring_attention_forward(*sp_.group, s.q, s.k, s.v, 0.0, s.out, s.lse, sp_.stats);
   else
@@ -70,9 +70,10 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
   const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
   const DType dt = x.dtype();
   Tensor x2 = x.view({rows, -1});
-  s.q = Tensor::empty({batch, seq, n_heads_, head_dim_}, dt);
-  s.k = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt);
-  s.v = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt);
+  Allocator& alloc = allocator_of(x);
+  s.q = Tensor::empty({batch, seq, n_heads_, head_dim_}, dt, alloc);
+  s.k = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt, alloc);
+  s.v = Tensor::empty({batch, seq, n_kv_heads_, head_dim_}, dt, alloc);
   Tensor q2 = s.q.view({rows, -1}), k2 = s.k.view({rows, -1}), v2 = s.v.view({rows, -1});
   wq_.forward(x2, q2);
   wk_.forward(x2, k2);
@@ -93,14 +94,15 @@ void SelfAttention::forward(const Tensor& x, Tensor& y, AttentionSaved& s, bool 
 void SelfAttention::forward_cached(const Tensor& x, std::span<const CachedSegment> segments, Tensor& y) const {
   const int64_t rows = x.size(0);
   const DType dt = x.dtype();
-  Tensor q = Tensor::empty({rows, n_heads_, head_dim_}, dt);
-  Tensor k = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt);
-  Tensor v = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt);
+  Allocator& alloc = allocator_of(x);
+  Tensor q = Tensor::empty({rows, n_heads_, head_dim_}, dt, alloc);
+  Tensor k = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt, alloc);
+  Tensor v = Tensor::empty({rows, n_kv_heads_, head_dim_}, dt, alloc);
   Tensor q2 = q.view({rows, -1}), k2 = k.view({rows, -1}), v2 = v.view({rows, -1});
   wq_.forward(x, q2);
   wk_.forward(x, k2);
   wv_.forward(x, v2);
-  Tensor out = Tensor::empty({rows, n_heads_, head_dim_}, dt);
+  Tensor out = Tensor::empty({rows, n_heads_, head_dim_}, dt, alloc);
   for (const CachedSegment& seg : segments) {
     Tensor qs = q.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_heads_, head_dim_});
     Tensor ks = k.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_kv_heads_, head_dim_});
@@ -136,7 +138,7 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
     return t.slice(0, begin, end).view({1, end - begin, t.size(1), t.size(2)});
   };
   const DType stats = ops::stats_dtype(q.dtype());
-  Tensor lse = Tensor::empty({1, heads, n}, stats);
+  Tensor lse = Tensor::empty({1, heads, n}, stats, allocator_of(q));
   ops::AttentionArgs args;
   args.q_offset = q_offset;
   // One query row (decoding) against a long cache: the keys in chunks of `split`, each chunk's
@@ -146,7 +148,8 @@ void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
     return;
   }
   bool first = true;
-  Tensor part = Tensor::empty(out.shape(), out.dtype()), part_lse = Tensor::empty(lse.shape(), stats);
+  Tensor part = Tensor::empty(out.shape(), out.dtype(), allocator_of(q)),
+         part_lse = Tensor::empty(lse.shape(), stats, allocator_of(q));
   for (int64_t begin = 0; begin < len; begin += split) {
     const int64_t end = std::min(len, begin + split);
     ops::AttentionArgs a = args;
@@ -166,11 +169,12 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
   const DType dt = x.dtype();
   if (!s.out.defined()) core_forward(s);  // selective recompute: rebuild out and lse
-  Tensor dout = Tensor::empty(s.out.shape(), dt);
+  Tensor dout = Tensor::empty(s.out.shape(), dt, allocator_of(x));
   Tensor dout2 = dout.view({rows, -1});
   wo_.backward(s.out.view({rows, -1}), dy.view({rows, -1}), dout2);
-  Tensor dq = Tensor::empty(s.q.shape(), dt), dk = Tensor::empty(s.k.shape(), dt),
-         dv = Tensor::empty(s.v.shape(), dt);
+  Allocator& alloc = allocator_of(x);
+  Tensor dq = Tensor::empty(s.q.shape(), dt, alloc), dk = Tensor::empty(s.k.shape(), dt, alloc),
+         dv = Tensor::empty(s.v.shape(), dt, alloc);
   if (sp_.active())
     ring_attention_backward(*sp_.group, dout, s.q, s.k, s.v, s.out, s.lse, 0.0, dq, dk, dv,
                             sp_.stats);

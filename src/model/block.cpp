@@ -31,18 +31,19 @@ Block::Block(ParameterRegistry& registry, int64_t index, const ModelConfig& conf
 void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_core) const {
   const int64_t rows = x.size(0), d = x.size(1), all_rows = s.batch * s.seq;
   const DType dt = x.dtype();
-  Tensor xn1 = Tensor::empty({rows, d}, dt);
+  Allocator& alloc = allocator_of(x);
+  Tensor xn1 = Tensor::empty({rows, d}, dt, alloc);
   norm1_.forward(x, xn1, s.norm1);
   s.xn1 = tp_.to_full(xn1).view({s.batch, s.seq, d});  // f
-  Tensor a = Tensor::empty({s.batch, s.seq, d}, dt);
+  Tensor a = Tensor::empty({s.batch, s.seq, d}, dt, alloc);
   attn_.forward(s.xn1, a, s.attn, keep_core);
   Tensor a2 = a.view({all_rows, d});
   s.h = tp_.from_partial(a2);  // g
   ops::add(s.h, x, s.h);       // h = x + attn(norm1(x))
-  Tensor xn2 = Tensor::empty({rows, d}, dt);
+  Tensor xn2 = Tensor::empty({rows, d}, dt, alloc);
   norm2_.forward(s.h, xn2, s.norm2);
   s.xn2 = tp_.to_full(xn2);  // f
-  Tensor m = Tensor::empty({all_rows, d}, dt);
+  Tensor m = Tensor::empty({all_rows, d}, dt, alloc);
   if (moe_on_)
     moe_.forward(s.xn2, m, s.moe);
   else
@@ -57,12 +58,14 @@ void Block::forward_cached(const Tensor& x, std::span<const SelfAttention::Cache
   STRATA_CHECK(!tp_.splits_rows(), "inference does not run with tp sequence parallelism");
   const int64_t rows = x.size(0), d = x.size(1);
   const DType dt = x.dtype();
+  Allocator& alloc = allocator_of(x);
   NormSaved saved1, saved2;
-  Tensor xn1 = Tensor::empty({rows, d}, dt), a = Tensor::empty({rows, d}, dt);
+  Tensor xn1 = Tensor::empty({rows, d}, dt, alloc), a = Tensor::empty({rows, d}, dt, alloc);
   norm1_.forward(x, xn1, saved1);
   attn_.forward_cached(xn1, segments, a);
   tp_.reduce(a);
-  Tensor h = Tensor::empty({rows, d}, dt), xn2 = Tensor::empty({rows, d}, dt), m = Tensor::empty({rows, d}, dt);
+  Tensor h = Tensor::empty({rows, d}, dt, alloc), xn2 = Tensor::empty({rows, d}, dt, alloc),
+         m = Tensor::empty({rows, d}, dt, alloc);
   ops::add(a, x, h);
   norm2_.forward(h, xn2, saved2);
   if (moe_on_) {
@@ -98,25 +101,26 @@ void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompu
 
 void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx, double loss_scale) const {
   if (!s.complete) {
-    Tensor y = Tensor::empty(s.x.shape(), s.x.dtype());
+    Tensor y = Tensor::empty(s.x.shape(), s.x.dtype(), allocator_of(s.x));
     run_forward(s.x, y, s, /*keep_core=*/true);
   }
   const int64_t rows = s.x.size(0), d = s.x.size(1), all_rows = s.batch * s.seq;
   const DType dt = s.x.dtype();
+  Allocator& alloc = allocator_of(s.x);
   // Through the MLP branch: dh = dy + norm2'(g'(mlp'(f'(dy)))), where f' and g' swap roles.
   Tensor dy_full = tp_.to_full(dy);
-  Tensor dxn2 = Tensor::empty({all_rows, d}, dt);
+  Tensor dxn2 = Tensor::empty({all_rows, d}, dt, alloc);
   if (moe_on_)
     moe_.backward(dy_full, s.xn2, s.moe, loss_scale, dxn2);
   else
     mlp_.backward(dy_full, s.xn2, s.mlp, dxn2);
   Tensor dxn2_rows = tp_.from_partial(dxn2);
-  Tensor dh = Tensor::empty({rows, d}, dt);
+  Tensor dh = Tensor::empty({rows, d}, dt, alloc);
   norm2_.backward(dxn2_rows, s.h, s.norm2, dh);
   ops::add(dh, dy, dh);
   // Through the attention branch: dx = dh + norm1'(attention'(dh)).
   Tensor dh_full = tp_.to_full(dh);
-  Tensor dxn1 = Tensor::empty({s.batch, s.seq, d}, dt);
+  Tensor dxn1 = Tensor::empty({s.batch, s.seq, d}, dt, alloc);
   attn_.backward(dh_full.view({s.batch, s.seq, d}), s.xn1, s.attn, dxn1);
   Tensor dxn1_2 = dxn1.view({all_rows, d});
   Tensor dxn1_rows = tp_.from_partial(dxn1_2);

@@ -8,9 +8,9 @@
 
 namespace strata {
 
-Tensor ones_column(int64_t rows, DType dtype) {
-  Tensor t = Tensor::empty({rows, 1}, dtype);
-  fill(t, 1.0);
+Tensor ones_column(int64_t rows, DType dtype, Allocator& alloc) {
+  Tensor t = Tensor::empty({rows, 1}, dtype, alloc);
+  ops::fill(t, 1.0);
   return t;
 }
 
@@ -106,7 +106,7 @@ void Linear::forward(const Tensor& x, Tensor& y) const {
   ops::gemm(x, weight_rows(qweight_ ? dequantized() : weight_->value), y, {.trans_b = true});
   if (bias_ && bias_here_) {
     // y += ones[rows, 1] @ b[1, out]: the bias broadcast over rows as a rank-1 product.
-    Tensor ones = ones_column(x.size(0), x.dtype());
+    Tensor ones = ones_column(x.size(0), x.dtype(), allocator_of(x));
     ops::gemm(ones, bias_rows(bias_->value).view({1, local_out_}), y, {.beta = 1.0});
   }
 }
@@ -119,7 +119,7 @@ void Linear::backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumu
   if (bias_) {
     // db[1, out] += ones^T[1, rows] @ dy[rows, out]. Every tp rank computes it (dy is the same on
     // all of them for a row-parallel linear), so the replicated bias stays the same everywhere.
-    Tensor ones = ones_column(x.size(0), x.dtype());
+    Tensor ones = ones_column(x.size(0), x.dtype(), allocator_of(x));
     Tensor db = bias_rows(bias_->grad).view({1, local_out_});
     ops::gemm(ones, dy, db, {.trans_a = true, .beta = 1.0});
   }

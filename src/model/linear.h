@@ -73,6 +73,6 @@ class Linear {
 };
 
 // A column of ones [rows, 1] in `dtype`: bias broadcasts and column sums as gemms.
-Tensor ones_column(int64_t rows, DType dtype);
+Tensor ones_column(int64_t rows, DType dtype, Allocator& alloc);
 
 }  // namespace strata

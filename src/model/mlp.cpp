@@ -31,10 +31,11 @@ Mlp::Mlp(ParameterRegistry& registry, const std::string& name, const ModelConfig
 void Mlp::forward(const Tensor& x, Tensor& y, MlpSaved& s) const {
   const int64_t rows = x.size(0);
   const DType dt = x.dtype();
-  s.h = Tensor::empty({rows, local_ff_}, dt);
-  s.act = Tensor::empty({rows, local_ff_}, dt);
+  Allocator& alloc = allocator_of(x);
+  s.h = Tensor::empty({rows, local_ff_}, dt, alloc);
+  s.act = Tensor::empty({rows, local_ff_}, dt, alloc);
   if (swiglu_) {
-    s.up = Tensor::empty({rows, local_ff_}, dt);
+    s.up = Tensor::empty({rows, local_ff_}, dt, alloc);
     gate_.forward(x, s.h);
     in_.forward(x, s.up);
     ops::swiglu_forward(s.h, s.up, s.act);
@@ -47,15 +48,16 @@ void Mlp::forward(const Tensor& x, Tensor& y, MlpSaved& s) const {
 
 void Mlp::backward(const Tensor& dy, const Tensor& x, const MlpSaved& s, Tensor& dx) const {
   const DType dt = x.dtype();
-  Tensor dact = Tensor::empty(s.act.shape(), dt);
+  Allocator& alloc = allocator_of(x);
+  Tensor dact = Tensor::empty(s.act.shape(), dt, alloc);
   out_.backward(s.act, dy, dact);
   if (swiglu_) {
-    Tensor dgate = Tensor::empty(s.h.shape(), dt), dup = Tensor::empty(s.up.shape(), dt);
+    Tensor dgate = Tensor::empty(s.h.shape(), dt, alloc), dup = Tensor::empty(s.up.shape(), dt, alloc);
     ops::swiglu_backward(dact, s.h, s.up, dgate, dup);
     gate_.backward(x, dgate, dx);
     in_.backward(x, dup, dx, /*accumulate_dx=*/true);
   } else {
-    Tensor dh = Tensor::empty(s.h.shape(), dt);
+    Tensor dh = Tensor::empty(s.h.shape(), dt, alloc);
     ops::gelu_backward(dact, s.h, dh);
     in_.backward(x, dh, dx);
   }

@@ -18,9 +18,9 @@ Norm::Norm(ParameterRegistry& registry, const std::string& name, NormKind kind, 
 void Norm::forward(const Tensor& x, Tensor& y, NormSaved& saved) const {
   const int64_t rows = x.size(0);
   const DType stats = ops::stats_dtype(x.dtype());
-  if (!saved.rstd.defined() || saved.rstd.numel() != rows) saved.rstd = Tensor::empty({rows}, stats);
+  if (!saved.rstd.defined() || saved.rstd.numel() != rows) saved.rstd = Tensor::empty({rows}, stats, allocator_of(x));
   if (kind_ == NormKind::layernorm) {
-    if (!saved.mean.defined() || saved.mean.numel() != rows) saved.mean = Tensor::empty({rows}, stats);
+    if (!saved.mean.defined() || saved.mean.numel() != rows) saved.mean = Tensor::empty({rows}, stats, allocator_of(x));
     ops::layernorm_forward(x, weight_->value, bias_->value, eps_, y, saved.mean, saved.rstd);
   } else {
     ops::rmsnorm_forward(x, weight_->value, eps_, y, saved.rstd);

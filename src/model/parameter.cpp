@@ -38,12 +38,12 @@ Parameter& ParameterRegistry::add(std::string name, Shape global_shape, ShardSpe
   p->dtype = dtype;
   if (storage_.values) {
     MemoryScope scope(MemoryKind::params);
-    p->value = Tensor::zeros(local, dtype);
+    p->value = Tensor::zeros(local, dtype, allocator());
   }
   if (storage_.grads) {
     MemoryScope scope(MemoryKind::grads);
-    p->grad = Tensor::zeros(local, dtype);
-    if (dtype == DType::bf16 || dtype == DType::f16) p->main_grad = Tensor::zeros(local, DType::f32);
+    p->grad = Tensor::zeros(local, dtype, allocator());
+    if (dtype == DType::bf16 || dtype == DType::f16) p->main_grad = Tensor::zeros(local, DType::f32, allocator());
   }
   params_.push_back(std::move(p));
   return *params_.back();
@@ -63,7 +63,9 @@ Parameter& ParameterRegistry::get(const std::string& name) {
 
 void ParameterRegistry::initialize(uint64_t seed) {
   for (auto& p : params_) {
-    Tensor value = p->value.defined() ? p->value : Tensor::empty(p->local, p->dtype);
+    // Values are drawn on the host (the Philox streams are a CPU routine) and copied to a device.
+    const bool on_host = p->value.defined() && p->value.device().is_cpu();
+    Tensor value = on_host ? p->value : Tensor::empty(p->local, p->dtype);
     switch (p->init) {
       case Init::normal:
         init_normal_slice(value, p->global_shape, p->shard.dim, p->shard.start, seed,
@@ -72,6 +74,7 @@ void ParameterRegistry::initialize(uint64_t seed) {
       case Init::ones: fill(value, 1.0); break;
       case Init::zeros: fill(value, 0.0); break;
     }
+    if (p->value.defined() && !on_host) p->value.copy_from(value);
     if (!p->value.defined() && p->zero.value.defined() && p->zero.end > p->zero.begin) {
       const int64_t rows = p->local.empty() ? 1 : p->local[0];
       p->zero.value.copy_from(value.view({rows, value.numel() / rows}).slice(0, p->zero.begin, p->zero.end)
@@ -87,8 +90,8 @@ void ParameterRegistry::zero_grads() {
   constexpr size_t kPiece = size_t{1} << 20;
   std::vector<std::pair<std::byte*, size_t>> pieces;
   auto add = [&](Tensor& t) {
-    STRATA_CHECK(t.device().is_cpu() && t.is_contiguous(), "zero_grads: needs contiguous CPU "
-                 "gradients, got ", t.describe());
+    if (t.device().is_cuda()) return t.set_zero();  // a memset on the device's stream
+    STRATA_CHECK(t.is_contiguous(), "zero_grads: needs contiguous gradients, got ", t.describe());
     auto* data = static_cast<std::byte*>(t.raw());
     for (size_t at = 0; at < t.nbytes(); at += kPiece)
       pieces.emplace_back(data + at, std::min(kPiece, t.nbytes() - at));

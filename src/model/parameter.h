@@ -95,6 +95,8 @@ class ParamGate {
 struct ParamStorage {
   bool values = true;
   bool grads = true;
+  // Where values and gradients live: the run's CudaDevice for a GPU run; nullptr: the CPU.
+  Allocator* allocator = nullptr;
 };
 
 class ParameterRegistry {
@@ -118,6 +120,8 @@ class ParameterRegistry {
   void zero_grads();
   int64_t local_numel() const;
   const ParamStorage& storage() const { return storage_; }
+  // The allocator of the parameters' values and gradients (the CPU's unless storage says otherwise).
+  Allocator& allocator() const { return storage_.allocator ? *storage_.allocator : cpu_allocator(); }
 
  private:
   ParamStorage storage_;  std::vector<std::unique_ptr<Parameter>> params_;

@@ -1,5 +1,7 @@
 #include "core/cuda/cuda_device.h"
 
+#include <cstring>
+
 #include "core/cuda/cuda_check.h"
 #include "core/log.h"
 #include "core/tensor.h"
@@ -19,11 +21,45 @@ CudaDevice::~CudaDevice() {
   cudaError_t rc = cudaStreamSynchronize(stream_);
   if (rc != cudaSuccess) log::error("cuda:", index_, ": synchronising the compute stream failed: ", detail::cuda_error_string(rc));
   state_.clear();
+  for (Staging& st : staging_) {
+    cudaEventDestroy(st.copied);
+    pinned_.deallocate(st.host, st.bytes);
+  }
   rc = cudaStreamDestroy(stream_);
   if (rc != cudaSuccess) log::error("cuda:", index_, ": cudaStreamDestroy failed: ", detail::cuda_error_string(rc));
 }
 
 void CudaDevice::synchronize() { STRATA_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+Tensor CudaDevice::upload(const Tensor& host) {
+  STRATA_CHECK(host.device().is_cpu() && host.is_contiguous(), "upload: needs a contiguous CPU tensor, got ",
+               host.describe());
+  Tensor out = Tensor::empty(host.shape(), host.dtype(), *this);
+  const size_t bytes = host.nbytes();
+  if (bytes == 0) return out;
+  std::lock_guard<std::mutex> lock(staging_mutex_);
+  Staging* slot = nullptr;
+  for (Staging& st : staging_) {
+    if (st.bytes < bytes) continue;
+    const cudaError_t rc = cudaEventQuery(st.copied);
+    if (rc == cudaErrorNotReady) continue;
+    STRATA_CUDA_CHECK(rc);
+    slot = &st;
+    break;
+  }
+  if (!slot) {
+    Staging st;
+    st.bytes = bytes;
+    st.host = pinned_.allocate(bytes);
+    STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&st.copied, cudaEventDisableTiming));
+    staging_.push_back(st);
+    slot = &staging_.back();
+  }
+  std::memcpy(slot->host, host.raw(), bytes);
+  STRATA_CUDA_CHECK(cudaMemcpyAsync(out.raw(), slot->host, bytes, cudaMemcpyHostToDevice, stream_));
+  STRATA_CUDA_CHECK(cudaEventRecord(slot->copied, stream_));
+  return out;
+}
 
 CudaDevice* cuda_device_of(const Tensor& t) {
   if (!t.defined() || !t.device().is_cuda()) return nullptr;

@@ -14,6 +14,7 @@
 #include <string_view>
 #include <typeindex>
 #include <unordered_map>
+#include <vector>
 
 #include "core/allocator.h"
 #include "core/cuda/cuda_allocator.h"
@@ -38,7 +39,13 @@ class CudaDevice final : public Allocator {
   // Waits for everything queued on the compute stream.
   void synchronize();
   PoolStats memory_stats() const { return pool_.stats(); }
+  void reset_peak() { pool_.reset_peak(); }
   void release_cached() { pool_.release_cached(); }
+
+  // A new device tensor holding `host`'s values, copied without waiting: the values go through a
+  // page-locked staging block (so the copy is asynchronous and `host` may change as soon as this
+  // returns), which is reused only after an event says its copy has run.
+  Tensor upload(const Tensor& host);
 
   // The backend's state of type T for this device, made as T(*this) on first use and kept until
   // the device goes.
@@ -54,6 +61,14 @@ class CudaDevice final : public Allocator {
   int index_;
   CudaCachingAllocator pool_;
   cudaStream_t stream_ = nullptr;
+  PinnedHostAllocator pinned_;
+  struct Staging {
+    void* host = nullptr;
+    size_t bytes = 0;
+    cudaEvent_t copied = nullptr;  // recorded after the copy out of `host`
+  };
+  std::vector<Staging> staging_;
+  std::mutex staging_mutex_;
   std::mutex state_mutex_;
   std::unordered_map<std::type_index, std::shared_ptr<void>> state_;  // destroyed first
 };
