@@ -4,6 +4,8 @@
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/elementwise.h"
 
+#include <type_traits>
+
 namespace strata::cuda {
 namespace {
 
@@ -61,9 +63,13 @@ struct Axpy {
 };
 
 template <typename T>
-__global__ void fill_kernel(T* x, int64_t n, float value) {
+__global__ void fill_kernel(T* x, int64_t n, double value) {
   const int64_t stride = int64_t{gridDim.x} * blockDim.x;
-  const T v = from_float<T>(value);
+  T v;
+  if constexpr (std::is_same_v<T, double>)
+    v = value;
+  else
+    v = from_float<T>(static_cast<float>(value));
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) x[i] = v;
 }
 
@@ -107,10 +113,14 @@ void cast(const void* src, DType src_dtype, void* dst, DType dst_dtype, int64_t 
 
 void fill(void* x, DType dtype, int64_t n, double value, cudaStream_t stream) {
   if (n == 0) return;
+  // f64 too: the device-side accumulators (a step's loss, gradient sums of squares) are f64.
+  if (dtype == DType::f64) {
+    launch("fill", &fill_kernel<double>, grid_for(n), kThreads, 0, stream, static_cast<double*>(x), n, value);
+    return;
+  }
   with_floating(dtype, "fill", [&](auto tag) {
     using T = decltype(tag);
-    launch("fill", &fill_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(x), n,
-           static_cast<float>(value));
+    launch("fill", &fill_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(x), n, value);
   });
 }
 

@@ -204,6 +204,17 @@ Tensor Tensor::to_cpu() const {
   return out;
 }
 
+Tensor Tensor::placed(Allocator& allocator) const {
+  if (!defined() || allocator.device() == device_) return *this;
+#if STRATA_CUDA
+  if (auto* device = dynamic_cast<CudaDevice*>(&allocator); device && device_.is_cpu())
+    return device->upload(contiguous());
+#endif
+  Tensor out = empty(shape_, dtype_, allocator);
+  out.copy_from(*this);
+  return out;
+}
+
 std::string Tensor::describe() const {
   if (!defined()) return "<undefined tensor>";
   return std::string(dtype_name(dtype_)) + shape_string(shape_) + "@" + device_.name();

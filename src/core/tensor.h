@@ -85,6 +85,9 @@ class Tensor {
   void copy_from(const Tensor& src);
   // A contiguous copy on the CPU.
   Tensor to_cpu() const;
+  // This tensor where `allocator`'s tensors live: itself when it is there already, else a copy
+  // (to a CUDA device without waiting: staged through page-locked memory on its stream).
+  Tensor placed(Allocator& allocator) const;
   // Sets every byte to zero (+0.0 in every floating dtype): memset on the CPU, a memset queued on
   // the CudaDevice's stream on CUDA. Contiguous only.
   void set_zero();

@@ -110,7 +110,7 @@ void Transformer::report_ready(std::span<Parameter* const> group) const {
   for (Parameter* p : group) {
     if (!p->main_grad.defined()) continue;
     ops::axpy(1.0, p->grad, p->main_grad);
-    fill(p->grad, 0.0);
+    p->grad.set_zero();
   }
   if (grad_ready_) grad_ready_(group);
 }
@@ -155,8 +155,19 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   STRATA_CHECK(seq <= config_.max_seq_len, "model forward: sequence of ", seq,
                " tokens exceeds max_seq_len ", config_.max_seq_len);
   STRATA_CHECK(!a.live, "model forward: these activations still wait for their backward");
-  a.ids = ids;
-  a.targets = targets;
+  // Ignored targets (< 0) do not count in the mean; counted on the host copy the data loader
+  // made (a device copy would have to be read back, which waits for the device).
+  if (spec.head) {
+    const Tensor t = targets.to_cpu().view({rows});
+    a.n_valid = 0;
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t target = t.dtype() == DType::i64 ? t.data<int64_t>()[i] : t.data<int32_t>()[i];
+      a.n_valid += target >= 0;
+    }
+    STRATA_CHECK(a.n_valid > 0, "model forward: every target of the batch is ignored");
+  }
+  a.ids = ids.placed(device());
+  a.targets = targets.placed(device());
   a.live = true;
 
   const ChunkGroups& groups = groups_[chunk];
@@ -164,9 +175,9 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   if (spec.embedding) {
     open_group(groups.embed, groups.layers.front(), false);
     // x = tokens[ids] (+ positions[0:seq] for every sequence of the batch)
-    Tensor full = Tensor::empty({batch, seq, d}, dtype_);
+    Tensor full = Tensor::empty({batch, seq, d}, dtype_, device());
     Tensor x2 = full.view({rows, d});
-    ops::embedding_forward(ids.view({rows}), tokens_->value, vocab_.start, x2);
+    ops::embedding_forward(a.ids.view({rows}), tokens_->value, vocab_.start, x2);
     tp_.reduce(x2);  // vocab-parallel: each rank filled the rows of the ids it holds
     if (positions_) {
       for (const PositionRun& run : position_runs(seq)) {
@@ -193,7 +204,7 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   const auto n_blocks = static_cast<size_t>(spec.end_layer - spec.first_layer);
   a.blocks.assign(n_blocks, BlockSaved{});
   for (size_t i = 0; i < n_blocks; ++i) {
-    Tensor y = Tensor::empty({local_rows, d}, dtype_);
+    Tensor y = Tensor::empty({local_rows, d}, dtype_, device());
     a.blocks[i].batch = batch;
     a.blocks[i].seq = seq;
     const Block& block = blocks_[first + i];
@@ -224,7 +235,7 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
 
   a.xf = x;
   open_group(groups.top_use, {}, false);
-  Tensor xn_rows = Tensor::empty({local_rows, d}, dtype_);
+  Tensor xn_rows = Tensor::empty({local_rows, d}, dtype_, device());
   final_norm_.forward(a.xf, xn_rows, a.final_saved);
   a.xn = tp_.to_full(xn_rows);  // the head needs every row
 
@@ -234,39 +245,37 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
   const Shape logits_shape{rows, vocab_.rows};
   a.logits = spare_logits_;
   if (!a.logits.defined() || a.logits.shape() != logits_shape || a.logits.dtype() != dtype_)
-    a.logits = Tensor::empty(logits_shape, dtype_);
+    a.logits = Tensor::empty(logits_shape, dtype_, device());
   spare_logits_ = Tensor();
   ops::gemm(a.xn, head_->value, a.logits, {.trans_b = true});
   close_group(groups.top_use);
   const DType stats = ops::stats_dtype(dtype_);
-  Tensor loss = Tensor::empty({rows}, stats);
-  a.lse = Tensor::empty({rows}, stats);
+  Tensor loss = Tensor::empty({rows}, stats, device());
+  a.lse = Tensor::empty({rows}, stats, device());
   if (!tp_.active()) {
-    ops::cross_entropy_forward(a.logits, targets.view({rows}), loss, a.lse);
+    ops::cross_entropy_forward(a.logits, a.targets.view({rows}), loss, a.lse);
   } else {
     // Each rank's shard statistics, gathered over tp ([tp, rows]) and combined identically on
     // every rank: the loss and lse of the whole vocabulary.
-    Tensor max = Tensor::empty({rows}, stats), sum_exp = Tensor::empty({rows}, stats),
-           target_logit = Tensor::empty({rows}, stats);
-    ops::cross_entropy_stats(a.logits, targets.view({rows}), vocab_.start, max, sum_exp, target_logit);
-    Tensor all_max = Tensor::empty({tp_.size, rows}, stats),
-           all_sum = Tensor::empty({tp_.size, rows}, stats),
-           all_target = Tensor::empty({tp_.size, rows}, stats);
+    Tensor max = Tensor::empty({rows}, stats, device()), sum_exp = Tensor::empty({rows}, stats, device()),
+           target_logit = Tensor::empty({rows}, stats, device());
+    ops::cross_entropy_stats(a.logits, a.targets.view({rows}), vocab_.start, max, sum_exp, target_logit);
+    Tensor all_max = Tensor::empty({tp_.size, rows}, stats, device()),
+           all_sum = Tensor::empty({tp_.size, rows}, stats, device()),
+           all_target = Tensor::empty({tp_.size, rows}, stats, device());
     tp_.group->all_gather(max, all_max);
     tp_.group->all_gather(sum_exp, all_sum);
     tp_.group->all_gather(target_logit, all_target);
-    ops::cross_entropy_combine(all_max, all_sum, all_target, targets.view({rows}), loss, a.lse);
+    ops::cross_entropy_combine(all_max, all_sum, all_target, a.targets.view({rows}), loss, a.lse);
   }
 
   // Mean over the targets that count (negative targets are ignored and have loss 0).
-  const Tensor t = targets.view({rows});
-  a.n_valid = 0;
-  for (int64_t i = 0; i < rows; ++i) {
-    int64_t target = t.dtype() == DType::i64 ? t.data<int64_t>()[i] : t.data<int32_t>()[i];
-    a.n_valid += target >= 0;
+  if (loss_sink_) {
+    ops::sum_into(loss, 1.0 / static_cast<double>(a.n_valid), *loss_sink_);
+    if (loss_out) *loss_out = 0.0;
+  } else if (loss_out) {
+    *loss_out = ops::sum(loss) / static_cast<double>(a.n_valid);
   }
-  STRATA_CHECK(a.n_valid > 0, "model forward: every target of the batch is ignored");
-  if (loss_out) *loss_out = ops::sum(loss) / static_cast<double>(a.n_valid);
   return Tensor();
 }
 
@@ -285,8 +294,8 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
     const DType stats = ops::stats_dtype(dtype_);
     // d(scale * mean loss)/d loss_row = scale / n_valid for every row (ignored rows get no
     // gradient from the op itself).
-    Tensor dloss = Tensor::empty({rows}, stats);
-    fill(dloss, scale / static_cast<double>(a.n_valid));
+    Tensor dloss = Tensor::empty({rows}, stats, device());
+    ops::fill(dloss, scale / static_cast<double>(a.n_valid));
     // dlogits overwrite the logits in place: the op reads each logit before writing its gradient
     // (kernels/cpu/cross_entropy.h), and this halves the largest activation of the step.
     Tensor dlogits = a.logits;
@@ -295,13 +304,13 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
 
     // logits = xn @ W^T:  dW += dlogits^T @ xn,  dxn = dlogits @ W
     ops::gemm(dlogits, a.xn, head_->grad, {.trans_a = true, .beta = 1.0});
-    Tensor dxn = Tensor::empty({rows, d}, dtype_);
+    Tensor dxn = Tensor::empty({rows, d}, dtype_, device());
     ops::gemm(dlogits, head_->value, dxn);
     // Each vocabulary shard's part of the gradient, summed (and under sequence parallelism
     // scattered to the rows this rank's norms hold).
     Tensor dxn_rows = tp_.from_partial(dxn);
     spare_logits_ = dlogits;  // the next forward's logits buffer
-    dx = Tensor::empty({local_rows, d}, dtype_);
+    dx = Tensor::empty({local_rows, d}, dtype_, device());
     final_norm_.backward(dxn_rows, a.xf, a.final_saved, dx);
     report_ready(groups.top);
     close_group(groups.top_use);
@@ -314,7 +323,7 @@ Tensor Transformer::backward_chunk(size_t chunk, const Tensor& dy, double scale,
   const size_t first = chunk_first_block_[chunk];
   for (size_t i = a.blocks.size(); i-- > 0;) {
     open_group(groups.layers[i], i > 0 ? groups.layers[i - 1] : spec.embedding ? groups.embed : none, true);
-    Tensor dprev = Tensor::empty(dx.shape(), dtype_);
+    Tensor dprev = Tensor::empty(dx.shape(), dtype_, device());
     blocks_[first + i].backward(dx, a.blocks[i], dprev, scale);
     dx = dprev;
     report_ready(groups.layers[i]);
@@ -371,8 +380,8 @@ KvCache Transformer::make_kv_cache(int64_t batch, int64_t max_len) const {
   cache.max_len = max_len;
   for (const Block& block : blocks_) {
     const Shape shape{batch, max_len, block.attention().local_kv_heads(), block.attention().head_dim()};
-    cache.k.push_back(Tensor::zeros(shape, dtype_));
-    cache.v.push_back(Tensor::zeros(shape, dtype_));
+    cache.k.push_back(Tensor::zeros(shape, dtype_, device()));
+    cache.v.push_back(Tensor::zeros(shape, dtype_, device()));
   }
   return cache;
 }
@@ -392,8 +401,8 @@ Tensor Transformer::forward_cached(const Tensor& ids, std::span<const CacheSegme
     total += s.n;
   }
   STRATA_CHECK(total == rows, "inference: segments cover ", total, " tokens but ", rows, " were given");
-  Tensor x = Tensor::empty({rows, d}, dtype_);
-  ops::embedding_forward(ids.view({rows}), tokens_->value, vocab_.start, x);
+  Tensor x = Tensor::empty({rows, d}, dtype_, device());
+  ops::embedding_forward(ids.placed(device()).view({rows}), tokens_->value, vocab_.start, x);
   tp_.reduce(x);
   if (positions_) {
     int64_t row = 0;
@@ -413,12 +422,12 @@ Tensor Transformer::forward_cached(const Tensor& ids, std::span<const CacheSegme
                         cache.v[i].slice(0, s.sequence, s.sequence + 1).view(one)});
       row += s.n;
     }
-    Tensor y = Tensor::empty({rows, d}, dtype_);
+    Tensor y = Tensor::empty({rows, d}, dtype_, device());
     blocks_[i].forward_cached(x, cached, y);
     x = y;
   }
   if (last_only) {
-    Tensor last = Tensor::empty({static_cast<int64_t>(segments.size()), d}, dtype_);
+    Tensor last = Tensor::empty({static_cast<int64_t>(segments.size()), d}, dtype_, device());
     int64_t row = 0;
     for (size_t j = 0; j < segments.size(); ++j) {
       row += segments[j].n;
@@ -428,21 +437,21 @@ Tensor Transformer::forward_cached(const Tensor& ids, std::span<const CacheSegme
     x = last;
   }
   const int64_t out_rows = x.size(0);
-  Tensor xn = Tensor::empty({out_rows, d}, dtype_);
+  Tensor xn = Tensor::empty({out_rows, d}, dtype_, device());
   NormSaved saved;
   final_norm_.forward(x, xn, saved);
-  Tensor local = Tensor::empty({out_rows, vocab_.rows}, dtype_);
+  Tensor local = Tensor::empty({out_rows, vocab_.rows}, dtype_, device());
   ops::gemm(xn, head_->value, local, {.trans_b = true});
   if (!tp_.active()) return local;
   // Every rank's vocabulary columns, padded to the common stride, gathered and laid side by side.
-  Tensor padded = Tensor::zeros({out_rows, vocab_.stride}, dtype_);
+  Tensor padded = Tensor::zeros({out_rows, vocab_.stride}, dtype_, device());
   for (int64_t r = 0; r < out_rows; ++r) {
     Tensor dst = padded.slice(0, r, r + 1).view({vocab_.stride}).slice(0, 0, vocab_.rows);
     dst.copy_from(local.slice(0, r, r + 1).view({vocab_.rows}));
   }
-  Tensor all = Tensor::empty({tp_.size * out_rows * vocab_.stride}, dtype_);
+  Tensor all = Tensor::empty({tp_.size * out_rows * vocab_.stride}, dtype_, device());
   tp_.group->all_gather(padded.view({out_rows * vocab_.stride}), all);
-  Tensor logits = Tensor::empty({out_rows, config_.vocab_size}, dtype_);
+  Tensor logits = Tensor::empty({out_rows, config_.vocab_size}, dtype_, device());
   for (int64_t t = 0; t < tp_.size; ++t) {
     const int64_t start = t * vocab_.stride;
     const int64_t n = std::clamp<int64_t>(config_.vocab_size - start, 0, vocab_.stride);

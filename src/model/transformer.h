@@ -91,6 +91,10 @@ class Transformer {
   // Logits [batch * seq, vocab] of the last forward() (valid until the next forward or backward,
   // which reuse the buffer).
   const Tensor& logits() const { return whole_.logits; }
+  // Where the mean loss of each forward goes instead of forward's return value (which is then 0):
+  // acc += loss, acc a one-element f64 tensor on the model's device. On a GPU this keeps the loss
+  // on the device, so a step reads it once rather than once per micro-batch. nullptr: returned.
+  void set_loss_sink(Tensor* acc) { loss_sink_ = acc; }
   // The MoE auxiliary losses (with their coefficients) of the last forward(); 0 without MoE.
   double aux_loss() const { return last_aux_loss_; }
 
@@ -150,6 +154,8 @@ class Transformer {
   void open_group(std::span<Parameter* const> group, std::span<Parameter* const> next, bool backward) const;
   void close_group(std::span<Parameter* const> group) const;
   std::vector<Parameter*> registered_since(size_t first) const;
+  // The allocator of activations and scratch: the parameters' (the CPU's or a CUDA device).
+  Allocator& device() const { return params_.allocator(); }
 
   ModelConfig config_;
   DType dtype_;
@@ -158,6 +164,7 @@ class Transformer {
   std::vector<ChunkSpec> chunks_;
   VocabShard vocab_;  // this rank's rows of the token table and the head
   ParameterRegistry params_;
+  Tensor* loss_sink_ = nullptr;
   Parameter* tokens_ = nullptr;     // embed.tokens.weight [vocab, d_model] (embedding chunk)
   Parameter* positions_ = nullptr;  // embed.positions.weight [max_seq_len, d_model] (learned)
   // head.weight [vocab, d_model]; tokens_ when tied on the same rank, or a mirror of

@@ -21,6 +21,8 @@ Tensor AdamW::grad_rows(Parameter& p) {
 AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard& zero, bool offload)
     : hyper_(hyper), zero_(zero), offload_(offload) {
   const MemoryScope scope(MemoryKind::optimizer, offload ? MemoryPlace::host : MemoryPlace::device);
+  // The state lives with the parameters (on their GPU when they are on one), or on the host.
+  Allocator& alloc = offload ? cpu_allocator() : params.allocator();
   for (auto& p : params.all()) {
     assign_rows(*p, zero_);
     Slot s{p.get(), Tensor(), Tensor(), Tensor()};
@@ -28,12 +30,12 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
     const Shape shape = rows_shape(p->local, p->zero.end - p->zero.begin);
     if (p->dtype != master || offload) {
       s.copied_master = p->dtype == master;
-      s.master = Tensor::empty(shape, master);
+      s.master = Tensor::empty(shape, master, alloc);
       Tensor master_rows = as_rows(s.master);
       if (master_rows.numel() > 0) ops::cast(value_rows(*p), master_rows);
     }
-    s.m = Tensor::zeros(shape, master);
-    s.v = Tensor::zeros(shape, master);
+    s.m = Tensor::zeros(shape, master, alloc);
+    s.v = Tensor::zeros(shape, master, alloc);
     slots_.push_back(std::move(s));
   }
 }

@@ -37,7 +37,7 @@ std::array<Tensor, 2> split_chunks(const Tensor& local, int dim) {
   shape[static_cast<size_t>(dim)] = c;
   std::array<Tensor, 2> chunks;
   for (int h = 0; h < 2; ++h) {
-    chunks[static_cast<size_t>(h)] = Tensor::empty(shape, local.dtype());
+    chunks[static_cast<size_t>(h)] = Tensor::empty(shape, local.dtype(), allocator_of(local));
     copy_rows(local, h * c, chunks[static_cast<size_t>(h)], 0, c, dim);
   }
   return chunks;

@@ -8,7 +8,7 @@ namespace strata {
 
 Tensor TensorParallel::to_full(const Tensor& part) const {
   if (!splits_rows()) return part;
-  Tensor full = Tensor::empty({part.size(0) * size, part.size(1)}, part.dtype());
+  Tensor full = Tensor::empty({part.size(0) * size, part.size(1)}, part.dtype(), allocator_of(part));
   group->all_gather(part, full);
   return full;
 }
@@ -20,7 +20,7 @@ Tensor TensorParallel::from_partial(Tensor& partial) const {
   }
   STRATA_CHECK(partial.size(0) % size == 0, "sequence parallelism: ", partial.size(0),
                " rows (batch x seq) do not split over tp = ", size);
-  Tensor part = Tensor::empty({partial.size(0) / size, partial.size(1)}, partial.dtype());
+  Tensor part = Tensor::empty({partial.size(0) / size, partial.size(1)}, partial.dtype(), allocator_of(partial));
   group->reduce_scatter(partial, part, ReduceOp::sum);
   return part;
 }

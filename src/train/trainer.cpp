@@ -14,6 +14,9 @@
 #include "core/log.h"
 #if STRATA_CUDA
 #include "core/cuda/cuda_allocator.h"
+#if STRATA_CUDA
+#include "core/cuda/cuda_device.h"
+#endif
 #endif
 #include "core/random.h"
 #include "kernels/ops.h"
@@ -108,20 +111,42 @@ void check_layout(const Config& config) {
                "parallel.zero = 3 (only stage 3 shards the parameters), got parallel.zero = ", par.zero);
 }
 
+std::shared_ptr<Allocator> training_device(const Config& config, int world) {
+  const std::string& want = config.train.device;
+  const int gpus = cuda_device_count();
+  if (want == "cpu" || (want == "auto" && gpus == 0)) return nullptr;
+  // What one-GPU training does not cover yet: several ranks (each would need its own GPU and NCCL)
+  // and the layouts that only make sense with them, MoE layers (their routing runs on the host),
+  // and the host-memory optimizer of offload.
+  const ParallelConfig& par = config.parallel;
+  std::string missing;
+  if (world > 1) missing = std::to_string(world) + " processes (one-GPU training is one process)";
+  else if (config.model.moe.n_experts > 0) missing = "model.moe.n_experts > 0 (MoE layers route on the host)";
+  else if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
+  if (!missing.empty()) {
+    STRATA_CHECK(want == "auto", "key 'train.device': cuda does not yet train with ", missing,
+                 "; use train.device: cpu");
+    log::warn("train.device auto: a GPU is visible, but CUDA training does not yet cover ", missing,
+              "; training on the CPU");
+    return nullptr;
+  }
+  STRATA_CHECK(gpus > 0, "key 'train.device': cuda, but ",
+               STRATA_CUDA ? "no GPU is visible to this process" : "this build has no CUDA backend");
+#if STRATA_CUDA
+  return std::make_shared<CudaDevice>(0);
+#else
+  return nullptr;
+#endif
+}
+
 Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
     : config_(config),
       options_(std::move(options)),
       groups_(groups),
       scaler_(config.train.precision == "fp16") {
-  STRATA_CHECK(config.train.device != "cuda", "key 'train.device': cuda training is not available "
-               "in this build yet (the CUDA backend is a later issue); use cpu or auto");
-#if STRATA_CUDA
-  if (config.train.device == "auto" && cuda_device_count() > 0)
-    log::warn("train.device auto: a GPU is visible, but training on CUDA is not in this build yet; "
-              "training on the CPU");
-#endif
   const ParallelConfig& par = config.parallel;
   const int world = groups ? groups->grid().world_size() : 1;
+  device_ = training_device(config, world);
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
@@ -163,7 +188,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
     zero = {&groups->dp(), groups->grid().coordinate(Axis::dp), groups->dp().size(),
             static_cast<int>(par.zero), par.bucket_mb};
   const bool engine = zero.active() && zero.stage >= 2;
-  const ParamStorage storage{.values = !(engine && zero.stage == 3), .grads = !engine};
+  const ParamStorage storage{.values = !(engine && zero.stage == 3), .grads = !engine, .allocator = device_.get()};
   model_ = std::make_unique<Transformer>(config.model, precision_dtype(config.train.precision), tp, chunks, sp, ep, storage);
   if (engine) {
     zero_ = std::make_unique<ZeroEngine>(model_->params(), zero, par.offload.optimizer, par.offload.params);
@@ -502,6 +527,12 @@ TrainSummary Trainer::run() {
       loss = pp_sum(loss);  // only the last stage has it
       aux_loss = pp_sum(pipeline_->last_stats().aux_loss / static_cast<double>(accumulation));
     } else {
+      // On a GPU the micro-batches' losses add up on the device, read once below.
+      if (device_) {
+        if (!loss_sum_.defined()) loss_sum_ = Tensor::empty({1}, DType::f64, *device_);
+        ops::fill(loss_sum_, 0.0);
+        model_->set_loss_sink(&loss_sum_);
+      }
       for (int64_t k = 0; k < accumulation; ++k) {
         const Batch micro = batch.rows(k * t.micro_batch, t.micro_batch);
         // Only the last micro-batch's backward communicates; the others accumulate locally.
@@ -510,6 +541,10 @@ TrainSummary Trainer::run() {
         loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
         aux_loss += model_->aux_loss() / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
+      }
+      if (device_) {
+        model_->set_loss_sink(nullptr);
+        loss = loss_sum_.to_cpu().data<double>()[0] / static_cast<double>(accumulation);
       }
     }
     if (reducer_) reducer_->finish();
@@ -571,6 +606,21 @@ TrainSummary Trainer::run() {
       m.offload_mb = mib(MemoryPlace::host, MemoryKind::params) + mib(MemoryPlace::host, MemoryKind::grads) +
                      mib(MemoryPlace::host, MemoryKind::optimizer);
       m.peak_mb = static_cast<double>(cpu_memory_stats().peak_allocated_bytes) / kMiB;
+#if STRATA_CUDA
+      if (auto* gpu = dynamic_cast<CudaDevice*>(device_.get())) {
+        // On a GPU: what the run's tensors hold there (the CPU's tallies see only the host).
+        double values = 0, grads = 0;
+        for (const auto& p : params.all()) {
+          values += static_cast<double>(p->value.nbytes());
+          grads += static_cast<double>(p->grad.defined() ? p->grad.nbytes() : 0) +
+                   static_cast<double>(p->main_grad.defined() ? p->main_grad.nbytes() : 0);
+        }
+        m.params_mb = values / kMiB;
+        m.grads_mb = grads / kMiB;
+        m.optimizer_mb = static_cast<double>(optimizer_->state_bytes()) / kMiB;
+        m.peak_mb = static_cast<double>(gpu->memory_stats().peak_allocated_bytes) / kMiB;
+      }
+#endif
     }
     m.loss_scale = scaler_.scale();
     m.skipped = !apply;

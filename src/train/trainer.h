@@ -108,6 +108,10 @@ class Trainer {
   Config config_;
   TrainOptions options_;
   const ProcessGroups* groups_ = nullptr;
+  // The run's GPU (a CudaDevice) when train.device resolves to cuda; null on the CPU. Declared
+  // before everything holding tensors, so it outlives them.
+  std::shared_ptr<Allocator> device_;
+  Tensor loss_sum_;  // the micro-batches' losses summed on the device (Transformer::set_loss_sink)
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<GradientReducer> expert_reducer_;
   int64_t a2a_bytes_ = 0;  // bytes this rank's MoE all-to-alls sent to other ranks this step  // experts under expert parallelism (ep_dp)
@@ -126,6 +130,10 @@ class Trainer {
 
 // The parameters' dtype of a run in train.precision `precision` (fp32, bf16, fp16).
 DType precision_dtype(const std::string& precision);
+// train.device resolved for a run of `world` processes: a CUDA device (GPU 0 of this process) for
+// cuda, or for auto when a GPU is visible and the run is one CUDA training covers; null for the
+// CPU. cuda on a run it does not cover, or without a GPU, is an error naming the reason.
+std::shared_ptr<Allocator> training_device(const Config& config, int world);
 
 // Whether this rank writes its copy of `p` into a checkpoint: of the ranks holding the same
 // values (dp replicas, sp peers, tp ranks of a replicated tensor) one writes; `each_dp`: the dp
