@@ -9,6 +9,7 @@
 #include "comm/launch_env.h"
 #include "comm/mpi_session.h"
 #include "comm/process_groups.h"
+#include "core/compute_device.h"
 #include "core/error.h"
 #include "data/dataset.h"
 #include "data/tokenizer.h"
@@ -42,7 +43,7 @@ void write_npy_f32(const std::string& path, const Tensor& t) {
 
 Command add_generate(CLI::App& app) {
   struct Options {
-    std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval, dump_logits;
+    std::string checkpoint, prompt_file, tokenizer, draft, quantize, eval, dump_logits, device = "auto";
     int64_t draft_tokens = 4;
     bool interactive = false;
     std::vector<std::string> prompts;
@@ -60,6 +61,8 @@ Command add_generate(CLI::App& app) {
   cmd->add_option("--top-p", o->sampling.top_p, "Sample from the smallest set holding this much mass (1: all)");
   cmd->add_option("--repetition-penalty", o->sampling.repetition_penalty, "Penalise tokens already seen (1: none)");
   cmd->add_option("--seed", o->sampling.seed, "Sampling seed: the same seed gives the same text");
+  cmd->add_option("--device", o->device, "cpu, cuda, or auto (default): cuda when a GPU is visible")
+      ->check(CLI::IsMember({"cpu", "cuda", "auto"}));
   cmd->add_option("--quantize", o->quantize, "int8: weight-only int8 for the blocks' linear layers")
       ->check(CLI::IsMember({"int8"}));
   cmd->add_option("--eval", o->eval, "Print the perplexity of a text file (or a tokenized .h5) instead of generating");
@@ -111,7 +114,14 @@ Command add_generate(CLI::App& app) {
             const bool printer = !grid || grid->rank() == 0;
             auto run = [&] {
               const DType dtype = precision_dtype(config.train.precision);
-              Transformer model(config.model, dtype, tp);
+              // What generation on a GPU does not cover yet.
+              std::string missing;
+              if (grid) missing = "tensor-parallel generation under mpirun";
+              else if (config.model.moe.n_experts > 0) missing = "MoE models (their routing runs on the host)";
+              else if (o->quantize == "int8") missing = "--quantize int8 (int8 weights dequantize on the host)";
+              const std::shared_ptr<Allocator> device = select_device("--device", o->device, missing);
+              const ParamStorage storage{.allocator = device.get()};
+              Transformer model(config.model, dtype, tp, {}, {}, {}, storage);
               load_weights(model, o->checkpoint);
               if (o->quantize == "int8") {
                 const auto [before, after] = model.quantize_int8();
@@ -146,8 +156,7 @@ Command add_generate(CLI::App& app) {
                 KvCache cache = model.make_kv_cache(1, n);
                 const std::vector<CacheSegment> seg = {{0, n, 0}};
                 const Tensor logits = model.forward_cached(Tensor::from_vector(prompts[0], {n}), seg, cache, false);
-                Tensor f32 = Tensor::empty(logits.shape(), DType::f32);
-                ops::cast(logits, f32);
+                const Tensor f32 = host_f32(logits);
                 if (printer) {
                   write_npy_f32(o->dump_logits, f32);
                   std::ofstream ids(o->dump_logits + ".tokens");
@@ -201,7 +210,7 @@ Command add_generate(CLI::App& app) {
               } else {
                 // The draft runs whole on every rank (it is small); the target may be split.
                 const Config draft_config = checkpoint_config(o->draft);
-                Transformer draft(draft_config.model, dtype);
+                Transformer draft(draft_config.model, dtype, {}, {}, {}, {}, storage);
                 load_weights(draft, o->draft);
                 SpeculativeStats stats;
                 for (const auto& prompt : prompts)

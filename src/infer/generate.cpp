@@ -74,6 +74,48 @@ double sampling_uniform(uint64_t seed, uint64_t sequence, uint64_t step) {
   return static_cast<double>(bits & ((uint64_t{1} << 53) - 1)) / static_cast<double>(uint64_t{1} << 53);
 }
 
+Tensor host_f32(const Tensor& logits) {
+  Tensor f32 = Tensor::empty(logits.shape(), DType::f32, allocator_of(logits));
+  ops::cast(logits, f32);
+  return f32.to_cpu();
+}
+
+TokenChoices::TokenChoices(const Tensor& logits, const SamplingConfig& sampling) : sampling_(sampling) {
+  vocab_ = logits.size(1);
+  // On a GPU, when the distribution depends on the k largest logits only (greedy; top-k without
+  // top-p or a repetition penalty, which look at the whole row), only those k values and ids
+  // come to the host.
+  const bool few = sampling.repetition_penalty == 1.0 &&
+                   (sampling.temperature <= 0 || (sampling.top_k > 0 && sampling.top_p >= 1.0));
+  if (logits.device().is_cpu() || !few) {
+    rows_ = host_f32(logits);
+    return;
+  }
+  k_ = sampling.temperature <= 0 ? 1 : std::min<int64_t>(sampling.top_k, vocab_);
+  Allocator& device = allocator_of(logits);
+  Tensor values = Tensor::empty({logits.size(0), k_}, logits.dtype(), device);
+  Tensor ids = Tensor::empty({logits.size(0), k_}, DType::i32, device);
+  ops::topk(logits, k_, values, ids);
+  rows_ = host_f32(values);
+  ids_ = ids.to_cpu();
+}
+
+int32_t TokenChoices::draw(int64_t row, std::span<const int32_t> seen, double u) const {
+  if (k_ == 0) {
+    std::span<const float> z(rows_.data<float>() + row * vocab_, static_cast<size_t>(vocab_));
+    return draw_token(sampling_distribution(z, sampling_, seen), u);
+  }
+  // The candidates in id order, as the whole row would have them: the distribution over them is
+  // the whole row's (every other token has no mass under top-k), and drawing walks ids in order.
+  std::vector<std::pair<int32_t, float>> c(static_cast<size_t>(k_));
+  for (int64_t i = 0; i < k_; ++i)
+    c[static_cast<size_t>(i)] = {ids_.data<int32_t>()[row * k_ + i], rows_.data<float>()[row * k_ + i]};
+  std::sort(c.begin(), c.end());
+  std::vector<float> z(c.size());
+  for (size_t i = 0; i < c.size(); ++i) z[i] = c[i].second;
+  return c[static_cast<size_t>(draw_token(sampling_distribution(z, sampling_, {}), u))].first;
+}
+
 std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int32_t>& tokens, int64_t seq_len,
                                       int64_t batch) {
   const auto windows = (static_cast<int64_t>(tokens.size()) - 1) / seq_len;
@@ -135,17 +177,14 @@ std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::
   for (int64_t step = 0; step < options.max_new_tokens && !active.empty(); ++step) {
     Tensor id_tensor = Tensor::from_vector(ids, {static_cast<int64_t>(ids.size())});
     const Tensor logits = model.forward_cached(id_tensor, segments, cache, /*last_only=*/true);
-    Tensor f32 = Tensor::empty(logits.shape(), DType::f32);
-    ops::cast(logits, f32);
-    const int64_t vocab = logits.size(1);
+    const TokenChoices choices(logits, options.sampling);
     std::vector<size_t> next_active;
     ids.clear();
     segments.clear();
     for (size_t j = 0; j < active.size(); ++j) {
       const size_t b = active[j];
-      std::span<const float> row(f32.data<float>() + static_cast<int64_t>(j) * vocab, static_cast<size_t>(vocab));
-      const std::vector<double> probs = sampling_distribution(row, options.sampling, seen[b]);
-      const int32_t token = draw_token(probs, sampling_uniform(options.sampling.seed, b, static_cast<uint64_t>(step)));
+      const int32_t token = choices.draw(static_cast<int64_t>(j), seen[b],
+                                         sampling_uniform(options.sampling.seed, b, static_cast<uint64_t>(step)));
       out[b].push_back(token);
       seen[b].push_back(token);
       if (on_token) on_token(b, token);
@@ -165,8 +204,7 @@ namespace {
 
 // The model's logits for the rows of one forward, as f32 rows.
 std::vector<std::vector<float>> float_rows(const Tensor& logits) {
-  Tensor f32 = Tensor::empty(logits.shape(), DType::f32);
-  ops::cast(logits, f32);
+  const Tensor f32 = host_f32(logits);
   const int64_t rows = f32.size(0), vocab = f32.size(1);
   std::vector<std::vector<float>> out(static_cast<size_t>(rows));
   for (int64_t r = 0; r < rows; ++r)

@@ -40,6 +40,25 @@ std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int3
 // Fills `model`'s parameters from a checkpoint of any layout.
 void load_weights(Transformer& model, const std::string& checkpoint);
 
+// The logits as f32 on the host (cast on their device, then copied).
+Tensor host_f32(const Tensor& logits);
+
+// The next token of each row of a forward's logits [rows, vocab] under `sampling`: draws exactly
+// as sampling_distribution and draw_token over the whole row. On a GPU, greedy decoding and
+// top-k sampling (without top-p or a repetition penalty) bring only the k largest logits and their
+// ids to the host; anything else reads the whole rows.
+class TokenChoices {
+ public:
+  TokenChoices(const Tensor& logits, const SamplingConfig& sampling);
+  // Row `row`'s token, with `seen` the tokens its penalty looks at and u uniform in [0, 1).
+  int32_t draw(int64_t row, std::span<const int32_t> seen, double u) const;
+
+ private:
+  SamplingConfig sampling_;
+  int64_t vocab_ = 0, k_ = 0;  // k_ > 0: only the top k_ of each row came to the host
+  Tensor rows_, ids_;          // f32 [rows, vocab or k]; i32 [rows, k]
+};
+
 struct GenerateOptions {
   int64_t max_new_tokens = 64;
   int32_t stop_token = -1;  // end-of-text: a sequence stops after choosing it (-1: never)

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #if STRATA_CUDA
 #include "core/cuda/cuda_allocator.h"
+#include "core/compute_device.h"
 #if STRATA_CUDA
 #include "core/cuda/cuda_device.h"
 #endif
@@ -112,9 +113,6 @@ void check_layout(const Config& config) {
 }
 
 std::shared_ptr<Allocator> training_device(const Config& config, int world) {
-  const std::string& want = config.train.device;
-  const int gpus = cuda_device_count();
-  if (want == "cpu" || (want == "auto" && gpus == 0)) return nullptr;
   // What one-GPU training does not cover yet: several ranks (each would need its own GPU and NCCL)
   // and the layouts that only make sense with them, MoE layers (their routing runs on the host),
   // and the host-memory optimizer of offload.
@@ -123,20 +121,7 @@ std::shared_ptr<Allocator> training_device(const Config& config, int world) {
   if (world > 1) missing = std::to_string(world) + " processes (one-GPU training is one process)";
   else if (config.model.moe.n_experts > 0) missing = "model.moe.n_experts > 0 (MoE layers route on the host)";
   else if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  if (!missing.empty()) {
-    STRATA_CHECK(want == "auto", "key 'train.device': cuda does not yet train with ", missing,
-                 "; use train.device: cpu");
-    log::warn("train.device auto: a GPU is visible, but CUDA training does not yet cover ", missing,
-              "; training on the CPU");
-    return nullptr;
-  }
-  STRATA_CHECK(gpus > 0, "key 'train.device': cuda, but ",
-               STRATA_CUDA ? "no GPU is visible to this process" : "this build has no CUDA backend");
-#if STRATA_CUDA
-  return std::make_shared<CudaDevice>(0);
-#else
-  return nullptr;
-#endif
+  return select_device("key 'train.device'", config.train.device, missing);
 }
 
 Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
