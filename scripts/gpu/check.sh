@@ -81,7 +81,7 @@ if [[ $simulate -eq 1 ]]; then
 else
   build=${STRATA_CHECK_BUILD:-$root/build-gpucheck}
   targets=(strata strata_cuda_tests strata_gpusim_tests strata_gpusim)
-  configure=(-DSTRATA_GPUSIM=ON -DCMAKE_CUDA_ARCHITECTURES=90)
+  configure=(-DSTRATA_GPUSIM=ON -DSTRATA_CUDA_ARCH=90)
   [[ -x /usr/local/cuda/bin/nvcc ]] && export CUDAToolkit_ROOT=${CUDAToolkit_ROOT:-/usr/local/cuda}
 fi
 build_all() {
