@@ -18,9 +18,9 @@ usage:
       (or any backend's dump of the same layout) wrote for the same checkpoint and ids: the loss,
       the auxiliary loss, the logits and every gradient, each by
           error = max |strata - reference| / max |reference|   (per tensor; 0 when both are 0)
-      within --tolerance for an f32 dump and --tolerance-f64 for an f64 one. For a gradient the
-      divisor is at least GRADIENT_FLOOR x the largest max |reference| of all gradients (see
-      there). The max norm finds one wrong element (a mask entry, a row, a position) that a
+      within --tolerance for an f32 dump or reference, --tolerance-f64 when both are f64. For a
+      gradient the divisor is at least GRADIENT_FLOOR x the largest max |reference| of all
+      gradients (see there). The max norm finds one wrong element (a mask entry, a row, a position) that a
       Frobenius ratio would average away; dividing by the tensor's largest magnitude rather than
       each element's own keeps near-zero elements, whose f32 rounding is relative to their
       neighbours and not to themselves, from failing a correct implementation. The MoE routing
@@ -376,7 +376,12 @@ def check(args):
     dtype = {"f64": torch.float64, "f32": torch.float32}[args.dtype]
     if args.device == "cuda" and not torch.cuda.is_available():
         fail("--device cuda, but torch sees no CUDA device")
-    ref = reference(args.checkpoint, args.config, ids, targets, torch.device(args.device), dtype)
+    try:
+        ref = reference(args.checkpoint, args.config, ids, targets, torch.device(args.device), dtype)
+    except KeyError as e:
+        fail(f"checkpoint '{args.checkpoint}' has no tensor {e} that the config's model needs")
+    except (RuntimeError, IndexError) as e:  # shapes that disagree with the config, ids past the vocabulary
+        fail(f"the model of the config does not run on checkpoint '{args.checkpoint}' and these ids: {e}")
     if args.out:
         with h5py.File(args.out, "w") as f:
             f["loss"], f["aux_loss"], f["logits"] = ref["loss"], ref["aux_loss"], ref["logits"]
@@ -392,7 +397,9 @@ def check(args):
           f"loss {ref['loss']:.9g}, aux_loss {ref['aux_loss']:.6g}{routed}")
     failed = False
     for path in args.strata:
-        problems, summary = compare(path, ref, {"f32": args.tolerance, "f64": args.tolerance_f64})
+        # The less precise side sets the tolerance: an f32 reference meets an f64 dump at f32's.
+        f64_tolerance = args.tolerance_f64 if args.dtype == "f64" else args.tolerance
+        problems, summary = compare(path, ref, {"f32": args.tolerance, "f64": f64_tolerance})
         if summary:
             print(f"strata_torch {label}:   {summary}")
         for line in problems:
