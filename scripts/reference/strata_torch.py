@@ -52,7 +52,8 @@ MOE_DEFAULTS = {"n_experts": 0, "top_k": 2, "capacity_factor": 1.25, "aux_loss_c
 # A gradient tensor more than this much smaller than the model's largest gradient is judged on
 # that scale instead of its own: its rounding comes from sums of terms the size of the larger
 # gradients. (The key biases' gradient, for one, is exactly 0 without RoPE, since softmax ignores
-# a shift of all of a query's scores: Strata's f32 gives ~1e-11 there, the f64 reference ~1e-20.)
+# a shift of all of a query's scores: the f64 reference has ~1e-20 there, Strata's f32 rounding a
+# few 1e-6 of this floor.)
 GRADIENT_FLOOR = 1e-3
 
 
