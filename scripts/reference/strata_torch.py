@@ -4,8 +4,9 @@
 GPT-2 and Llama families, dense or mixture-of-experts, as src/model/*.cpp and kernels/cpu/*
 compute them (each function below names the code it restates). Loads a Strata checkpoint (any
 layout: every rank file's slices are assembled) and the run's config (the checkpoint manifest's,
-or --config), runs one forward and backward on a batch of token ids and gives the logits, the
-cross-entropy, the MoE auxiliary losses and the gradient of every parameter, by default in f64.
+or a resolved --config), runs one forward and backward on a batch of token ids and gives the
+logits, the cross-entropy, the MoE auxiliary losses and the gradient of every parameter, by
+default in f64.
 
 usage:
   strata_torch.py ids OUT --vocab V [--batch 2] [--seq 16] [--ignore 3] [--seed 0]
@@ -37,16 +38,12 @@ import numpy as np
 import torch
 import yaml
 
-# src/model/config.h: the defaults of the keys a partial --config leaves out (a checkpoint's
-# manifest carries every key).
-MODEL_DEFAULTS = {
-    "arch": "llama", "vocab_size": 50257, "n_layers": 12, "d_model": 768, "n_heads": 12,
-    "n_kv_heads": 4, "d_ff": 2048, "max_seq_len": 1024, "norm": "rmsnorm",
-    "activation": "swiglu", "position": "rope", "rope_theta": 10000.0, "tie_embeddings": False,
-    "norm_eps": 1e-5, "bias": False,
-}
-MOE_DEFAULTS = {"n_experts": 0, "top_k": 2, "capacity_factor": 1.25, "aux_loss_coef": 0.01,
-                "z_loss_coef": 0.0, "every": 1}
+# The model keys the reference reads. Their defaults live in src/model/config.h only: a --config
+# must be resolved (`strata config --config FILE --set ...` prints one); a checkpoint's manifest
+# always is.
+MODEL_KEYS = ("vocab_size", "n_layers", "d_model", "n_heads", "n_kv_heads", "d_ff", "max_seq_len", "norm",
+              "activation", "position", "rope_theta", "tie_embeddings", "norm_eps", "bias")
+MOE_KEYS = ("n_experts", "top_k", "capacity_factor", "aux_loss_coef", "z_loss_coef", "every")
 
 
 # A gradient tensor more than this much smaller than the model's largest gradient is judged on
@@ -66,20 +63,24 @@ def fail(message):
 # Inputs: config, checkpoint, ids.
 
 def model_config(checkpoint, config_path):
-    """The `model` section with every key: from --config when given, else the manifest's."""
+    """The `model` section: from --config when given, else the checkpoint manifest's."""
     if config_path:
+        source = f"config '{config_path}'"
         with open(config_path) as f:
             root = yaml.safe_load(f) or {}
     else:
+        source = f"the manifest of checkpoint '{checkpoint}'"
         manifest = os.path.join(checkpoint, "manifest.yaml")
         if not os.path.isfile(manifest):
             fail(f"checkpoint '{checkpoint}' has no manifest.yaml (give --config)")
         with open(manifest) as f:
             root = yaml.safe_load(yaml.safe_load(f)["config"])
-    model = dict(MODEL_DEFAULTS)
-    model.update({k: v for k, v in (root.get("model") or {}).items() if k != "moe"})
-    model["moe"] = dict(MOE_DEFAULTS)
-    model["moe"].update((root.get("model") or {}).get("moe") or {})
+    model = root.get("model") or {}
+    missing = [f"model.{k}" for k in MODEL_KEYS if k not in model]
+    missing += [f"model.moe.{k}" for k in MOE_KEYS if k not in (model.get("moe") or {})]
+    if missing:
+        fail(f"{source} lacks {', '.join(missing)}: give a resolved config "
+             "(strata config --config FILE [--set ...] prints one)")
     return model
 
 
@@ -421,7 +422,8 @@ def main():
     p_ids.add_argument("--seed", type=int, default=0)
     p_check = sub.add_parser("check", help="compare a Strata dump with the reference")
     p_check.add_argument("--checkpoint", required=True)
-    p_check.add_argument("--config", help="the run's config YAML (default: the checkpoint manifest's)")
+    p_check.add_argument("--config", help="the run's resolved config YAML, as `strata config` prints it "
+                         "(default: the checkpoint manifest's)")
     p_check.add_argument("--ids", required=True)
     p_check.add_argument("--strata", required=True, nargs="+",
                          help="Strata's dumps (tests/reference/dump_grads.cpp), f32 or f64")

@@ -45,11 +45,12 @@ void write_dataset(hid_t file, const std::string& name, const Tensor& tensor) {
                                                    : H5Screate_simple(static_cast<int>(dims.size()),
                                                                       dims.data(), nullptr)),
                    H5Sclose);
-  h5::Handle dataset(STRATA_HDF5_CHECK(H5Dcreate2(file, name.c_str(), h5::file_type(t.dtype()), space,
-                                                  groups, H5P_DEFAULT, H5P_DEFAULT)),
+  h5::Handle dataset(STRATA_HDF5_CHECK(H5Dcreate2(file, name.c_str(), h5::file_type(t.dtype()),
+                                                  space, groups, H5P_DEFAULT, H5P_DEFAULT)),
                      H5Dclose);
   if (t.numel() > 0)
-    STRATA_HDF5_CHECK(H5Dwrite(dataset, h5::memory_type(t.dtype()), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()));
+    STRATA_HDF5_CHECK(
+        H5Dwrite(dataset, h5::memory_type(t.dtype()), H5S_ALL, H5S_ALL, H5P_DEFAULT, t.raw()));
 }
 
 void write_scalar(hid_t file, const std::string& name, double value) {
@@ -68,8 +69,8 @@ Tensor read_i32(hid_t file, const std::string& name, const std::string& path) {
 
 int dump(const std::string& checkpoint, const std::string& ids_path, const std::string& out_path,
          const std::string& dtype_name) {
-  STRATA_CHECK(dtype_name == "f32" || dtype_name == "f64", "dump_grads: dtype must be f32 or f64, got '",
-               dtype_name, "'");
+  STRATA_CHECK(dtype_name == "f32" || dtype_name == "f64",
+               "dump_grads: dtype must be f32 or f64, got '", dtype_name, "'");
   const DType dtype = dtype_name == "f64" ? DType::f64 : DType::f32;
   const Config config = checkpoint_config(checkpoint);
   h5::silence_library_errors();
@@ -107,8 +108,9 @@ int dump(const std::string& checkpoint, const std::string& ids_path, const std::
   }
   h5::write_attribute(file, "dtype", dtype_name);
   h5::write_attribute(file, "device", std::string("cpu"));
-  std::printf("dump_grads: %s, %lld parameters, loss %.9g, aux_loss %.9g -> %s\n", dtype_name.c_str(),
-              static_cast<long long>(model.params().all().size()), loss, aux_loss, out_path.c_str());
+  std::printf("dump_grads: %s, %lld parameters, loss %.9g, aux_loss %.9g -> %s\n",
+              dtype_name.c_str(), static_cast<long long>(model.params().all().size()), loss,
+              aux_loss, out_path.c_str());
   return 0;
 }
 

@@ -39,8 +39,8 @@ legs=(  # name, config, processes (tp), overrides
   "moe tiny-llama 2 model.vocab_size=160 model.d_model=32 model.n_heads=4 model.n_kv_heads=1 model.d_ff=48
    model.moe.n_experts=4 model.moe.top_k=2 model.moe.capacity_factor=1.0 model.moe.aux_loss_coef=0.01
    model.moe.z_loss_coef=0.001 parallel.tp=2"
-  "switch tiny-gpt2 1 model.vocab_size=128 model.d_model=32 model.n_heads=2 model.n_kv_heads=2 model.d_ff=64
-   model.moe.n_experts=4 model.moe.top_k=1 model.moe.every=2 model.moe.capacity_factor=1.5"
+  "switch tiny-gpt2 1 model.vocab_size=128 model.d_model=32 model.n_heads=2 model.n_kv_heads=2
+   model.d_ff=64 model.moe.n_experts=4 model.moe.top_k=1 model.moe.every=2 model.moe.capacity_factor=1.5"
 )
 status=0
 for leg in "${legs[@]}"; do
@@ -52,8 +52,9 @@ for leg in "${legs[@]}"; do
   vocab=$(printf '%s\n' "$@" | sed -n 's/^model.vocab_size=//p')
   launch=()
   ((processes == 1)) || launch=("$mpiexec" -np "$processes" --oversubscribe)
-  if ! "${launch[@]}" "$strata" train --config "$source_dir/configs/$config.yaml" --set "data.train=$work/train.h5" \
-      --set "data.val=$work/val.h5" --set "train.out_dir=$work/$name" "${sets[@]}" >"$work/$name.log" 2>&1; then
+  if ! "${launch[@]}" "$strata" train --config "$source_dir/configs/$config.yaml" \
+      --set "data.train=$work/train.h5" --set "data.val=$work/val.h5" --set "train.out_dir=$work/$name" \
+      "${sets[@]}" >"$work/$name.log" 2>&1; then
     cat "$work/$name.log"
     echo "torch_reference: FAIL: $name: strata train failed"
     status=1
