@@ -14,6 +14,7 @@ packages=(
   libcli11-dev
   nlohmann-json3-dev
   python3 python3-matplotlib
+  python3-torch python3-h5py python3-yaml  # the PyTorch reference test (tests/reference)
 )
 
 missing=()
