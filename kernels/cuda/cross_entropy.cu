@@ -3,7 +3,9 @@
 // "Online normalizer calculation for softmax"): each thread keeps (m, s) with s = sum exp(x - m)
 // over its elements, rescaling s when m grows, and the block merges the pairs in a fixed order.
 // No f32 copy of the row is made. Rows are read in 16-byte vectors after a scalar head that brings
-// the row's address to a 16-byte boundary, then a scalar tail.
+// the row's address to a 16-byte boundary, then a scalar tail. The split of a row over the threads,
+// and so the order of its sums, depends on n, the dtype and the row's offset from a 16-byte
+// boundary (fixed by the tensor's layout: allocations are 16-byte aligned), never on timing.
 //
 // Special values come out as on the CPU, whose two passes give: NaN logits are skipped by the max
 // and make the sum NaN; a +inf logit makes the sum NaN (exp(inf - inf)); -inf logits add nothing,
@@ -82,10 +84,10 @@ __device__ __forceinline__ Online merge(Online a, Online b) {
   return {m, rescaled(a, m) + rescaled(b, m)};
 }
 
-// The (max, sum_exp) of a row of n logits, in every thread of the block. `scratch`: 32 Online in
-// shared memory.
+// The (max, sum_exp) of a row of n logits, in every thread of the block.
 template <typename T>
-__device__ Online row_stats(const T* row, int64_t n, Online* scratch) {
+__device__ Online row_stats(const T* row, int64_t n) {
+  __shared__ Online scratch[32];
   Online o{-kInf, 0.0f};
   for_each_logit(row, n, [&](int64_t, float x) { add_logit(o, x); });
   for (int offset = 16; offset > 0; offset /= 2) {
@@ -106,10 +108,9 @@ __device__ Online row_stats(const T* row, int64_t n, Online* scratch) {
 template <typename T, typename I>
 __global__ void stats_kernel(const T* logits, const I* targets, int64_t n, int64_t vocab_start, float* max,
                              float* sum_exp, float* target_logit) {
-  __shared__ Online scratch[32];
   const int64_t r = blockIdx.x;
   const T* row = logits + r * n;
-  const Online o = row_stats(row, n, scratch);
+  const Online o = row_stats(row, n);
   if (threadIdx.x == 0) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     max[r] = o.max;
@@ -122,10 +123,9 @@ __global__ void stats_kernel(const T* logits, const I* targets, int64_t n, int64
 // target outside [0, n)).
 template <typename T, typename I>
 __global__ void forward_kernel(const T* logits, const I* targets, int64_t n, float* loss, float* lse) {
-  __shared__ Online scratch[32];
   const int64_t r = blockIdx.x;
   const T* row = logits + r * n;
-  const Online o = row_stats(row, n, scratch);
+  const Online o = row_stats(row, n);
   if (threadIdx.x == 0) {
     const int64_t t = static_cast<int64_t>(targets[r]);
     const float l = o.max + logf(o.sum);
