@@ -111,7 +111,8 @@ void cross_entropy_stats(const Tensor& logits, const Tensor& targets, int64_t vo
 // ignored rows get loss 0. loss, lse: [rows].
 void cross_entropy_combine(const Tensor& max, const Tensor& sum_exp, const Tensor& target_logit,
                            const Tensor& targets, Tensor& loss, Tensor& lse);
-// Whole vocabulary in one call: loss, lse: [rows].
+// Whole vocabulary in one call: loss, lse: [rows]. A target >= vocab throws on the CPU; on CUDA
+// (a kernel cannot throw) that row's loss is NaN.
 void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& loss, Tensor& lse);
 // dlogits = (softmax(logits) - onehot(target)) * dloss for one shard, using the global lse.
 // dloss: [rows] (stats dtype); ignored rows get zero gradient. dlogits overwritten; it may be the

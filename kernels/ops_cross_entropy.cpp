@@ -1,12 +1,16 @@
-// Tensor front ends of the cross-entropy ops: argument checks, then the kernel for the device,
-// the logits' dtype and the targets' index type (kernels/cpu/cross_entropy.h on the CPU; CUDA has
-// none yet and says so).
+// Tensor front ends of the cross-entropy ops: argument checks (the same for both backends), then
+// the kernel for the device, the logits' dtype and the targets' index type
+// (kernels/cpu/cross_entropy.h on the CPU, kernels/cuda/cross_entropy.h on CUDA).
 #include <cstdint>
 
 #include "kernels/cpu/cross_entropy.h"
 #include "kernels/ops.h"
 #include "kernels/ops_check.h"
 #include "kernels/ops_dispatch.h"
+
+#if STRATA_CUDA
+#include "kernels/cuda/cross_entropy.h"
+#endif
 
 namespace strata::ops {
 namespace {
@@ -34,16 +38,23 @@ int64_t check_logits(std::string_view op, const Tensor& logits) {
 }
 
 // Runs `run(T{}, I{})` for the floating dtype of `values` (T = float, double, bf16 or f16) and the
-// index type of `targets` (I = int32_t or int64_t), after refusing CUDA tensors, which have no
-// kernels here yet.
+// index type of `targets` (I = int32_t or int64_t): the CPU kernels.
 template <typename F>
 void run_cpu(std::string_view op, std::string_view values_arg, const Tensor& values,
              const Tensor& targets, F&& run) {
-  dispatch::cpu_only(op, values_arg, values);
   dispatch::floating(op, values_arg, values, [&](auto t) {
     dispatch::index(op, "targets", targets, [&](auto i) { run(t, i); });
   });
 }
+
+#if STRATA_CUDA
+// The CUDA kernels take f32, bf16 or f16 values (so f32 statistics): f64 is refused by name here,
+// before any statistic is read as f32.
+void check_cuda_dtype(std::string_view op, std::string_view arg, const Tensor& t) {
+  STRATA_CHECK(t.dtype() != DType::f64, op, ": argument '", arg, "' ", t.describe(),
+               " is f64, which the CUDA backend does not take (f32, bf16 or f16)");
+}
+#endif
 
 }  // namespace
 
@@ -62,6 +73,15 @@ void cross_entropy_stats(const Tensor& logits, const Tensor& targets, int64_t vo
                           {"max", &max},
                           {"sum_exp", &sum_exp},
                           {"target_logit", &target_logit}});
+  if (dispatch::on_cuda(op, "logits", logits)) {
+#if STRATA_CUDA
+    check_cuda_dtype(op, "logits", logits);
+    cuda::cross_entropy_stats(logits.raw(), logits.dtype(), targets.raw(), targets.dtype(), rows,
+                              vocab_shard, vocab_start, max.data<float>(), sum_exp.data<float>(),
+                              target_logit.data<float>(), dispatch::stream_of(op, "logits", logits));
+#endif
+    return;
+  }
   run_cpu(op, "logits", logits, targets, [&]<typename T, typename I>(T, I) {
     cpu::cross_entropy_stats<T, I>(logits.data<T>(), targets.data<I>(), rows, vocab_shard,
                                    vocab_start, max.data<cpu::compute_t<T>>(),
@@ -87,8 +107,17 @@ void cross_entropy_combine(const Tensor& max, const Tensor& sum_exp, const Tenso
                           {"targets", &targets},
                           {"loss", &loss},
                           {"lse", &lse}});
-  // Statistics only, so f32 or f64 (the stats dtype of every floating dtype).
-  dispatch::cpu_only(op, "max", max);
+  // Statistics only, so f32 or f64 (the stats dtype of every floating dtype); f32 on CUDA, which
+  // has no f64 logits.
+  if (dispatch::on_cuda(op, "max", max)) {
+#if STRATA_CUDA
+    check_cuda_dtype(op, "max", max);
+    cuda::cross_entropy_combine(max.data<float>(), sum_exp.data<float>(), target_logit.data<float>(),
+                                targets.raw(), targets.dtype(), shards, rows, loss.data<float>(),
+                                lse.data<float>(), dispatch::stream_of(op, "max", max));
+#endif
+    return;
+  }
   dispatch::real(op, "max", max, [&]<typename C>(C) {
     dispatch::index(op, "targets", targets, [&]<typename I>(I) {
       cpu::cross_entropy_combine<C, I>(max.data<C>(), sum_exp.data<C>(), target_logit.data<C>(),
@@ -108,6 +137,16 @@ void cross_entropy_forward(const Tensor& logits, const Tensor& targets, Tensor& 
   check_tensor(op, "lse", lse, {rows}, stats);
   check::same_device(op,
                      {{"logits", &logits}, {"targets", &targets}, {"loss", &loss}, {"lse", &lse}});
+  if (dispatch::on_cuda(op, "logits", logits)) {
+#if STRATA_CUDA
+    // A kernel cannot throw: a target outside the vocabulary makes that row's loss NaN instead.
+    check_cuda_dtype(op, "logits", logits);
+    cuda::cross_entropy_forward(logits.raw(), logits.dtype(), targets.raw(), targets.dtype(), rows,
+                                vocab, loss.data<float>(), lse.data<float>(),
+                                dispatch::stream_of(op, "logits", logits));
+#endif
+    return;
+  }
   run_cpu(op, "logits", logits, targets, [&]<typename T, typename I>(T, I) {
     const int64_t bad = cpu::cross_entropy_forward<T, I>(logits.data<T>(), targets.data<I>(), rows,
                                                          vocab, loss.data<cpu::compute_t<T>>(),
@@ -133,6 +172,15 @@ void cross_entropy_backward(const Tensor& logits, const Tensor& targets, int64_t
                           {"lse", &lse},
                           {"dloss", &dloss},
                           {"dlogits", &dlogits}});
+  if (dispatch::on_cuda(op, "logits", logits)) {
+#if STRATA_CUDA
+    check_cuda_dtype(op, "logits", logits);
+    cuda::cross_entropy_backward(logits.raw(), logits.dtype(), targets.raw(), targets.dtype(), rows,
+                                 vocab_shard, vocab_start, lse.data<float>(), dloss.data<float>(),
+                                 dlogits.raw(), dispatch::stream_of(op, "logits", logits));
+#endif
+    return;
+  }
   run_cpu(op, "logits", logits, targets, [&]<typename T, typename I>(T, I) {
     cpu::cross_entropy_backward<T, I>(logits.data<T>(), targets.data<I>(), rows, vocab_shard,
                                       vocab_start, lse.data<cpu::compute_t<T>>(),

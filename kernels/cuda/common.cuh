@@ -94,6 +94,16 @@ void with_floating(DType dtype, const char* op, F&& f) {
   }
 }
 
+// The device index type of an index dtype (i32, i64: token ids, targets); F is called with a value of it.
+template <typename F>
+void with_index(DType dtype, const char* op, F&& f) {
+  switch (dtype) {
+    case DType::i32: f(int32_t{}); return;
+    case DType::i64: f(int64_t{}); return;
+    default: STRATA_FAIL(op, ": the CUDA backend takes i32 or i64 indices, not ", dtype_name(dtype));
+  }
+}
+
 // ---- 16-byte vectors ----
 
 // kVec<T> elements of T in 16 bytes, loaded and stored as one access.
