@@ -6,13 +6,7 @@
 namespace strata::cuda {
 namespace {
 
-constexpr unsigned kThreads = 256;
-constexpr unsigned kMaxBlocks = 132 * 8;
-
-unsigned grid_for(int64_t items) {
-  const unsigned b = blocks_for(items, kThreads);
-  return b < 1 ? 1 : (b > kMaxBlocks ? kMaxBlocks : b);
-}
+constexpr unsigned kThreads = kStrideThreads;
 
 // GPT-2's tanh form, as kernels/cpu/activations.cpp computes it.
 __device__ __forceinline__ float gelu(float x) {
@@ -60,7 +54,7 @@ void bias_gelu(void* c, DType dtype, int64_t rows, int64_t cols, const void* bia
   if (rows * cols == 0) return;
   with_floating(dtype, "gemm epilogue", [&](auto tag) {
     using T = decltype(tag);
-    launch("gemm_bias_gelu", &bias_gelu_kernel<T>, grid_for(rows * cols), kThreads, 0, stream, static_cast<T*>(c),
+    launch("gemm_bias_gelu", &bias_gelu_kernel<T>, stride_grid(rows * cols), kThreads, 0, stream, static_cast<T*>(c),
            rows, cols, static_cast<const T*>(bias), gelu, static_cast<T*>(aux));
   });
 }
@@ -69,7 +63,7 @@ void dgelu_multiply(void* c, const void* aux, DType dtype, int64_t n, cudaStream
   if (n == 0) return;
   with_floating(dtype, "gemm epilogue", [&](auto tag) {
     using T = decltype(tag);
-    launch("gemm_dgelu", &dgelu_kernel<T>, grid_for(n), kThreads, 0, stream, static_cast<T*>(c),
+    launch("gemm_dgelu", &dgelu_kernel<T>, stride_grid(n), kThreads, 0, stream, static_cast<T*>(c),
            static_cast<const T*>(aux), n);
   });
 }
@@ -79,7 +73,7 @@ void strided_sums(const void* x, DType dtype, int64_t count, int64_t length, int
   if (count == 0) return;
   with_floating(dtype, "gemm epilogue", [&](auto tag) {
     using T = decltype(tag);
-    launch("gemm_strided_sums", &strided_sums_kernel<T>, grid_for(count), kThreads, 0, stream,
+    launch("gemm_strided_sums", &strided_sums_kernel<T>, stride_grid(count), kThreads, 0, stream,
            static_cast<const T*>(x), count, length, count_stride, length_stride, static_cast<T*>(out));
   });
 }
