@@ -23,6 +23,7 @@
 
 #include "core/cuda/cuda_check.h"
 #include "core/cuda/cuda_device.h"
+#include "kernels/cuda/elementwise.h"
 #include "kernels/cuda/gemm_epilogue.h"
 
 namespace strata::cuda {
@@ -220,10 +221,37 @@ PlanKey key_of(const GemmCall& call, uint32_t epilogue) {
   return key;
 }
 
+// The epilogue as kernels of their own, after c holds the product (plus beta * c).
+void separate_epilogue(const GemmCall& call, cudaStream_t stream) {
+  const int64_t rows = call.batch * call.m;
+  if (call.dgelu_aux) {
+    dgelu_multiply(call.c, call.dgelu_aux, call.dtype, rows * call.n, stream);
+    if (call.bias_grad) strided_sums(call.c, call.dtype, call.n, rows, 1, call.n, call.bias_grad, stream);
+    return;
+  }
+  if (call.bias_grad) {
+    // op(a)[i, q] is a[i * k + q], or a[q * m + i] when trans_a.
+    strided_sums(call.a, call.dtype, call.m, call.k, call.trans_a ? 1 : call.k, call.trans_a ? call.m : 1,
+                 call.bias_grad, stream);
+    return;
+  }
+  if (call.bias || call.gelu) bias_gelu(call.c, call.dtype, rows, call.n, call.bias, call.gelu, call.gelu_aux, stream);
+}
+
 }  // namespace
 
 void gemm(CudaDevice& device, const GemmCall& call) {
   if (call.batch == 0 || call.m == 0 || call.n == 0) return;
+  if (call.k == 0) {
+    // cuBLASLt takes no empty inner dimension; the product is zero, so c = beta * c.
+    const int64_t count = call.batch * call.m * call.n;
+    if (call.beta == 0.0)
+      fill(call.c, call.dtype, count, 0.0, device.stream());
+    else if (call.beta != 1.0)
+      scale(call.c, call.dtype, count, call.beta, device.stream());
+    separate_epilogue(call, device.stream());
+    return;
+  }
   GemmState& state = device.state<GemmState>();
   std::lock_guard<std::mutex> lock(state.mutex());
   const uint32_t fused = epilogue_of(call);
@@ -237,24 +265,10 @@ void gemm(CudaDevice& device, const GemmCall& call) {
       return;
     }
   }
-  // The plain product, then the epilogue as kernels of its own.
+  // The plain product, then the epilogue as kernels of their own.
   Plan& plan = state.plan(key_of(call, CUBLASLT_EPILOGUE_DEFAULT), call);
   state.run(plan, call);
-  const cudaStream_t stream = device.stream();
-  const int64_t rows = call.batch * call.m;
-  if (call.dgelu_aux) {
-    dgelu_multiply(call.c, call.dgelu_aux, call.dtype, rows * call.n, stream);
-    if (call.bias_grad) strided_sums(call.c, call.dtype, call.n, rows, 1, call.n, call.bias_grad, stream);
-    return;
-  }
-  if (call.bias_grad) {
-    // op(a)[i, q] is a[i * k + q], or a[q * m + i] when trans_a.
-    strided_sums(call.a, call.dtype, call.m, call.k, call.trans_a ? 1 : call.k, call.trans_a ? call.m : 1,
-                 call.bias_grad, stream);
-    return;
-  }
-  if (call.bias || call.gelu)
-    bias_gelu(call.c, call.dtype, rows, call.n, call.bias, call.gelu, call.gelu_aux, stream);
+  separate_epilogue(call, device.stream());
 }
 
 GemmPlanStats gemm_plan_stats(CudaDevice& device) {

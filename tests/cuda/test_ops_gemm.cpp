@@ -56,6 +56,7 @@ std::vector<OpCase> cases() {
         for (const Problem& p : batched) out.push_back(product("gemm_batch_", p, ta, tb, d, 1.0, 0.0));
         out.push_back(product("gemm_beta_", {0, 17, 65, 3}, ta, tb, d, 0.5, -1.25));
         out.push_back(product("gemm_batch_beta_", {2, 3, 17, 65}, ta, tb, d, -2.0, 1.0));
+        out.push_back(product("gemm_empty_k_", {0, 3, 17, 0}, ta, tb, d, 1.0, 0.5));
       }
 
   // Operands that start one element into their allocation: not 16-byte aligned (the plan's
