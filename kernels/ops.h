@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include "core/tensor.h"
 
@@ -34,6 +35,25 @@ struct GemmArgs {
 // c[m, n] = alpha * op(a)[m, k] @ op(b)[k, n] + beta * c. 2-D tensors, or 3-D with a leading batch
 // dimension on all three (a strided batch: one product per batch index). Contiguous.
 void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args = {});
+
+// Work fused after a product (on CUDA, cuBLASLt's epilogues; on the CPU, gemm followed by the same
+// steps). With pre = alpha * op(a) @ op(b) + beta * c (+ bias):
+// - bias [n] (c's dtype): added to every row of c (every batch too).
+// - gelu: c = gelu(pre); gelu_aux (c's shape and dtype), when given, receives pre for backward.
+// - dgelu_aux (c's shape and dtype): c = pre * gelu'(dgelu_aux), the gradient through the GELU
+//   whose input the forward saved; no bias and no gelu with it.
+// - bias_grad (c's dtype, overwritten, 2-D products only): with dgelu_aux, [n] = the column sums
+//   of the new c (the bias gradient of the layer before the GELU); without, [m] = the sums of
+//   op(a)'s rows over k (dbias = the column sums of dy in dW = dy^T @ x, a = dy, trans_a).
+struct GemmEpilogue {
+  const Tensor* bias = nullptr;
+  bool gelu = false;
+  Tensor* gelu_aux = nullptr;
+  const Tensor* dgelu_aux = nullptr;
+  Tensor* bias_grad = nullptr;
+};
+void gemm_ex(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args,
+             const GemmEpilogue& epilogue);
 
 // ---- normalisation ------------------------------------------------------------------------
 
@@ -145,6 +165,38 @@ struct AdamWArgs {
 //   param -= lr * (m / (1-b1^t) / (sqrt(v / (1-b2^t)) + eps) + weight_decay * param).
 // param, m, v: f32 or f64 (master precision); grad: same dtype, or bf16/f16.
 void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWArgs& args);
+
+// One parameter of a multi-tensor AdamW step: param, m, v f32 (f64 on the CPU too), grad of
+// param's shape in that dtype or bf16/f16; copy (optional) of param's shape in bf16/f16 (or
+// param's dtype) receives the updated param rounded, in the same pass (the model's low-precision
+// weights). weight_decay: whether args.weight_decay applies to this one.
+struct AdamWGroup {
+  Tensor param, grad, m, v;
+  Tensor copy;  // may be undefined
+  bool weight_decay = true;
+};
+// adamw() on every entry with the gradient multiplied by grad_scale (one f32 on the tensors'
+// device, e.g. from clip_factor; args.grad_scale must be 1), and nothing at all done when
+// skip_flag (one i32 on the device) is nonzero: the trainer decides both without a host sync.
+void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args,
+                 const Tensor& grad_scale, const Tensor& skip_flag);
+// sum_squares (one f64 on the grads' device) = sum over the tensors of sum_squares(grad), each
+// tensor summed in f64 as sum_squares() does and added in list order; nonfinite_flag (one i32) = 1
+// when any element is NaN or infinite, else 0. With accumulate, both add to (or) what they hold.
+void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_squares,
+                         Tensor& nonfinite_flag, bool accumulate = false);
+struct ClipArgs {
+  double max_norm = 0.0;    // <= 0: no clipping
+  double loss_scale = 1.0;  // the gradients hold loss_scale times their true values
+};
+// The trainer's step decision on the device, with its formulas (src/train/trainer.cpp):
+//   norm = sqrt(sum of sum_squares' elements, in order) / loss_scale   -> norm (one f64)
+//   clip = max_norm > 0 && norm > max_norm ? max_norm / (norm + 1e-6) : 1
+//   grad_scale (one f32) = clip / loss_scale
+//   skip_flag (one i32) = 1 when nonfinite_flag is nonzero, norm is not finite or loss (one f64,
+//   may be undefined) is not finite; else 0. grad_scale is 0 when skipping.
+void clip_factor(const Tensor& sum_squares, const Tensor& nonfinite_flag, const Tensor& loss,
+                 const ClipArgs& args, Tensor& grad_scale, Tensor& skip_flag, Tensor& norm);
 
 // ---- elementwise and reductions -----------------------------------------------------------
 

@@ -68,6 +68,15 @@ inline unsigned blocks_for(int64_t n, unsigned threads) {
   return static_cast<unsigned>((n + threads - 1) / threads);
 }
 
+// Grid-stride kernels: kStrideThreads a block, one item a thread up to enough blocks to fill an
+// H100/H200 (132 SMs) several times over, a grid-stride loop beyond that.
+inline constexpr unsigned kStrideThreads = 256;
+inline unsigned stride_grid(int64_t items) {
+  constexpr unsigned most = 132 * 8;
+  const unsigned b = blocks_for(items, kStrideThreads);
+  return b < 1 ? 1 : (b > most ? most : b);
+}
+
 // ---- elements: every type computes in f32 ----
 
 __device__ __forceinline__ float to_float(float x) { return x; }

@@ -2,7 +2,9 @@
 // beta C over column-major layouts (rows, columns, leading dimension, strided batches) with the
 // bias, GELU and bias-gradient epilogues, emulated on the host in f32 arithmetic (sums kept in
 // f64, rounded once) and queued on the stream like a kernel. The descriptors check their
-// attributes' sizes as the library does; algorithm selection returns one algorithm.
+// attributes' sizes as the library does; algorithm selection returns one algorithm, which needs
+// the pointer alignment the preference promised (up to 16 bytes), and the GELU epilogues need an
+// AUX_LD and aux batch stride divisible by 8, as the library documents.
 #pragma once
 
 #include <cstddef>
@@ -76,6 +78,13 @@ typedef enum {
 typedef enum {
   CUBLASLT_MATMUL_PREF_SEARCH_MODE = 0,
   CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES = 1,
+  // uint32_t, default 256: the alignment (bytes) the caller promises for each matrix's pointer;
+  // the heuristic returns only algorithms that work with it, and cublasLtMatmul then refuses a
+  // pointer less aligned than its algorithm needs (the emulated algorithm needs min(promise, 16)).
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES = 5,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES = 6,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7,
+  CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8,
 } cublasLtMatmulPreferenceAttributes_t;
 
 cublasStatus_t cublasLtCreate(cublasLtHandle_t* handle);

@@ -46,6 +46,7 @@ struct cublasLtMatmulDescOpaque_t {
 struct cublasLtMatmulPreferenceOpaque_t {
   uint64_t max_workspace = 0;
   uint32_t search_mode = 0;
+  uint32_t min_alignment[4] = {256, 256, 256, 256};  // A, B, C, D
 };
 
 namespace {
@@ -215,6 +216,10 @@ cublasStatus_t validate(const cublasLtMatmulDescOpaque_t& d, const cublasLtMatri
     complain("the epilogue needs CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER and an AUX_LD of at least m");
     return CUBLAS_STATUS_INVALID_VALUE;
   }
+  if ((e & 128) && (e & (32 | 64)) && (d.aux_ld % 8 != 0 || d.aux_batch_stride % 8 != 0)) {
+    complain("the GELU epilogues need an EPILOGUE_AUX_LD and EPILOGUE_AUX_BATCH_STRIDE divisible by 8");
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  }
   p->m = m;
   p->n = n;
   p->k = k;
@@ -351,6 +356,10 @@ cublasStatus_t cublasLtMatmulPreferenceSetAttribute(cublasLtMatmulPreference_t p
   switch (attr) {
     case CUBLASLT_MATMUL_PREF_SEARCH_MODE: return set(pref->search_mode, buf, size);
     case CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES: return set(pref->max_workspace, buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES: return set(pref->min_alignment[0], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES: return set(pref->min_alignment[1], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES: return set(pref->min_alignment[2], buf, size);
+    case CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES: return set(pref->min_alignment[3], buf, size);
   }
   return CUBLAS_STATUS_INVALID_VALUE;
 }
@@ -367,6 +376,8 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(cublasLtHandle_t handle, cublasLtM
   if (const cublasStatus_t rc = validate(*desc, *a, *b, *c, *d, &p); rc != CUBLAS_STATUS_SUCCESS) return rc;
   std::memset(&results[0], 0, sizeof results[0]);
   results[0].algo.data[0] = 0x5a;  // the one emulated algorithm
+  // The alignment it needs of A, B, C and D: what was promised, up to 16 bytes (its vector width).
+  for (int i = 0; i < 4; ++i) results[0].algo.data[1 + i] = pref->min_alignment[i] < 16 ? pref->min_alignment[i] : 16;
   results[0].workspaceSize = 0;
   results[0].state = CUBLAS_STATUS_SUCCESS;
   results[0].wavesCount = 1.0f;
@@ -390,6 +401,19 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
   Problem p;
   if (const cublasStatus_t rc = validate(*desc, *a_desc, *b_desc, *c_desc, *d_desc, &p); rc != CUBLAS_STATUS_SUCCESS)
     return rc;
+  if (algo) {
+    const void* pointers[4] = {A, B, C, D};
+    const char* names = "ABCD";
+    for (int i = 0; i < 4; ++i) {
+      const uint64_t need = algo->data[1 + i];
+      if (need > 1 && reinterpret_cast<uintptr_t>(pointers[i]) % need != 0) {
+        complain(std::string("matrix ") + names[i] + " is not " + std::to_string(need) +
+                 "-byte aligned, as the algorithm's preference (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_" + names[i] +
+                 "_BYTES) promised");
+        return CUBLAS_STATUS_INVALID_VALUE;
+      }
+    }
+  }
   // What the call captures now, as the library does: the descriptors and scalars may change after.
   const cublasLtMatmulDescOpaque_t d = *desc;
   const cublasLtMatrixLayoutOpaque_t la = *a_desc, lb = *b_desc, lc = *c_desc, ld = *d_desc;
