@@ -110,6 +110,19 @@ const std::vector<Misuse>& table() {
          ops::rmsnorm_backward(f32({2, 8}), f32({2, 8}), f32({8}), f32({3}), dx, dw);
        },
        {"rmsnorm_backward", "'rstd'", "[3]", "[2]"}},
+      {"add_layernorm_residual_shape",
+       [] {
+         Tensor sum = f32({3, 17}), y = f32({3, 17}), mean = f32({3}), rstd = f32({3});
+         ops::add_layernorm_forward(f32({3, 17}), f32({3, 16}), f32({17}), Tensor(), 1e-5, sum, y,
+                                    mean, rstd);
+       },
+       {"add_layernorm_forward", "'residual_in'", "[3, 16]", "[3, 17]"}},
+      {"add_rmsnorm_residual_out_dtype",
+       [] {
+         Tensor sum = f64({2, 8}), y = f32({2, 8}), rstd = f32({2});
+         ops::add_rmsnorm_forward(f32({2, 8}), f32({2, 8}), f32({8}), 1e-5, sum, y, rstd);
+       },
+       {"add_rmsnorm_forward", "'residual_out'", "f64[2, 8]", "f32[2, 8]"}},
       {"gelu_shape",
        [] {
          Tensor y = f32({4, 3});
