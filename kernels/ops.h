@@ -70,6 +70,16 @@ void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       Tensor& dx, Tensor& dweight);
 
+// The residual add fused with the norm that follows it (pre-norm transformer blocks):
+// residual_out = x + residual_in, rounded to the dtype, then y = norm(residual_out) exactly as
+// layernorm_forward / rmsnorm_forward compute it, so the result is that of add followed by the
+// norm. residual_out, x, residual_in, y: [rows, d]; residual_out may alias x or residual_in.
+void add_layernorm_forward(const Tensor& x, const Tensor& residual_in, const Tensor& weight,
+                           const Tensor& bias, double eps, Tensor& residual_out, Tensor& y,
+                           Tensor& mean, Tensor& rstd);
+void add_rmsnorm_forward(const Tensor& x, const Tensor& residual_in, const Tensor& weight,
+                         double eps, Tensor& residual_out, Tensor& y, Tensor& rstd);
+
 // ---- activations --------------------------------------------------------------------------
 
 // GPT-2's tanh approximation: y = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). Any shape.

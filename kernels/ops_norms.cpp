@@ -1,8 +1,14 @@
-// LayerNorm and RMSNorm front ends: x is [rows..., d]; weight and bias [d]; the per-row statistics
-// [rows...] (or flattened [rows]) in ops::stats_dtype. f32, f64, bf16 and f16 on the CPU.
+// LayerNorm and RMSNorm front ends, and their fused residual-add forms: x is [rows..., d]; weight
+// and bias [d]; the per-row statistics [rows...] (or flattened [rows]) in ops::stats_dtype. f32,
+// f64, bf16 and f16 on the CPU; f32, bf16 and f16 on CUDA (kernels/cuda/norms.cu).
+#include "kernels/cpu/elementwise.h"
 #include "kernels/cpu/norms.h"
 #include "kernels/ops.h"
 #include "kernels/ops_dispatch.h"
+
+#if STRATA_CUDA
+#include "kernels/cuda/norms.h"
+#endif
 
 namespace strata::ops {
 namespace {
@@ -43,32 +49,120 @@ void check_like(std::string_view op, std::string_view arg, const Tensor& t, cons
   dispatch::dtype_like(op, arg, t, "x", x);
 }
 
+// The checks of a forward norm: x, weight, bias (may be undefined), y and the statistics (mean
+// undefined for RMSNorm); with the fused residual add, residual_in and residual_out shaped as x.
+Rows check_forward(const char* op, const Tensor& x, const Tensor* residual_in, const Tensor& weight,
+                   const Tensor& bias, const Tensor* residual_out, const Tensor& y, const Tensor& mean,
+                   const Tensor& rstd) {
+  const Tensor none;
+  check::usable(op, "x", x);
+  check::same_device(op, {{"x", &x},
+                          {"residual_in", residual_in ? residual_in : &none},
+                          {"weight", &weight},
+                          {"bias", &bias},
+                          {"residual_out", residual_out ? residual_out : &none},
+                          {"y", &y},
+                          {"mean", &mean},
+                          {"rstd", &rstd}});
+  const Rows r = rows_of(op, x);
+  if (residual_in) check_like(op, "residual_in", *residual_in, x, x.shape());
+  if (residual_out) check_like(op, "residual_out", *residual_out, x, x.shape());
+  check_like(op, "weight", weight, x, {r.d});
+  if (bias.defined()) check_like(op, "bias", bias, x, {r.d});
+  check_like(op, "y", y, x, x.shape());
+  if (mean.defined()) check_stat(op, "mean", mean, x, r);
+  check_stat(op, "rstd", rstd, x, r);
+  return r;
+}
+
+// On the CPU, the rows a forward norm is taken of: x, or residual_out = x + residual_in, added
+// here first (the fused op is the add followed by the norm).
+template <typename T>
+const T* cpu_norm_input(const Tensor& x, const Tensor* residual_in, Tensor* residual_out) {
+  if (!residual_in) return x.data<T>();
+  cpu::add<T>(x.data<T>(), residual_in->data<T>(), x.numel(), residual_out->data<T>());
+  return residual_out->data<T>();
+}
+
+#if STRATA_CUDA
+// A pointer argument of the CUDA launchers: null where the tensor is absent.
+void* raw_or_null(const Tensor* t) { return t ? t->raw() : nullptr; }
+#endif
+
+// layernorm_forward, and with residual_in / residual_out (both or neither) add_layernorm_forward.
+void layernorm(const char* op, const Tensor& x, const Tensor* residual_in, const Tensor& weight,
+               const Tensor& bias, double eps, Tensor* residual_out, Tensor& y, Tensor& mean,
+               Tensor& rstd) {
+  check::usable(op, "mean", mean);  // check_forward takes an undefined mean as RMSNorm's
+  const Rows r = check_forward(op, x, residual_in, weight, bias, residual_out, y, mean, rstd);
+  const void* bias_raw = bias.defined() ? bias.raw() : nullptr;
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    cuda::layernorm_forward(x.raw(), raw_or_null(residual_in), weight.raw(), bias_raw, x.dtype(),
+                            r.rows, r.d, eps, raw_or_null(residual_out), y.raw(), mean.data<float>(),
+                            rstd.data<float>(), dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
+  dispatch::floating(op, "x", x, [&](auto tag) {
+    using T = decltype(tag);
+    using S = cpu::compute_t<T>;
+    const T* v = cpu_norm_input<T>(x, residual_in, residual_out);
+    cpu::layernorm_forward<T>(v, weight.data<T>(), static_cast<const T*>(bias_raw), r.rows, r.d,
+                              eps, y.data<T>(), mean.data<S>(), rstd.data<S>());
+  });
+}
+
+// rmsnorm_forward, and with residual_in / residual_out add_rmsnorm_forward.
+void rmsnorm(const char* op, const Tensor& x, const Tensor* residual_in, const Tensor& weight,
+             double eps, Tensor* residual_out, Tensor& y, Tensor& rstd) {
+  const Tensor none;
+  const Rows r = check_forward(op, x, residual_in, weight, none, residual_out, y, none, rstd);
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    cuda::rmsnorm_forward(x.raw(), raw_or_null(residual_in), weight.raw(), x.dtype(), r.rows, r.d,
+                          eps, raw_or_null(residual_out), y.raw(), rstd.data<float>(),
+                          dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
+  dispatch::floating(op, "x", x, [&](auto tag) {
+    using T = decltype(tag);
+    using S = cpu::compute_t<T>;
+    const T* v = cpu_norm_input<T>(x, residual_in, residual_out);
+    cpu::rmsnorm_forward<T>(v, weight.data<T>(), r.rows, r.d, eps, y.data<T>(), rstd.data<S>());
+  });
+}
+
+#if STRATA_CUDA
+// Device scratch for the backward kernels' partial parameter-gradient sums, from x's device.
+Tensor backward_scratch(const char* op, const Tensor& x, const Rows& r, bool with_bias) {
+  return Tensor::empty({cuda::norm_backward_scratch(r.rows, r.d, with_bias)}, DType::f32,
+                       cuda_device_for(op, "x", x));
+}
+#endif
+
 }  // namespace
 
 void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
                        Tensor& y, Tensor& mean, Tensor& rstd) {
-  constexpr const char* op = "layernorm_forward";
-  check::usable(op, "x", x);
-  check::same_device(op, {{"x", &x},
-                          {"weight", &weight},
-                          {"bias", &bias},
-                          {"y", &y},
-                          {"mean", &mean},
-                          {"rstd", &rstd}});
-  dispatch::cpu_only(op, "x", x);
-  const Rows r = rows_of(op, x);
-  check_like(op, "weight", weight, x, {r.d});
-  if (bias.defined()) check_like(op, "bias", bias, x, {r.d});
-  check_like(op, "y", y, x, x.shape());
-  check_stat(op, "mean", mean, x, r);
-  check_stat(op, "rstd", rstd, x, r);
-  dispatch::floating(op, "x", x, [&](auto tag) {
-    using T = decltype(tag);
-    using S = cpu::compute_t<T>;
-    cpu::layernorm_forward<T>(x.data<T>(), weight.data<T>(),
-                              bias.defined() ? bias.data<T>() : nullptr, r.rows, r.d, eps,
-                              y.data<T>(), mean.data<S>(), rstd.data<S>());
-  });
+  layernorm("layernorm_forward", x, nullptr, weight, bias, eps, nullptr, y, mean, rstd);
+}
+
+void add_layernorm_forward(const Tensor& x, const Tensor& residual_in, const Tensor& weight,
+                           const Tensor& bias, double eps, Tensor& residual_out, Tensor& y,
+                           Tensor& mean, Tensor& rstd) {
+  layernorm("add_layernorm_forward", x, &residual_in, weight, bias, eps, &residual_out, y, mean,
+            rstd);
+}
+
+void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
+  rmsnorm("rmsnorm_forward", x, nullptr, weight, eps, nullptr, y, rstd);
+}
+
+void add_rmsnorm_forward(const Tensor& x, const Tensor& residual_in, const Tensor& weight,
+                         double eps, Tensor& residual_out, Tensor& y, Tensor& rstd) {
+  rmsnorm("add_rmsnorm_forward", x, &residual_in, weight, eps, &residual_out, y, rstd);
 }
 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
@@ -83,7 +177,6 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
                           {"dx", &dx},
                           {"dweight", &dweight},
                           {"dbias", &dbias}});
-  dispatch::cpu_only(op, "x", x);
   const Rows r = rows_of(op, x);
   check_like(op, "dy", dy, x, x.shape());
   check_like(op, "weight", weight, x, {r.d});
@@ -92,29 +185,22 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   check_like(op, "dx", dx, x, x.shape());
   check_like(op, "dweight", dweight, x, {r.d});
   if (dbias.defined()) check_like(op, "dbias", dbias, x, {r.d});
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    Tensor scratch = backward_scratch(op, x, r, dbias.defined());
+    cuda::layernorm_backward(dy.raw(), x.raw(), weight.raw(), mean.data<float>(), rstd.data<float>(),
+                             x.dtype(), r.rows, r.d, dx.raw(), dweight.raw(),
+                             dbias.defined() ? dbias.raw() : nullptr, scratch.data<float>(),
+                             dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
   dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
     using S = cpu::compute_t<T>;
     cpu::layernorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), mean.data<S>(),
                                rstd.data<S>(), r.rows, r.d, dx.data<T>(), dweight.data<T>(),
                                dbias.defined() ? dbias.data<T>() : nullptr);
-  });
-}
-
-void rmsnorm_forward(const Tensor& x, const Tensor& weight, double eps, Tensor& y, Tensor& rstd) {
-  constexpr const char* op = "rmsnorm_forward";
-  check::usable(op, "x", x);
-  check::same_device(op, {{"x", &x}, {"weight", &weight}, {"y", &y}, {"rstd", &rstd}});
-  dispatch::cpu_only(op, "x", x);
-  const Rows r = rows_of(op, x);
-  check_like(op, "weight", weight, x, {r.d});
-  check_like(op, "y", y, x, x.shape());
-  check_stat(op, "rstd", rstd, x, r);
-  dispatch::floating(op, "x", x, [&](auto tag) {
-    using T = decltype(tag);
-    using S = cpu::compute_t<T>;
-    cpu::rmsnorm_forward<T>(x.data<T>(), weight.data<T>(), r.rows, r.d, eps, y.data<T>(),
-                            rstd.data<S>());
   });
 }
 
@@ -128,13 +214,21 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
                           {"rstd", &rstd},
                           {"dx", &dx},
                           {"dweight", &dweight}});
-  dispatch::cpu_only(op, "x", x);
   const Rows r = rows_of(op, x);
   check_like(op, "dy", dy, x, x.shape());
   check_like(op, "weight", weight, x, {r.d});
   check_stat(op, "rstd", rstd, x, r);
   check_like(op, "dx", dx, x, x.shape());
   check_like(op, "dweight", dweight, x, {r.d});
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    Tensor scratch = backward_scratch(op, x, r, /*with_bias=*/false);
+    cuda::rmsnorm_backward(dy.raw(), x.raw(), weight.raw(), rstd.data<float>(), x.dtype(), r.rows,
+                           r.d, dx.raw(), dweight.raw(), scratch.data<float>(),
+                           dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
   dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
     using S = cpu::compute_t<T>;

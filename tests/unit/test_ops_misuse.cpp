@@ -111,6 +111,19 @@ const std::vector<Misuse>& table() {
          ops::rmsnorm_backward(f32({2, 8}), f32({2, 8}), f32({8}), f32({3}), dx, dw);
        },
        {"rmsnorm_backward", "'rstd'", "[3]", "[2]"}},
+      {"add_layernorm_residual_shape",
+       [] {
+         Tensor sum = f32({3, 17}), y = f32({3, 17}), mean = f32({3}), rstd = f32({3});
+         ops::add_layernorm_forward(f32({3, 17}), f32({3, 16}), f32({17}), Tensor(), 1e-5, sum, y,
+                                    mean, rstd);
+       },
+       {"add_layernorm_forward", "'residual_in'", "[3, 16]", "[3, 17]"}},
+      {"add_rmsnorm_residual_out_dtype",
+       [] {
+         Tensor sum = f64({2, 8}), y = f32({2, 8}), rstd = f32({2});
+         ops::add_rmsnorm_forward(f32({2, 8}), f32({2, 8}), f32({8}), 1e-5, sum, y, rstd);
+       },
+       {"add_rmsnorm_forward", "'residual_out'", "f64[2, 8]", "f32[2, 8]"}},
       {"gelu_shape",
        [] {
          Tensor y = f32({4, 3});
@@ -129,12 +142,14 @@ const std::vector<Misuse>& table() {
          ops::gelu_forward(of({3}, DType::i32), y);
        },
        {"gelu_forward", "i32[3]"}},
+      // gelu has a CUDA implementation: a wrapped CUDA pointer is refused by a build without the
+      // backend ("no CUDA backend") and by one with it (no CudaDevice, so no stream to run on).
       {"gelu_on_cuda",
        [] {
          Tensor y = on_cuda({3});
          ops::gelu_forward(on_cuda({3}), y);
        },
-       {"gelu_forward", "no CUDA implementation"}},
+       {"gelu_forward", "'x'", "f32[3]@cuda:0"}},
       {"gelu_mixed_devices",
        [] {
          Tensor y = on_cuda({3});

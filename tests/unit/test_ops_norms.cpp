@@ -112,6 +112,36 @@ TEST_P(Norms, ForwardMatchesReference) {
   }
 }
 
+// The fused residual add (add_layernorm_forward, add_rmsnorm_forward) is ops::add followed by the
+// plain norm, bit for bit: out of place, and in place on the residual stream (residual_out is
+// residual_in) as a pre-norm block calls it.
+TEST_P(Norms, FusedResidualAddIsAddThenNorm) {
+  const NormCase& c = GetParam();
+  const Inputs in = make_inputs(c);
+  const Tensor residual = random_tensor(c.shape, c.dtype, "residual_in");
+  Tensor sum = Tensor::empty(c.shape, c.dtype);
+  ops::add(in.x, residual, sum);
+  const Outputs want = forward(c, Inputs{sum, in.weight, in.bias});
+  for (const bool in_place : {false, true}) {
+    Tensor residual_in = Tensor::empty(c.shape, c.dtype);
+    residual_in.copy_from(residual);
+    Tensor residual_out = in_place ? residual_in : Tensor::empty(c.shape, c.dtype);
+    const DType stats = ops::stats_dtype(c.dtype);
+    Tensor y = Tensor::empty(c.shape, c.dtype), mean, rstd = Tensor::empty(leading(c.shape), stats);
+    if (c.rms) {
+      ops::add_rmsnorm_forward(in.x, residual_in, in.weight, kEps, residual_out, y, rstd);
+    } else {
+      mean = Tensor::empty(leading(c.shape), stats);
+      ops::add_layernorm_forward(in.x, residual_in, in.weight, in.bias, kEps, residual_out, y, mean,
+                                 rstd);
+      EXPECT_EQ(max_relative_error(mean, want.mean), 0.0) << "in place: " << in_place;
+    }
+    EXPECT_EQ(max_relative_error(residual_out, sum), 0.0) << "in place: " << in_place;
+    EXPECT_EQ(max_relative_error(y, want.y), 0.0) << "in place: " << in_place;
+    EXPECT_EQ(max_relative_error(rstd, want.rstd), 0.0) << "in place: " << in_place;
+  }
+}
+
 // d(sum(y * dy)) / d(x, weight, bias) against finite differences; dweight and dbias must add into
 // what their buffers already hold.
 TEST_P(Norms, BackwardMatchesFiniteDifferences) {
