@@ -126,6 +126,14 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
 // Merges a partial result (out_b, lse_b) into (out, lse) in place: lse' = logaddexp(lse, lse_b),
 // out' = out * exp(lse - lse') + out_b * exp(lse_b - lse'). Shapes as attention_forward's.
 void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_b, const Tensor& lse_b);
+// Causal attention of a few new query rows against a KV cache (generation): q [batch, n_q, n_heads,
+// head_dim] holds the rows at global positions q_offset .. q_offset + n_q - 1, k and v [batch, len,
+// n_kv_heads, head_dim] the cache at positions 0 .. len - 1; scale 1 / sqrt(head_dim). out (q's
+// shape) is attention_forward's with causal on, k_offset 0. `split` cuts the cache into that many
+// chunks computed independently and merged by their lse (0 = the backend chooses); the result
+// is the same up to rounding.
+void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset,
+                      Tensor& out, int64_t split = 0);
 
 // ---- cross-entropy ------------------------------------------------------------------------
 

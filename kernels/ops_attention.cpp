@@ -1,11 +1,16 @@
 // Tensor front ends of the attention ops: argument checks, then the kernel for the device and
-// dtype (kernels/cpu/attention.h on the CPU; CUDA has none yet and says so).
+// dtype (kernels/cpu/attention.h on the CPU, kernels/cuda/attention.h on CUDA: f32, bf16, f16).
 #include <cmath>
+#include <vector>
 
 #include "kernels/cpu/attention.h"
 #include "kernels/ops.h"
 #include "kernels/ops_check.h"
 #include "kernels/ops_dispatch.h"
+
+#if STRATA_CUDA
+#include "kernels/cuda/attention.h"
+#endif
 
 namespace strata::ops {
 namespace {
@@ -53,6 +58,13 @@ cpu::AttentionMask attention_mask(std::string_view op, const AttentionArgs& args
   return {args.causal, args.q_offset, args.k_offset, scale};
 }
 
+#if STRATA_CUDA
+cuda::AttentionProblem cuda_problem(const cpu::AttentionShape& s, const cpu::AttentionMask& m) {
+  return {s.batch, s.seq_q, s.seq_k, s.n_heads, s.n_kv_heads, s.head_dim,
+          m.causal, m.q_offset, m.k_offset, m.scale};
+}
+#endif
+
 }  // namespace
 
 void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const AttentionArgs& args,
@@ -63,7 +75,13 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   check_tensor(op, "lse", lse, lse_shape(shape), stats_dtype(q.dtype()));
   check::same_device(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}, {"lse", &lse}});
   const cpu::AttentionMask mask = attention_mask(op, args, shape.head_dim);
-  dispatch::cpu_only(op, "q", q);
+  if (dispatch::on_cuda(op, "q", q)) {
+#if STRATA_CUDA
+    cuda::attention_forward(q.raw(), k.raw(), v.raw(), q.dtype(), cuda_problem(shape, mask), out.raw(),
+                            lse.data<float>(), dispatch::stream_of(op, "q", q));
+#endif
+    return;
+  }
   dispatch::floating(op, "q", q, [&]<typename T>(T) {
     cpu::attention_forward<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, {}, out.data<T>(),
                               lse.data<cpu::compute_t<T>>());
@@ -91,7 +109,19 @@ void attention_backward(const Tensor& dout, const Tensor& q, const Tensor& k, co
                           {"dk", &dk},
                           {"dv", &dv}});
   const cpu::AttentionMask mask = attention_mask(op, args, shape.head_dim);
-  dispatch::cpu_only(op, "q", q);
+  if (dispatch::on_cuda(op, "q", q)) {
+#if STRATA_CUDA
+    const cuda::AttentionProblem problem = cuda_problem(shape, mask);
+    // D = rowsum(dout * out) per query row; freed here, reused only after the stream's kernels
+    // (the allocator reuses blocks in compute-stream order).
+    Tensor delta = Tensor::empty({cuda::attention_backward_scratch(problem)}, DType::f32,
+                                 cuda_device_for(op, "q", q));
+    cuda::attention_backward(dout.raw(), q.raw(), k.raw(), v.raw(), out.raw(), lse.data<float>(),
+                             q.dtype(), problem, delta.data<float>(), dq.raw(), dk.raw(), dv.raw(),
+                             dispatch::stream_of(op, "q", q));
+#endif
+    return;
+  }
   dispatch::floating(op, "q", q, [&]<typename T>(T) {
     cpu::attention_backward<T>(dout.data<T>(), q.data<T>(), k.data<T>(), v.data<T>(), out.data<T>(),
                                lse.data<cpu::compute_t<T>>(), shape, mask, {}, dq.data<T>(),
@@ -110,10 +140,45 @@ void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_b, const Tensor
   check_tensor(op, "out_b", out_b, out.shape(), out.dtype());
   check_tensor(op, "lse_b", lse_b, stats_shape, stats);
   check::same_device(op, {{"out", &out}, {"lse", &lse}, {"out_b", &out_b}, {"lse_b", &lse_b}});
-  dispatch::cpu_only(op, "out", out);
+  if (dispatch::on_cuda(op, "out", out)) {
+#if STRATA_CUDA
+    cuda::attention_merge(out.raw(), lse.data<float>(), out_b.raw(), lse_b.data<float>(), out.dtype(),
+                          batch, seq_q, n_heads, out.size(3), dispatch::stream_of(op, "out", out));
+#endif
+    return;
+  }
   dispatch::floating(op, "out", out, [&]<typename T>(T) {
     cpu::attention_merge<T>(out.data<T>(), lse.data<cpu::compute_t<T>>(), out_b.data<T>(),
                             lse_b.data<cpu::compute_t<T>>(), batch, seq_q, n_heads, out.size(3));
+  });
+}
+
+void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset,
+                      Tensor& out, int64_t split) {
+  constexpr std::string_view op = "attention_decode";
+  const cpu::AttentionShape shape = attention_shape(op, q, k, v);
+  check_tensor(op, "out", out, q.shape(), q.dtype());
+  check::same_device(op, {{"q", &q}, {"k", &k}, {"v", &v}, {"out", &out}});
+  STRATA_CHECK(q_offset >= 0, op, ": q_offset=", q_offset, " must not be negative");
+  STRATA_CHECK(split >= 0, op, ": split=", split, " must not be negative (0 chooses)");
+  const cpu::AttentionMask mask = attention_mask(op, {true, q_offset, 0, 0.0}, shape.head_dim);
+  if (dispatch::on_cuda(op, "q", q)) {
+#if STRATA_CUDA
+    const cuda::AttentionProblem problem = cuda_problem(shape, mask);
+    // The splits' partial out and lse (f32); freed here, reused in compute-stream order.
+    Tensor scratch = Tensor::empty({cuda::attention_decode_scratch(problem, split)}, DType::f32,
+                                   cuda_device_for(op, "q", q));
+    cuda::attention_decode(q.raw(), k.raw(), v.raw(), q.dtype(), problem, split,
+                           scratch.data<float>(), out.raw(), dispatch::stream_of(op, "q", q));
+#endif
+    return;
+  }
+  // The CPU computes the whole cache in one sweep (its key tiles are merged online anyway).
+  dispatch::floating(op, "q", q, [&]<typename T>(T) {
+    using C = cpu::compute_t<T>;
+    std::vector<C> lse(static_cast<size_t>(shape.batch * shape.n_heads * shape.seq_q));
+    cpu::attention_forward<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, {}, out.data<T>(),
+                              lse.data());
   });
 }
 

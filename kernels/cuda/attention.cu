@@ -1,0 +1,540 @@
+// CUDA attention in the flash form (Dao et al., 2022, 2023), the semantics of kernels/cpu/attention.h.
+//
+// SIMT kernels (every dtype, any head_dim up to kAttentionMaxHeadDim): a block of kThreads works on
+// one (batch, head, query tile) and sweeps the key tiles, with the tiles of q, k and v widened to
+// f32 in shared memory. A tile of scores is computed one (query row, key) entry a thread, then one
+// thread per query row folds its row into the online softmax, then one thread per (row, dim) of the
+// output updates its accumulator; nothing crosses threads but shared memory and __syncthreads, so
+// every order of the threads gives the same bits. The backward recomputes p from the saved lse and
+// writes each gradient element from one thread (no atomics): D = rowsum(dout * out) first, then a
+// kernel over key tiles that loops over the query rows of every head of the group for dk, dv, and
+// one over query tiles that loops over the keys for dq.
+//
+// The tensor-core forward (bf16/f16, head_dim 64 or 128) is in attention_mma.cu.
+#include <cmath>
+
+#include "kernels/cuda/attention.h"
+#include "kernels/cuda/common.cuh"
+
+namespace strata::cuda {
+namespace {
+
+constexpr float kNegInf = -INFINITY;
+
+// The device-side copy of AttentionProblem, with the tile size.
+struct Dims {
+  int64_t batch, seq_q, seq_k, n_heads, n_kv_heads, head_dim, group;
+  bool causal;
+  int64_t q_offset, k_offset;
+  float scale;
+  int tile;  // rows of a query or key tile
+  int ld;    // floats between the rows of a tile in shared memory
+};
+
+// Query row i sees exactly the key rows [0, visible_keys(i)) (kernels/cpu/attention.cpp).
+__device__ __forceinline__ int64_t visible_keys(const Dims& p, int64_t i) {
+  if (!p.causal) return p.seq_k;
+  const int64_t n = p.q_offset + i - p.k_offset + 1;
+  return n < 0 ? 0 : (n > p.seq_k ? p.seq_k : n);
+}
+
+// The first query row that sees key row j (every row when not causal).
+__device__ __forceinline__ int64_t first_query_seeing(const Dims& p, int64_t j) {
+  if (!p.causal) return 0;
+  const int64_t i = p.k_offset + j - p.q_offset;
+  return i < 0 ? 0 : (i > p.seq_q ? p.seq_q : i);
+}
+
+constexpr int kThreads = 256;
+// Output elements (tile rows x head_dim) a thread owns: tile * head_dim <= 16 * 128 = 8 * 256.
+constexpr int kPerThread = 8;
+
+// Rows of a query or key tile: four f32 tiles of tile x (head_dim + 1) fit in 48 KiB.
+int tile_rows(int64_t head_dim) { return head_dim <= 128 ? 16 : 8; }
+
+Dims dims_of(const AttentionProblem& p) {
+  Dims d{};
+  d.batch = p.batch;
+  d.seq_q = p.seq_q;
+  d.seq_k = p.seq_k;
+  d.n_heads = p.n_heads;
+  d.n_kv_heads = p.n_kv_heads;
+  d.head_dim = p.head_dim;
+  d.group = p.n_heads / p.n_kv_heads;
+  d.causal = p.causal;
+  d.q_offset = p.q_offset;
+  d.k_offset = p.k_offset;
+  d.scale = static_cast<float>(p.scale);
+  d.tile = tile_rows(p.head_dim);
+  d.ld = static_cast<int>(p.head_dim) + 1;  // odd stride: the rows of a tile start in different banks
+  return d;
+}
+
+void check_head_dim(const char* op, const AttentionProblem& p) {
+  STRATA_CHECK(p.head_dim <= kAttentionMaxHeadDim, op, ": head_dim=", p.head_dim, " exceeds ",
+               kAttentionMaxHeadDim, ", the most the CUDA attention kernels take");
+}
+
+int64_t lo(int64_t a, int64_t b) { return a < b ? a : b; }
+__device__ __forceinline__ int64_t lo_d(int64_t a, int64_t b) { return a < b ? a : b; }
+
+// Shared floats of the kernels: four row tiles, two score tiles, four per-row values.
+size_t shared_bytes(const Dims& d) {
+  const size_t floats = 4 * size_t(d.tile) * d.ld + 2 * size_t(d.tile) * (d.tile + 1) + 4 * size_t(d.tile);
+  return floats * sizeof(float);
+}
+
+// dst[r * ld + c] = element c of row first + r of one head, for the tile's rows (zero from `end`
+// on); row `row` of the head starts at src + row * row_stride (the interleaved [seq, heads,
+// head_dim] layout).
+template <typename T>
+__device__ void load_tile(float* dst, const T* src, int64_t row_stride, int64_t first, int64_t end, const Dims& p) {
+  const int hd = static_cast<int>(p.head_dim), n = p.tile * hd;
+  for (int e = static_cast<int>(threadIdx.x); e < n; e += static_cast<int>(blockDim.x)) {
+    const int r = e / hd, c = e % hd;
+    const int64_t row = first + r;
+    dst[r * p.ld + c] = row < end ? to_float(src[row * row_stride + c]) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ float dot(const float* a, const float* b, int n) {
+  float s = 0.0f;
+  for (int d = 0; d < n; ++d) s += a[d] * b[d];
+  return s;
+}
+
+// Forward over the keys [split * chunk, (split + 1) * chunk) of split blockIdx.z % splits; batch
+// entry blockIdx.z / splits, head blockIdx.y, query tile blockIdx.x. out and lse of split s start
+// at s * (batch * seq_q * n_heads * head_dim) and s * (batch * n_heads * seq_q): with one split
+// they are the op's own outputs, with several the partials attention_decode merges.
+template <typename T, typename O>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const T* q, const T* k, const T* v, Dims p, int splits, int64_t chunk, O* out, float* lse) {
+  STRATA_DYNAMIC_SHARED(float, smem);
+  const int tile = p.tile, ld = p.ld, hd = static_cast<int>(p.head_dim), t = static_cast<int>(threadIdx.x);
+  float* q_s = smem;
+  float* k_s = q_s + tile * ld;
+  float* v_s = k_s + tile * ld;
+  float* p_s = v_s + tile * ld;  // [tile][tile + 1]: scores, then their exponentials
+  float* m_s = p_s + tile * (tile + 1);
+  float* l_s = m_s + tile;
+  float* rescale_s = l_s + tile;
+
+  const int64_t split = blockIdx.z % splits, b = blockIdx.z / splits, h = blockIdx.y;
+  const int64_t i0 = int64_t{blockIdx.x} * tile, i_end = lo_d(p.seq_q, i0 + tile);
+  const int64_t q_stride = p.n_heads * p.head_dim, kv_stride = p.n_kv_heads * p.head_dim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + h / p.group) * p.head_dim;
+  load_tile(q_s, q + (b * p.seq_q * p.n_heads + h) * p.head_dim, q_stride, i0, i_end, p);
+  if (t < tile) {
+    m_s[t] = kNegInf;
+    l_s[t] = 0.0f;
+  }
+  float acc[kPerThread] = {};
+  const int owned = tile * hd;
+
+  // The last row of the tile sees the most keys; no row sees beyond them.
+  const int64_t key_begin = split * chunk, key_stop = lo_d(p.seq_k, key_begin + chunk);
+  const int64_t keys_end = lo_d(key_stop, visible_keys(p, i_end - 1));
+  for (int64_t j0 = key_begin; j0 < keys_end; j0 += tile) {
+    const int64_t j1 = lo_d(keys_end, j0 + tile);
+    __syncthreads();  // every thread is done with the previous tile's k_s, v_s and p_s
+    load_tile(k_s, k + kv_base, kv_stride, j0, j1, p);
+    load_tile(v_s, v + kv_base, kv_stride, j0, j1, p);
+    __syncthreads();
+    for (int e = t; e < tile * tile; e += kThreads) {
+      const int r = e / tile, c = e % tile;
+      float s = kNegInf;
+      if (i0 + r < i_end && j0 + c < lo_d(j1, visible_keys(p, i0 + r)))
+        s = p.scale * dot(q_s + r * ld, k_s + c * ld, hd);
+      p_s[r * (tile + 1) + c] = s;
+    }
+    __syncthreads();
+    if (t < tile) {
+      // m' = max(m, max_j s_j), l' = l e^(m - m') + sum_j e^(s_j - m'); a row that has seen no
+      // key yet (m' = -inf) keeps l = 0 and its zero accumulator.
+      float* row = p_s + t * (tile + 1);
+      float top = kNegInf;
+      for (int c = 0; c < tile; ++c) top = fmaxf(top, row[c]);
+      const float m_old = m_s[t], m_new = fmaxf(m_old, top);
+      float rescale = 1.0f, sum = 0.0f;
+      if (m_new != kNegInf) {
+        rescale = expf(m_old - m_new);  // 0 on the row's first visible tile
+        for (int c = 0; c < tile; ++c) {
+          const float e = row[c] == kNegInf ? 0.0f : expf(row[c] - m_new);
+          row[c] = e;
+          sum += e;
+        }
+      } else {
+        for (int c = 0; c < tile; ++c) row[c] = 0.0f;
+      }
+      l_s[t] = l_s[t] * rescale + sum;
+      m_s[t] = m_new;
+      rescale_s[t] = rescale;
+    }
+    __syncthreads();
+    for (int r = 0; r < kPerThread; ++r) {
+      const int e = t + r * kThreads;
+      if (e >= owned) break;
+      const int i = e / hd, d = e % hd;
+      const float* prow = p_s + i * (tile + 1);
+      float a = acc[r] * rescale_s[i];
+      for (int c = 0; c < tile; ++c) a += prow[c] * v_s[c * ld + d];
+      acc[r] = a;
+    }
+  }
+  __syncthreads();  // m_s and l_s are final
+
+  O* out_s = out + split * (p.batch * p.seq_q * p.n_heads * p.head_dim);
+  for (int r = 0; r < kPerThread; ++r) {
+    const int e = t + r * kThreads;
+    if (e >= owned) break;
+    const int i = e / hd, d = e % hd;
+    if (i0 + i >= i_end) continue;
+    const float l = l_s[i], inv_l = l > 0.0f ? 1.0f / l : 0.0f;
+    out_s[((b * p.seq_q + i0 + i) * p.n_heads + h) * p.head_dim + d] = from_float<O>(acc[r] * inv_l);
+  }
+  if (t < tile && i0 + t < i_end) {
+    const float l = l_s[t];
+    lse[split * (p.batch * p.n_heads * p.seq_q) + (b * p.n_heads + h) * p.seq_q + i0 + t] =
+        l > 0.0f ? m_s[t] + logf(l) : kNegInf;
+  }
+}
+
+// delta[(b, h, i)] = dout_i . out_i, one thread per query row.
+template <typename T>
+__global__ void delta_kernel(const T* dout, const T* out, Dims p, float* delta) {
+  const int64_t rows = p.batch * p.seq_q * p.n_heads;
+  const int64_t row = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (row >= rows) return;
+  const int64_t h = row % p.n_heads, i = (row / p.n_heads) % p.seq_q, b = row / (p.n_heads * p.seq_q);
+  const T* a = dout + row * p.head_dim;
+  const T* c = out + row * p.head_dim;
+  float s = 0.0f;
+  for (int64_t d = 0; d < p.head_dim; ++d) s += to_float(a[d]) * to_float(c[d]);
+  delta[(b * p.n_heads + h) * p.seq_q + i] = s;
+}
+
+// The query rows' per-row statistics of a tile into shared memory: lse (-inf past the end, so
+// those rows contribute nothing) and D.
+__device__ void load_row_stats(const float* lse_bh, const float* delta_bh, int64_t i0, int64_t i_end, int tile,
+                               float* lse_s, float* delta_s) {
+  const int t = static_cast<int>(threadIdx.x);
+  if (t < tile) {
+    lse_s[t] = i0 + t < i_end ? lse_bh[i0 + t] : kNegInf;
+    delta_s[t] = i0 + t < i_end ? delta_bh[i0 + t] : 0.0f;
+  }
+}
+
+// p_ij = exp(scale q_i.k_j - lse_i) and scale ds_ij = scale p_ij (dout_i.v_j - D_i) of one
+// (query tile, key tile) pair into p_s and ds_s ([tile][tile + 1]); 0 where row i does not see
+// key j, past either end, and for rows that see no key at all (lse = -inf).
+__device__ void gradient_tile(const Dims& p, const float* q_s, const float* do_s, const float* k_s, const float* v_s,
+                              const float* lse_s, const float* delta_s, int64_t i0, int64_t i_end, int64_t j0,
+                              int64_t j1, float* p_s, float* ds_s) {
+  const int tile = p.tile, ld = p.ld, hd = static_cast<int>(p.head_dim);
+  for (int e = static_cast<int>(threadIdx.x); e < tile * tile; e += kThreads) {
+    const int r = e / tile, c = e % tile;
+    float pe = 0.0f, ds = 0.0f;
+    const int64_t i = i0 + r;
+    if (i < i_end && j0 + c < lo_d(j1, visible_keys(p, i)) && lse_s[r] != kNegInf) {
+      pe = expf(p.scale * dot(q_s + r * ld, k_s + c * ld, hd) - lse_s[r]);
+      const float dp = dot(do_s + r * ld, v_s + c * ld, hd);
+      ds = p.scale * (pe * (dp - delta_s[r]));
+    }
+    p_s[r * (tile + 1) + c] = pe;
+    ds_s[r * (tile + 1) + c] = ds;
+  }
+}
+
+// dk, dv of key tile blockIdx.x of kv head blockIdx.y, batch entry blockIdx.z: sums over the query
+// rows of every head of the group, in the order (head, row), one thread per (key, dim).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    backward_kv_kernel(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* delta,
+                       Dims p, T* dk, T* dv) {
+  STRATA_DYNAMIC_SHARED(float, smem);
+  const int tile = p.tile, ld = p.ld, hd = static_cast<int>(p.head_dim), t = static_cast<int>(threadIdx.x);
+  float* k_s = smem;
+  float* v_s = k_s + tile * ld;
+  float* q_s = v_s + tile * ld;
+  float* do_s = q_s + tile * ld;
+  float* p_s = do_s + tile * ld;
+  float* ds_s = p_s + tile * (tile + 1);
+  float* lse_s = ds_s + tile * (tile + 1);
+  float* delta_s = lse_s + tile;
+
+  const int64_t b = blockIdx.z, kv_h = blockIdx.y;
+  const int64_t j0 = int64_t{blockIdx.x} * tile, j1 = lo_d(p.seq_k, j0 + tile);
+  const int64_t q_stride = p.n_heads * p.head_dim, kv_stride = p.n_kv_heads * p.head_dim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + kv_h) * p.head_dim;
+  load_tile(k_s, k + kv_base, kv_stride, j0, j1, p);
+  load_tile(v_s, v + kv_base, kv_stride, j0, j1, p);
+  float acc_dk[kPerThread] = {}, acc_dv[kPerThread] = {};
+  const int owned = tile * hd;
+
+  const int64_t first = first_query_seeing(p, j0);  // no earlier row sees a key of the tile
+  for (int64_t g = 0; g < p.group; ++g) {
+    const int64_t h = kv_h * p.group + g;
+    const int64_t q_base = (b * p.seq_q * p.n_heads + h) * p.head_dim;
+    const int64_t stats = (b * p.n_heads + h) * p.seq_q;
+    for (int64_t i0 = first; i0 < p.seq_q; i0 += tile) {
+      const int64_t i_end = lo_d(p.seq_q, i0 + tile);
+      __syncthreads();  // every thread is done with the previous rows' q_s, do_s, p_s and ds_s
+      load_tile(q_s, q + q_base, q_stride, i0, i_end, p);
+      load_tile(do_s, dout + q_base, q_stride, i0, i_end, p);
+      load_row_stats(lse + stats, delta + stats, i0, i_end, tile, lse_s, delta_s);
+      __syncthreads();
+      gradient_tile(p, q_s, do_s, k_s, v_s, lse_s, delta_s, i0, i_end, j0, j1, p_s, ds_s);
+      __syncthreads();
+      for (int r = 0; r < kPerThread; ++r) {
+        const int e = t + r * kThreads;
+        if (e >= owned) break;
+        const int j = e / hd, d = e % hd;
+        float a_dk = acc_dk[r], a_dv = acc_dv[r];
+        for (int c = 0; c < tile; ++c) {
+          a_dv += p_s[c * (tile + 1) + j] * do_s[c * ld + d];
+          a_dk += ds_s[c * (tile + 1) + j] * q_s[c * ld + d];
+        }
+        acc_dk[r] = a_dk;
+        acc_dv[r] = a_dv;
+      }
+    }
+  }
+
+  for (int r = 0; r < kPerThread; ++r) {
+    const int e = t + r * kThreads;
+    if (e >= owned) break;
+    const int j = e / hd, d = e % hd;
+    if (j0 + j >= j1) continue;
+    const int64_t at = kv_base + (j0 + j) * kv_stride + d;
+    dk[at] = from_float<T>(acc_dk[r]);
+    dv[at] = from_float<T>(acc_dv[r]);
+  }
+}
+
+// dq of query tile blockIdx.x of head blockIdx.y, batch entry blockIdx.z: sums over the visible
+// keys in order, one thread per (row, dim).
+template <typename T>
+__global__ void __launch_bounds__(kThreads)
+    backward_q_kernel(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* delta,
+                      Dims p, T* dq) {
+  STRATA_DYNAMIC_SHARED(float, smem);
+  const int tile = p.tile, ld = p.ld, hd = static_cast<int>(p.head_dim), t = static_cast<int>(threadIdx.x);
+  float* q_s = smem;
+  float* do_s = q_s + tile * ld;
+  float* k_s = do_s + tile * ld;
+  float* v_s = k_s + tile * ld;
+  float* p_s = v_s + tile * ld;
+  float* ds_s = p_s + tile * (tile + 1);
+  float* lse_s = ds_s + tile * (tile + 1);
+  float* delta_s = lse_s + tile;
+
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t i0 = int64_t{blockIdx.x} * tile, i_end = lo_d(p.seq_q, i0 + tile);
+  const int64_t q_stride = p.n_heads * p.head_dim, kv_stride = p.n_kv_heads * p.head_dim;
+  const int64_t q_base = (b * p.seq_q * p.n_heads + h) * p.head_dim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + h / p.group) * p.head_dim;
+  const int64_t stats = (b * p.n_heads + h) * p.seq_q;
+  load_tile(q_s, q + q_base, q_stride, i0, i_end, p);
+  load_tile(do_s, dout + q_base, q_stride, i0, i_end, p);
+  load_row_stats(lse + stats, delta + stats, i0, i_end, tile, lse_s, delta_s);
+  float acc[kPerThread] = {};
+  const int owned = tile * hd;
+
+  const int64_t keys_end = visible_keys(p, i_end - 1);
+  for (int64_t j0 = 0; j0 < keys_end; j0 += tile) {
+    const int64_t j1 = lo_d(keys_end, j0 + tile);
+    __syncthreads();  // every thread is done with the previous tile's k_s and ds_s
+    load_tile(k_s, k + kv_base, kv_stride, j0, j1, p);
+    load_tile(v_s, v + kv_base, kv_stride, j0, j1, p);
+    __syncthreads();
+    gradient_tile(p, q_s, do_s, k_s, v_s, lse_s, delta_s, i0, i_end, j0, j1, p_s, ds_s);
+    __syncthreads();
+    for (int r = 0; r < kPerThread; ++r) {
+      const int e = t + r * kThreads;
+      if (e >= owned) break;
+      const int i = e / hd, d = e % hd;
+      float a = acc[r];
+      for (int c = 0; c < tile; ++c) a += ds_s[i * (tile + 1) + c] * k_s[c * ld + d];
+      acc[r] = a;
+    }
+  }
+
+  for (int r = 0; r < kPerThread; ++r) {
+    const int e = t + r * kThreads;
+    if (e >= owned) break;
+    const int i = e / hd, d = e % hd;
+    if (i0 + i < i_end) dq[q_base + (i0 + i) * q_stride + d] = from_float<T>(acc[r]);
+  }
+}
+
+// The log-sum-exp merge of `parts` partial results of one row, one thread per (b, i, h) row:
+// part s of the row is (out_s + s * out_step, lse_s + s * lse_step). Returns the merged lse and
+// writes the merged row to `out`; a row no part saw gets out = 0, lse = -inf.
+template <typename In, typename O>
+__device__ float merge_row(const In* out_parts, const float* lse_parts, int parts, int64_t out_step,
+                           int64_t lse_step, int64_t head_dim, O* out) {
+  float top = kNegInf;
+  for (int s = 0; s < parts; ++s) top = fmaxf(top, lse_parts[s * lse_step]);
+  if (top == kNegInf) {
+    for (int64_t d = 0; d < head_dim; ++d) out[d] = from_float<O>(0.0f);
+    return kNegInf;
+  }
+  float total = 0.0f;
+  for (int s = 0; s < parts; ++s) total += expf(lse_parts[s * lse_step] - top);
+  const float merged = top + logf(total);
+  for (int64_t d = 0; d < head_dim; ++d) {
+    float x = 0.0f;
+    for (int s = 0; s < parts; ++s)
+      x += expf(lse_parts[s * lse_step] - merged) * to_float(out_parts[s * out_step + d]);
+    out[d] = from_float<O>(x);
+  }
+  return merged;
+}
+
+// ops::attention_merge: row (b, i, h) of out with that of out_b, in place.
+template <typename T>
+__global__ void merge_kernel(T* out, float* lse, const T* out_b, const float* lse_b, int64_t batch, int64_t seq_q,
+                             int64_t n_heads, int64_t head_dim) {
+  const int64_t row = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (row >= batch * seq_q * n_heads) return;
+  const int64_t h = row % n_heads, i = (row / n_heads) % seq_q, b = row / (n_heads * seq_q);
+  const int64_t at = (b * n_heads + h) * seq_q + i;
+  T* out_row = out + row * head_dim;
+  const float lse_a = lse[at], lse_bi = lse_b[at];
+  const float top = fmaxf(lse_a, lse_bi);
+  if (top == kNegInf) {
+    for (int64_t d = 0; d < head_dim; ++d) out_row[d] = from_float<T>(0.0f);
+    return;
+  }
+  // logaddexp around the larger side, so exp never overflows; e^-inf = 0.
+  const float merged = top + logf(expf(lse_a - top) + expf(lse_bi - top));
+  const float w_a = expf(lse_a - merged), w_b = expf(lse_bi - merged);
+  const T* b_row = out_b + row * head_dim;
+  for (int64_t d = 0; d < head_dim; ++d)
+    out_row[d] = from_float<T>(w_a * to_float(out_row[d]) + w_b * to_float(b_row[d]));
+  lse[at] = merged;
+}
+
+// attention_decode's merge: the `splits` f32 partials of row (b, i, h) into out.
+template <typename T>
+__global__ void decode_merge_kernel(const float* part_out, const float* part_lse, Dims p, int splits, T* out) {
+  const int64_t row = int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  if (row >= p.batch * p.seq_q * p.n_heads) return;
+  const int64_t h = row % p.n_heads, i = (row / p.n_heads) % p.seq_q, b = row / (p.n_heads * p.seq_q);
+  merge_row(part_out + row * p.head_dim, part_lse + (b * p.n_heads + h) * p.seq_q + i, splits,
+            p.batch * p.seq_q * p.n_heads * p.head_dim, p.batch * p.n_heads * p.seq_q, p.head_dim,
+            out + row * p.head_dim);
+}
+
+constexpr unsigned kRowThreads = 128;
+
+template <typename T, typename O>
+void launch_forward(const T* q, const T* k, const T* v, const Dims& d, int splits, int64_t chunk, O* out, float* lse,
+                    cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((d.seq_q + d.tile - 1) / d.tile), static_cast<unsigned>(d.n_heads),
+                  static_cast<unsigned>(d.batch * splits));
+  launch("attention_forward", &forward_kernel<T, O>, grid, kThreads, shared_bytes(d), stream, q, k, v, d, splits,
+         chunk, out, lse);
+}
+
+bool empty(const AttentionProblem& p) { return p.batch == 0 || p.seq_q == 0 || p.n_heads == 0; }
+
+}  // namespace
+
+void attention_forward_simt(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
+                            void* out, float* lse, cudaStream_t stream) {
+  check_head_dim("attention_forward", p);
+  if (empty(p)) return;
+  with_floating(dtype, "attention_forward", [&](auto tag) {
+    using T = decltype(tag);
+    launch_forward(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), dims_of(p), 1,
+                   p.seq_k, static_cast<T*>(out), lse, stream);
+  });
+}
+
+void attention_forward(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p, void* out,
+                       float* lse, cudaStream_t stream) {
+  attention_forward_simt(q, k, v, dtype, p, out, lse, stream);
+}
+
+int64_t attention_backward_scratch(const AttentionProblem& p) { return p.batch * p.n_heads * p.seq_q; }
+
+void attention_backward(const void* dout, const void* q, const void* k, const void* v, const void* out,
+                        const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq, void* dk,
+                        void* dv, cudaStream_t stream) {
+  check_head_dim("attention_backward", p);
+  if (p.batch == 0 || p.n_heads == 0) return;
+  const Dims d = dims_of(p);
+  with_floating(dtype, "attention_backward", [&](auto tag) {
+    using T = decltype(tag);
+    const auto* dout_t = static_cast<const T*>(dout);
+    const auto *q_t = static_cast<const T*>(q), *k_t = static_cast<const T*>(k), *v_t = static_cast<const T*>(v);
+    if (p.seq_q > 0)
+      launch("attention_delta", &delta_kernel<T>, blocks_for(p.batch * p.seq_q * p.n_heads, kRowThreads),
+             kRowThreads, 0, stream, dout_t, static_cast<const T*>(out), d, delta);
+    if (p.seq_k > 0)
+      launch("attention_backward_kv", &backward_kv_kernel<T>,
+             dim3(static_cast<unsigned>((p.seq_k + d.tile - 1) / d.tile), static_cast<unsigned>(p.n_kv_heads),
+                  static_cast<unsigned>(p.batch)),
+             kThreads, shared_bytes(d), stream, dout_t, q_t, k_t, v_t, lse,
+             static_cast<const float*>(delta), d, static_cast<T*>(dk), static_cast<T*>(dv));
+    if (p.seq_q > 0)
+      launch("attention_backward_q", &backward_q_kernel<T>,
+             dim3(static_cast<unsigned>((p.seq_q + d.tile - 1) / d.tile), static_cast<unsigned>(p.n_heads),
+                  static_cast<unsigned>(p.batch)),
+             kThreads, shared_bytes(d), stream, dout_t, q_t, k_t, v_t, lse, static_cast<const float*>(delta), d,
+             static_cast<T*>(dq));
+  });
+}
+
+void attention_merge(void* out, float* lse, const void* out_b, const float* lse_b, DType dtype, int64_t batch,
+                     int64_t seq_q, int64_t n_heads, int64_t head_dim, cudaStream_t stream) {
+  const int64_t rows = batch * seq_q * n_heads;
+  if (rows == 0) return;
+  with_floating(dtype, "attention_merge", [&](auto tag) {
+    using T = decltype(tag);
+    launch("attention_merge", &merge_kernel<T>, blocks_for(rows, kRowThreads), kRowThreads, 0, stream,
+           static_cast<T*>(out), lse, static_cast<const T*>(out_b), lse_b, batch, seq_q, n_heads, head_dim);
+  });
+}
+
+int64_t attention_decode_split(const AttentionProblem& p, int64_t split) {
+  const int64_t most = p.seq_k > 0 ? p.seq_k : 1;  // a chunk holds at least one key
+  if (split <= 0) {
+    // Enough blocks for two waves over an H100/H200's 132 SMs, chunks of at least 64 keys.
+    const int64_t tile = tile_rows(p.head_dim);
+    const int64_t blocks = p.batch * p.n_heads * ((p.seq_q + tile - 1) / tile);
+    split = blocks > 0 ? (264 + blocks - 1) / blocks : 1;
+    split = lo(split, (p.seq_k + 63) / 64);
+  }
+  split = lo(split, most);
+  return split < 1 ? 1 : lo(split, 65535 / (p.batch > 0 ? p.batch : 1));
+}
+
+int64_t attention_decode_scratch(const AttentionProblem& p, int64_t split) {
+  const int64_t s = attention_decode_split(p, split);
+  return s * p.batch * p.seq_q * p.n_heads * (p.head_dim + 1);
+}
+
+void attention_decode(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
+                      int64_t split, float* scratch, void* out, cudaStream_t stream) {
+  check_head_dim("attention_decode", p);
+  if (empty(p)) return;
+  const int64_t splits = attention_decode_split(p, split);
+  const int64_t chunk = (p.seq_k + splits - 1) / splits;
+  const Dims d = dims_of(p);
+  float* part_out = scratch;
+  float* part_lse = scratch + splits * p.batch * p.seq_q * p.n_heads * p.head_dim;
+  with_floating(dtype, "attention_decode", [&](auto tag) {
+    using T = decltype(tag);
+    launch_forward(static_cast<const T*>(q), static_cast<const T*>(k), static_cast<const T*>(v), d,
+                   static_cast<int>(splits), chunk, part_out, part_lse, stream);
+    const int64_t rows = p.batch * p.seq_q * p.n_heads;
+    launch("attention_decode_merge", &decode_merge_kernel<T>, blocks_for(rows, kRowThreads), kRowThreads, 0, stream,
+           static_cast<const float*>(part_out), static_cast<const float*>(part_lse), d, static_cast<int>(splits),
+           static_cast<T*>(out));
+  });
+}
+
+}  // namespace strata::cuda
