@@ -85,6 +85,14 @@ const T* cpu_norm_input(const Tensor& x, const Tensor* residual_in, Tensor* resi
 }
 
 #if STRATA_CUDA
+// The CUDA kernels take f32, bf16 and f16 (statistics f32). Checked before the statistics are
+// read as f32 pointers, which would otherwise be the first to object, in a message without the op.
+void cuda_dtype(const char* op, const Tensor& x) {
+  STRATA_CHECK(x.dtype() == DType::f32 || x.dtype() == DType::bf16 || x.dtype() == DType::f16, op,
+               ": argument 'x' ", x.describe(), " has an unsupported dtype; ", op,
+               " takes f32, bf16 or f16 on CUDA");
+}
+
 // A pointer argument of the CUDA launchers: null where the tensor is absent.
 void* raw_or_null(const Tensor* t) { return t ? t->raw() : nullptr; }
 #endif
@@ -98,6 +106,7 @@ void layernorm(const char* op, const Tensor& x, const Tensor* residual_in, const
   const void* bias_raw = bias.defined() ? bias.raw() : nullptr;
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
+    cuda_dtype(op, x);
     cuda::layernorm_forward(x.raw(), raw_or_null(residual_in), weight.raw(), bias_raw, x.dtype(),
                             r.rows, r.d, eps, raw_or_null(residual_out), y.raw(), mean.data<float>(),
                             rstd.data<float>(), dispatch::stream_of(op, "x", x));
@@ -120,6 +129,7 @@ void rmsnorm(const char* op, const Tensor& x, const Tensor* residual_in, const T
   const Rows r = check_forward(op, x, residual_in, weight, none, residual_out, y, none, rstd);
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
+    cuda_dtype(op, x);
     cuda::rmsnorm_forward(x.raw(), raw_or_null(residual_in), weight.raw(), x.dtype(), r.rows, r.d,
                           eps, raw_or_null(residual_out), y.raw(), rstd.data<float>(),
                           dispatch::stream_of(op, "x", x));
@@ -187,6 +197,7 @@ void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight,
   if (dbias.defined()) check_like(op, "dbias", dbias, x, {r.d});
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
+    cuda_dtype(op, x);
     Tensor scratch = backward_scratch(op, x, r, dbias.defined());
     cuda::layernorm_backward(dy.raw(), x.raw(), weight.raw(), mean.data<float>(), rstd.data<float>(),
                              x.dtype(), r.rows, r.d, dx.raw(), dweight.raw(),
@@ -222,6 +233,7 @@ void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, c
   check_like(op, "dweight", dweight, x, {r.d});
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
+    cuda_dtype(op, x);
     Tensor scratch = backward_scratch(op, x, r, /*with_bias=*/false);
     cuda::rmsnorm_backward(dy.raw(), x.raw(), weight.raw(), rstd.data<float>(), x.dtype(), r.rows,
                            r.d, dx.raw(), dweight.raw(), scratch.data<float>(),

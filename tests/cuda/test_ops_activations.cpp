@@ -55,5 +55,13 @@ class ActivationParity : public ::testing::TestWithParam<OpCase> {};
 TEST_P(ActivationParity, MatchesCpu) { expect_parity(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Cuda, ActivationParity, ::testing::ValuesIn(cases()), CaseName());
 
+// The CUDA backend takes f32, bf16 and f16: f64 on the device is refused before any kernel runs.
+TEST(ActivationCudaMisuse, RefusesF64) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  Tensor x = Tensor::zeros({3, 5}, DType::f64, device), y = Tensor::zeros({3, 5}, DType::f64, device);
+  expect_error([&] { ops::swiglu_forward(x, x, y); }, {"swiglu_forward", "f32, bf16 or f16", "f64"});
+}
+
 }  // namespace
 }  // namespace strata::testing

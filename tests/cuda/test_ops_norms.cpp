@@ -148,5 +148,35 @@ class NormParity : public ::testing::TestWithParam<OpCase> {};
 TEST_P(NormParity, MatchesCpu) { expect_parity(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Cuda, NormParity, ::testing::ValuesIn(cases()), CaseName());
 
+// What the CUDA path refuses before any kernel runs: f64 (the backend takes f32, bf16, f16) and an
+// argument on another device.
+TEST(NormCudaMisuse, ErrorsNameTheOpAndArgument) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  auto on = [&](const Shape& s, DType d) { return Tensor::zeros(s, d, device); };
+  expect_misuse_errors({
+      {"layernorm_f64",
+       [&] {
+         Tensor y = on({2, 8}, DType::f64), mean = on({2}, DType::f64), rstd = on({2}, DType::f64);
+         ops::layernorm_forward(on({2, 8}, DType::f64), on({8}, DType::f64), Tensor(), kEps, y, mean, rstd);
+       },
+       {"layernorm_forward", "f32, bf16 or f16", "f64"}},
+      {"rmsnorm_backward_f64",
+       [&] {
+         Tensor dx = on({2, 8}, DType::f64), dweight = on({8}, DType::f64);
+         ops::rmsnorm_backward(on({2, 8}, DType::f64), on({2, 8}, DType::f64), on({8}, DType::f64),
+                               on({2}, DType::f64), dx, dweight);
+       },
+       {"rmsnorm_backward", "f32, bf16 or f16", "f64"}},
+      {"add_rmsnorm_residual_on_cpu",
+       [&] {
+         Tensor sum = on({2, 8}, DType::f32), y = on({2, 8}, DType::f32), rstd = on({2}, DType::f32);
+         ops::add_rmsnorm_forward(on({2, 8}, DType::f32), Tensor::zeros({2, 8}, DType::f32), on({8}, DType::f32),
+                                  kEps, sum, y, rstd);
+       },
+       {"add_rmsnorm_forward", "'residual_in'", "f32[2, 8]@cpu", "cuda:0"}},
+  });
+}
+
 }  // namespace
 }  // namespace strata::testing

@@ -64,5 +64,13 @@ class RopeParity : public ::testing::TestWithParam<OpCase> {};
 TEST_P(RopeParity, MatchesCpu) { expect_parity(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Cuda, RopeParity, ::testing::ValuesIn(cases()), CaseName());
 
+// The CUDA backend takes f32, bf16 and f16: f64 on the device is refused before any kernel runs.
+TEST(RopeCudaMisuse, RefusesF64) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  Tensor x = Tensor::zeros({1, 2, 1, 4}, DType::f64, device);
+  expect_error([&] { ops::rope_backward(x, 0, 1e4, x); }, {"rope_backward", "f32, bf16 or f16", "f64"});
+}
+
 }  // namespace
 }  // namespace strata::testing
