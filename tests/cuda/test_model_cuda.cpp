@@ -86,11 +86,19 @@ TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
   }
   // f32 on both sides; the kernels sum in other orders than the CPU loops (tiles, warp trees):
   // the 1e-5 relative bound, on the loss and on each gradient relative to its own scale.
+  // A gradient that is zero by symmetry (GPT-2's key bias: softmax ignores a shift of all of a
+  // query's scores) holds only f32 rounding on both sides, so the scale it is measured against is
+  // at least 1e-3 of the model's largest gradient.
   EXPECT_NEAR(loss[1], loss[0], 1e-5 * std::abs(loss[0]));
+  double largest = 0;
+  for (auto& p : cpu->params().all()) {
+    const Tensor g = p->accum().contiguous();
+    for (int64_t e = 0; e < g.numel(); ++e) largest = std::max(largest, std::abs(double{g.data<float>()[e]}));
+  }
   for (size_t p = 0; p < cpu->params().all().size(); ++p) {
     Parameter& want = *cpu->params().all()[p];
     Parameter& got = *gpu->params().all()[p];
-    EXPECT_LE(max_relative_error(got.accum(), want.accum()), 1e-5) << want.name;
+    EXPECT_LE(max_relative_error(got.accum(), want.accum(), 1e-3 * largest), 1e-5) << want.name;
   }
 }
 
