@@ -11,7 +11,8 @@
 #               greedy generation, checkpoints across devices
 #   sim_beside  (GPU only) the simulated GPU's op and model tests on the same inputs, results beside
 #               the GPU's in the summary
-#   torch_ref   the PyTorch reference against Strata's model (scripts/reference), when present
+#   torch_ref   the PyTorch reference (scripts/reference/strata_torch.py) against Strata's CPU model
+#               and, for the dense models, its CUDA model (tests/reference/torch_reference.sh)
 #   hf_ref      e2e_hf_reference (transformers)
 #   train       a short training run of tiny GPT-2 with train.device=cuda, then generation from
 #               its checkpoint, and the checkpoint resumed on the CPU
@@ -27,6 +28,9 @@ out=$(mkdir -p "$1" && cd "$1" && pwd)
 root=$(cd "$(dirname "$0")/../.." && pwd)
 data=${STRATA_DATA_DIR:-$root/data}
 jobs=$(nproc)
+# mpirun (the reference checks' tp2 leg) refuses root without these.
+if [[ $(id -u) -eq 0 ]]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
 start=$(date +%s)
 results=()  # "step|status|seconds|note"
 
@@ -59,7 +63,10 @@ for header in hdf5.h yaml-cpp/yaml.h gtest/gtest.h CLI/CLI.hpp nlohmann/json.hpp
   done
   [[ $found -eq 1 ]] || missing+=("$header")
 done
-python_missing=$(python3 - <<'EOF' 2>/dev/null
+# Debian's python3-torch is seen by the system interpreter, which a pyenv python3 may hide.
+python=python3
+/usr/bin/python3 -c 'import torch' 2>/dev/null && ! python3 -c 'import torch' 2>/dev/null && python=/usr/bin/python3
+python_missing=$($python - <<'EOF' 2>/dev/null
 import importlib.util
 print(" ".join(m for m in ["torch", "h5py", "transformers", "safetensors"] if importlib.util.find_spec(m) is None))
 EOF
@@ -76,11 +83,11 @@ record tools "$([[ ${#missing[@]} -eq 0 ]] && echo PASS || echo "FAIL")" 0 "$too
 # ---- build ----
 if [[ $simulate -eq 1 ]]; then
   build=${STRATA_CHECK_BUILD:-$root/build-gpusim-check}
-  targets=(strata strata_gpusim strata_gpusim_tests)
+  targets=(strata strata_gpusim strata_gpusim_tests strata_dump_grads strata_dump_grads_sim)
   configure=(-DSTRATA_GPUSIM=ON)
 else
   build=${STRATA_CHECK_BUILD:-$root/build-gpucheck}
-  targets=(strata strata_cuda_tests strata_gpusim_tests strata_gpusim)
+  targets=(strata strata_cuda_tests strata_gpusim_tests strata_gpusim strata_dump_grads strata_dump_grads_sim)
   configure=(-DSTRATA_GPUSIM=ON -DSTRATA_CUDA_ARCH=90)
   [[ -x /usr/local/cuda/bin/nvcc ]] && export CUDAToolkit_ROOT=${CUDAToolkit_ROOT:-/usr/local/cuda}
 fi
@@ -111,13 +118,10 @@ if [[ $simulate -eq 0 ]]; then
 fi
 
 # ---- references ----
-if [[ -f "$root/scripts/reference/strata_torch.py" && -f "$root/tests/e2e/torch_reference.sh" ]]; then
-  step torch_ref "PyTorch model vs Strata (CPU$([[ $simulate -eq 0 ]] && echo ' and CUDA'))" \
-    env STRATA_TORCH_DEVICE=$([[ $simulate -eq 0 ]] && echo cuda || echo cpu) \
-    "$root/tests/e2e/torch_reference.sh" "$strata" "$root" mpirun
-else
-  record torch_ref SKIP 0 "scripts/reference/strata_torch.py is not in this checkout"
-fi
+if [[ $simulate -eq 1 ]]; then cuda_dump=$build/tests/gpusim/strata_dump_grads_sim; else cuda_dump=$build/tests/strata_dump_grads; fi
+step torch_ref "PyTorch model vs Strata's CPU and CUDA models (dense legs on CUDA)" \
+  env STRATA_DUMP_GRADS_CUDA="$cuda_dump" \
+  "$root/tests/reference/torch_reference.sh" "$strata" "$root" mpirun "$build/tests/strata_dump_grads"
 step hf_ref "e2e_hf_reference (transformers)" "$root/tests/e2e/hf_reference.sh" "$strata" "$root" mpirun
 
 # ---- a short training run on the device ----

@@ -1,13 +1,14 @@
 // Strata's own side of the PyTorch reference check (scripts/reference/strata_torch.py): one forward
-// and one backward of a checkpoint's model on the CPU, for a given batch, written to HDF5 so an
+// and one backward of a checkpoint's model on the CPU or the CUDA backend, for a given batch, written to HDF5 so an
 // independent implementation can be compared with it tensor by tensor.
 //
 // usage:
 //   dump_grads corpus DIR
 //       DIR/train.h5 and DIR/val.h5: the synthetic corpus the trainer tests use
 //       (tests/synthetic_corpus.h), so the reference test needs no downloaded data.
-//   dump_grads CHECKPOINT IDS OUT [f32|f64]
-//       The checkpoint's model (its manifest's config, one process) in f32 (default) or f64, its
+//   dump_grads CHECKPOINT IDS OUT [f32|f64 [cpu|cuda]]
+//       The checkpoint's model (its manifest's config, one process) in f32 (default) or f64, on
+//       the CPU (default) or the CUDA device (a GPU, or the simulated GPU in the gpusim build), its
 //       weights loaded (cast when stored in another dtype), on the batch of IDS (HDF5: /ids and
 //       /targets, int32 [batch, seq]; a negative target is ignored). OUT (HDF5) gets:
 //         /loss      f64 scalar: the mean cross-entropy over the targets that count
@@ -16,14 +17,15 @@
 //         /grad/NAME every parameter's gradient of loss + aux_loss (backward with scale 1), in the
 //                    model's dtype
 //         /moe/LAYER/{chosen,load,dropped}  int64: what each MoE layer routed
-//       and the attributes dtype ("f32"/"f64") and device ("cpu") on the root. A dump of another
-//       backend's run has the same layout, so the script compares any of them.
+//       and the attributes dtype ("f32"/"f64") and device ("cpu"/"cuda") on the root. Every
+//       device's dump has the same layout, so the script compares any of them.
 #include <hdf5.h>
 
 #include <cstdio>
 #include <string>
 #include <vector>
 
+#include "core/compute_device.h"
 #include "core/error.h"
 #include "core/h5.h"
 #include "infer/generate.h"
@@ -68,7 +70,7 @@ Tensor read_i32(hid_t file, const std::string& name, const std::string& path) {
 }
 
 int dump(const std::string& checkpoint, const std::string& ids_path, const std::string& out_path,
-         const std::string& dtype_name) {
+         const std::string& dtype_name, const std::string& device_name) {
   STRATA_CHECK(dtype_name == "f32" || dtype_name == "f64",
                "dump_grads: dtype must be f32 or f64, got '", dtype_name, "'");
   const DType dtype = dtype_name == "f64" ? DType::f64 : DType::f32;
@@ -83,15 +85,19 @@ int dump(const std::string& checkpoint, const std::string& ids_path, const std::
   STRATA_CHECK(ids.shape() == targets.shape(), "ids file '", ids_path, "': /ids ", ids.describe(),
                " and /targets ", targets.describe(), " differ in shape");
 
-  Transformer model(config.model, dtype);
+  // On "cuda" the model runs on the CUDA backend (a GPU, or the simulated one in a gpusim build).
+  const std::shared_ptr<Allocator> device =
+      select_device("dump_grads device", device_name, device_name == "cuda" && config.model.moe.n_experts > 0
+                                                           ? "MoE models (their routing runs on the host)"
+                                                           : "");
+  Transformer model(config.model, dtype, {}, {}, {}, {}, ParamStorage{.allocator = device.get()});
   load_weights(model, checkpoint);
   model.params().zero_grads();
   const double loss = model.forward(ids, targets, Recompute::none);
   const double aux_loss = model.aux_loss();
   // backward reuses the logits' buffer for their gradient: keep a copy first.
-  const Tensor logits = model.logits().contiguous();
-  Tensor logits_copy = Tensor::empty(logits.shape(), logits.dtype());
-  logits_copy.copy_from(logits);
+  Tensor logits_copy = Tensor::empty(model.logits().shape(), model.logits().dtype());
+  logits_copy.copy_from(model.logits());
   model.backward(1.0);
 
   h5::Handle file = h5::create_file(out_path);
@@ -107,7 +113,7 @@ int dump(const std::string& checkpoint, const std::string& ids_path, const std::
     write_dataset(file, at + "dropped", Tensor::from_vector(std::vector<int64_t>{r.dropped}, {1}));
   }
   h5::write_attribute(file, "dtype", dtype_name);
-  h5::write_attribute(file, "device", std::string("cpu"));
+  h5::write_attribute(file, "device", device ? std::string("cuda") : std::string("cpu"));
   std::printf("dump_grads: %s, %lld parameters, loss %.9g, aux_loss %.9g -> %s\n",
               dtype_name.c_str(), static_cast<long long>(model.params().all().size()), loss,
               aux_loss, out_path.c_str());
@@ -124,12 +130,13 @@ int main(int argc, char** argv) {
       strata::testing::write_synthetic_corpus(args[1]);
       return 0;
     }
-    if (args.size() == 3 || args.size() == 4)
-      return strata::dump(args[0], args[1], args[2], args.size() == 4 ? args[3] : "f32");
+    if (args.size() >= 3 && args.size() <= 5)
+      return strata::dump(args[0], args[1], args[2], args.size() >= 4 ? args[3] : "f32",
+                          args.size() == 5 ? args[4] : "cpu");
   } catch (const std::exception& e) {
     std::fprintf(stderr, "dump_grads: %s\n", e.what());
     return 1;
   }
-  std::fprintf(stderr, "usage: dump_grads corpus DIR | dump_grads CHECKPOINT IDS OUT [f32|f64]\n");
+  std::fprintf(stderr, "usage: dump_grads corpus DIR | dump_grads CHECKPOINT IDS OUT [f32|f64 [cpu|cuda]]\n");
   return 2;
 }

@@ -64,7 +64,13 @@ for leg in "${legs[@]}"; do
   "$python" "$reference" ids "$work/$name.ids.h5" --vocab "$vocab" --batch 2 --seq 16 --ignore 3
   "$dump_grads" "$ckpt" "$work/$name.ids.h5" "$work/$name.f32.h5" f32 >/dev/null
   "$dump_grads" "$ckpt" "$work/$name.ids.h5" "$work/$name.f64.h5" f64 >/dev/null
+  dumps=("$work/$name.f32.h5" "$work/$name.f64.h5")
+  # The CUDA model too (a GPU, or the simulated GPU's dump program), where CUDA covers the model.
+  if [[ -n "${STRATA_DUMP_GRADS_CUDA:-}" && $name != moe && $name != switch ]]; then
+    "$STRATA_DUMP_GRADS_CUDA" "$ckpt" "$work/$name.ids.h5" "$work/$name.cuda.h5" f32 cuda >/dev/null || status=1
+    dumps+=("$work/$name.cuda.h5")
+  fi
   "$python" "$reference" check --checkpoint "$ckpt" --ids "$work/$name.ids.h5" --label "$name" \
-    --strata "$work/$name.f32.h5" "$work/$name.f64.h5" --tolerance 1e-5 --tolerance-f64 1e-10 || status=1
+    --strata "${dumps[@]}" --tolerance 1e-5 --tolerance-f64 1e-10 || status=1
 done
 exit $status
