@@ -40,6 +40,31 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
   }
 }
 
+void AdamW::step_on_device(double lr, const Tensor& grad_scale, const Tensor& skip) {
+  STRATA_CHECK(!offload_ && !zero_.active(), "AdamW::step_on_device: not under ZeRO or offload");
+  std::vector<ops::AdamWGroup> tensors;
+  for (Slot& s : slots_) {
+    Parameter& p = *s.param;
+    ops::AdamWGroup g;
+    g.grad = grad_rows(p);
+    g.m = as_rows(s.m);
+    g.v = as_rows(s.v);
+    // A 16-bit parameter gets its rounded copy of the updated master in the same pass.
+    g.param = s.master.defined() ? as_rows(s.master) : value_rows(p);
+    if (s.master.defined()) g.copy = value_rows(p);
+    g.weight_decay = p.weight_decay;
+    tensors.push_back(std::move(g));
+  }
+  ops::AdamWArgs args;
+  args.lr = lr;
+  args.beta1 = hyper_.beta1;
+  args.beta2 = hyper_.beta2;
+  args.eps = hyper_.eps;
+  args.weight_decay = hyper_.weight_decay;
+  args.step = step_ + 1;
+  ops::adamw_multi(tensors, args, grad_scale, skip);
+}
+
 void AdamW::step(double lr, double grad_scale) {
   ++step_;
   for (Slot& s : slots_) {

@@ -33,6 +33,13 @@ class AdamW {
   // One update with learning rate `lr`; every gradient is first multiplied by `grad_scale`
   // (1 / loss scale, times the clipping factor). Weight decay only where the parameter asks.
   void step(double lr, double grad_scale);
+  // The same update as step(lr, *grad_scale) for parameters and state on a GPU, in one
+  // multi-tensor pass (ops::adamw_multi): grad_scale (one f32) and skip (one i32; nonzero: no
+  // update) are on the device, so the host need not wait for them. The step count used is
+  // steps_taken() + 1, and count_step() advances it once the caller knows the update was made.
+  // Not under ZeRO or offload.
+  void step_on_device(double lr, const Tensor& grad_scale, const Tensor& skip);
+  void count_step() { ++step_; }
   int64_t steps_taken() const { return step_; }
 
   // Optimizer state by name, for checkpoints: "<param>/master" (when kept), "<param>/exp_avg",

@@ -382,6 +382,32 @@ double Trainer::global_grad_norm() {
   return std::sqrt(pp_sum(sums[0] + sums[1] + experts));
 }
 
+Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double loss_scale) {
+  // The gradient norm, the non-finite check, the clip factor, the skip flag and the update, all
+  // queued on the device; then the step's one wait, for the loss, the norm and the skip flag.
+  Allocator& device = *device_;
+  if (!step_norm_.defined()) {
+    step_sum_squares_ = Tensor::empty({1}, DType::f64, device);
+    step_nonfinite_ = Tensor::empty({1}, DType::i32, device);
+    step_grad_scale_ = Tensor::empty({1}, DType::f32, device);
+    step_skip_ = Tensor::empty({1}, DType::i32, device);
+    step_norm_ = Tensor::empty({1}, DType::f64, device);
+  }
+  std::vector<const Tensor*> grads;
+  for (auto& p : model_->params().all())
+    if (!p->mirror) grads.push_back(&p->accum());
+  ops::grad_norm_and_check(grads, step_sum_squares_, step_nonfinite_);
+  ops::clip_factor(step_sum_squares_, step_nonfinite_, loss_sum_,
+                   {.max_norm = config_.train.grad_clip, .loss_scale = loss_scale}, step_grad_scale_,
+                   step_skip_, step_norm_);
+  optimizer_->step_on_device(lr, step_grad_scale_, step_skip_);
+  DeviceDecision d;
+  d.loss_sum = loss_sum_.to_cpu().data<double>()[0];
+  d.norm = step_norm_.to_cpu().data<double>()[0];
+  d.skipped = step_skip_.to_cpu().data<int32_t>()[0] != 0;
+  return d;
+}
+
 Batch Trainer::sequence_share(const Batch& batch) const {
   if (!groups_ || groups_->sp().size() == 1 || batch.n_rows() == 0) return batch;
   const int rank = groups_->grid().coordinate(Axis::sp), sp = groups_->sp().size();
@@ -527,10 +553,7 @@ TrainSummary Trainer::run() {
         aux_loss += model_->aux_loss() / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
       }
-      if (device_) {
-        model_->set_loss_sink(nullptr);
-        loss = loss_sum_.to_cpu().data<double>()[0] / static_cast<double>(accumulation);
-      }
+      if (device_) model_->set_loss_sink(nullptr);  // read with the step's decision below
     }
     if (reducer_) reducer_->finish();
     if (expert_reducer_) expert_reducer_->finish();
@@ -542,8 +565,19 @@ TrainSummary Trainer::run() {
     aux_loss = dp_mean(aux_loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
-    const double norm = global_grad_norm() / scale;
-    bool apply = scaler_.update(norm);
+    const double lr = schedule_.at(step);
+    double norm = 0;
+    bool apply = false;
+    if (device_) {
+      const DeviceDecision d = decide_and_update_on_device(lr, scale);
+      loss = d.loss_sum / static_cast<double>(accumulation);
+      norm = d.norm;
+      apply = scaler_.update(norm) && !d.skipped;
+      if (apply) optimizer_->count_step();
+    } else {
+      norm = global_grad_norm() / scale;
+      apply = scaler_.update(norm);
+    }
     // A non-finite loss or gradient: the update is skipped (parameters and optimizer state stay as
     // they were, so nothing corrupt reaches a checkpoint); too many in a row end the run.
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -558,8 +592,7 @@ TrainSummary Trainer::run() {
     } else {
       bad_steps_ = 0;
     }
-    const double lr = schedule_.at(step);
-    if (apply) {
+    if (apply && !device_) {
       const double clip = t.grad_clip > 0 && norm > t.grad_clip ? t.grad_clip / (norm + 1e-6) : 1.0;
       optimizer_->step(lr, clip / scale);
     }

@@ -103,6 +103,15 @@ class Trainer {
   void reduce_partial_grads();
   // The gradient norm of the whole model, each parameter counted once however it is split.
   double global_grad_norm();
+  // On a GPU (one process): the step's decision and update without a host wait between them
+  // (ops::grad_norm_and_check, clip_factor, AdamW::step_on_device), then one read of what the
+  // host needs. The optimizer's step count is the caller's to advance (AdamW::count_step).
+  struct DeviceDecision {
+    double loss_sum = 0;  // the micro-batches' mean losses, summed
+    double norm = 0;      // the gradient norm (unscaled)
+    bool skipped = false; // non-finite loss or gradient: the update was not made
+  };
+  DeviceDecision decide_and_update_on_device(double lr, double loss_scale);
   CheckpointGroup checkpoint_group() const;
 
   Config config_;
@@ -112,6 +121,8 @@ class Trainer {
   // before everything holding tensors, so it outlives them.
   std::shared_ptr<Allocator> device_;
   Tensor loss_sum_;  // the micro-batches' losses summed on the device (Transformer::set_loss_sink)
+  // One-element device tensors of the step's decision (decide_and_update_on_device).
+  Tensor step_sum_squares_, step_nonfinite_, step_grad_scale_, step_skip_, step_norm_;
   std::unique_ptr<GradientReducer> reducer_;
   std::unique_ptr<GradientReducer> expert_reducer_;
   int64_t a2a_bytes_ = 0;  // bytes this rank's MoE all-to-alls sent to other ranks this step  // experts under expert parallelism (ep_dp)
