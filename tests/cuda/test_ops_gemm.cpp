@@ -179,7 +179,7 @@ TEST(GemmPlanCache, SecondCallReusesThePlan) {
   EXPECT_LE(max_relative_error(c.to_cpu(), want), 1e-2);
 }
 
-TEST(GemmPlanCache, UnfusableEpilogueMakesOnlyThePlainPlan) {
+TEST(GemmPlanCache, EpiloguesFuseWhereTheAuxFits) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   CudaDevice device(0);
   Tensor a = device_input({5, 7}, DType::f32, device, 1), b = device_input({7, 17}, DType::f32, device, 2);
@@ -188,6 +188,14 @@ TEST(GemmPlanCache, UnfusableEpilogueMakesOnlyThePlainPlan) {
   EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 1);
   ops::gemm(a, b, c);  // the plain product's plan, already made
   EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 1);
+
+  // n = 64: the fused plan only, no plain one behind it.
+  Tensor b64 = device_input({7, 64}, DType::f32, device, 3);
+  Tensor c64 = Tensor::empty({5, 64}, DType::f32, device), aux64 = Tensor::empty({5, 64}, DType::f32, device);
+  ops::gemm_ex(a, b64, c64, {}, {.gelu = true, .gelu_aux = &aux64});
+  EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 2);
+  ops::gemm(a, b64, c64);
+  EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 3);
 }
 
 TEST(GemmEpilogueChecks, RejectsBadCombinations) {
