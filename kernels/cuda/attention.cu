@@ -10,11 +10,13 @@
 // kernel over key tiles that loops over the query rows of every head of the group for dk, dv, and
 // one over query tiles that loops over the keys for dq.
 //
-// The tensor-core forward (bf16/f16, head_dim 64 or 128) is in attention_mma.cu.
+// The tensor-core forward (bf16/f16, head_dim 64 or 128: forward_mma_kernel) uses mma.sync m16n8k16
+// through kernels/cuda/mma.cuh.
 #include <cmath>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/common.cuh"
+#include "kernels/cuda/mma.cuh"
 
 namespace strata::cuda {
 namespace {
@@ -427,6 +429,148 @@ __global__ void decode_merge_kernel(const float* part_out, const float* part_lse
             out + row * p.head_dim);
 }
 
+// ---- tensor-core forward (bf16/f16, head_dim 64 or 128) ----
+
+constexpr int kMmaWarps = 4;
+constexpr int kMmaThreads = 32 * kMmaWarps;
+constexpr int kMmaRows = 16 * kMmaWarps;  // query rows of a block: 16 a warp, one mma row tile
+constexpr int kMmaKeys = 64;              // keys of a shared K/V tile
+
+// Rows [first, first + rows) of one head (zero from `end` on) into shared memory with `ld`
+// elements between rows, 16 bytes a thread at a time.
+template <typename T, int kHeadDim>
+__device__ void load_rows16(T* dst, int ld, const T* src, int64_t row_stride, int64_t first, int64_t end, int rows) {
+  constexpr int kPerRow = kHeadDim / kVec<T>;
+  Vec<T> zero;
+  for (int e = 0; e < kVec<T>; ++e) zero.v[e] = from_float<T>(0.0f);
+  for (int e = static_cast<int>(threadIdx.x); e < rows * kPerRow; e += static_cast<int>(blockDim.x)) {
+    const int r = e / kPerRow, c = (e % kPerRow) * kVec<T>;
+    store_vec(dst + r * ld + c, first + r < end ? load_vec(src + (first + r) * row_stride + c) : zero);
+  }
+}
+
+// The SIMT forward's semantics with mma.sync (FlashAttention-2's warp layout): warp w of the block
+// owns query rows 16w .. 16w + 15 of the block's 64, keeps its Q fragments in registers, and for
+// each 64-key tile computes S = Q K^T [16x64] into accumulators, folds them into its rows' online
+// softmax (the four lanes of a row combine by shuffles), and adds P V with P taken straight from
+// the S accumulators (their layout is the A fragment's). K and V tiles are shared by the warps;
+// rows of shared memory are padded by 8 elements so the eight rows an ldmatrix reads start in
+// different banks. P is rounded to T for the product (l sums it in f32), as FlashAttention does.
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kMmaThreads)
+    forward_mma_kernel(const T* q, const T* k, const T* v, Dims p, T* out, float* lse) {
+  constexpr int kLd = kHeadDim + 8;
+  constexpr int kSteps = kHeadDim / 16;   // k-steps of Q K^T
+  constexpr int kSTiles = kMmaKeys / 8;   // 8-key column tiles of S
+  constexpr int kOTiles = kHeadDim / 8;   // 8-dim column tiles of O
+  STRATA_DYNAMIC_SHARED(T, smem);
+  T* k_s = smem;  // also stages the Q tile before the loop
+  T* v_s = smem + kMmaKeys * kLd;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32;
+  const int g = lane / 4, tq = lane % 4;
+
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t i0 = int64_t{blockIdx.x} * kMmaRows, i_end = lo_d(p.seq_q, i0 + kMmaRows);
+  const int64_t q_stride = p.n_heads * kHeadDim, kv_stride = p.n_kv_heads * kHeadDim;
+  const int64_t q_base = (b * p.seq_q * p.n_heads + h) * kHeadDim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + h / p.group) * kHeadDim;
+
+  load_rows16<T, kHeadDim>(k_s, kLd, q + q_base, q_stride, i0, i_end, kMmaRows);
+  __syncthreads();
+  uint32_t qa[kSteps][4];
+  for (int kk = 0; kk < kSteps; ++kk)
+    ldmatrix_x4<false>(qa[kk], k_s + (warp * 16 + lane % 8 + (lane / 8) % 2 * 8) * kLd + kk * 16 + lane / 16 * 8);
+
+  // This lane's two rows (g and g + 8 of the warp's 16) and the keys each sees.
+  const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  int64_t seen[2];
+  for (int r = 0; r < 2; ++r) seen[r] = row[r] < i_end ? visible_keys(p, row[r]) : 0;
+  float o[kOTiles][4] = {};
+  float m[2] = {kNegInf, kNegInf}, l[2] = {0.0f, 0.0f};  // l: this lane's share of the row sum
+
+  const int64_t keys_end = visible_keys(p, i_end - 1);
+  for (int64_t j0 = 0; j0 < keys_end; j0 += kMmaKeys) {
+    __syncthreads();  // every warp is done with the previous tile (or the staged Q)
+    load_rows16<T, kHeadDim>(k_s, kLd, k + kv_base, kv_stride, j0, keys_end, kMmaKeys);
+    load_rows16<T, kHeadDim>(v_s, kLd, v + kv_base, kv_stride, j0, keys_end, kMmaKeys);
+    __syncthreads();
+
+    float s[kSTiles][4] = {};
+    for (int kk = 0; kk < kSteps; ++kk)
+      for (int nt = 0; nt < kSTiles; nt += 2) {
+        uint32_t kb[4];  // B fragments of the column tiles nt and nt + 1
+        ldmatrix_x4<false>(kb, k_s + (nt * 8 + lane % 8 + lane / 16 * 8) * kLd + kk * 16 + (lane / 8) % 2 * 8);
+        mma_m16n8k16<T>(s[nt], qa[kk], kb, s[nt]);
+        mma_m16n8k16<T>(s[nt + 1], qa[kk], kb + 2, s[nt + 1]);
+      }
+
+    // Scale and mask; the row maximum over the four lanes that hold a row.
+    float top[2] = {kNegInf, kNegInf};
+    for (int nt = 0; nt < kSTiles; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        const int64_t j = j0 + nt * 8 + 2 * tq + e % 2;
+        const float x = j < seen[e / 2] ? p.scale * s[nt][e] : kNegInf;
+        s[nt][e] = x;
+        top[e / 2] = fmaxf(top[e / 2], x);
+      }
+    float rescale[2], sum[2] = {0.0f, 0.0f};
+    for (int r = 0; r < 2; ++r) {
+      top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 1));
+      top[r] = fmaxf(top[r], __shfl_xor_sync(0xffffffffu, top[r], 2));
+      const float m_new = fmaxf(m[r], top[r]);
+      rescale[r] = m_new == kNegInf ? 1.0f : expf(m[r] - m_new);  // 0 on the row's first visible tile
+      m[r] = m_new;
+    }
+    for (int nt = 0; nt < kSTiles; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        const float x = s[nt][e] == kNegInf ? 0.0f : expf(s[nt][e] - m[e / 2]);
+        s[nt][e] = x;
+        sum[e / 2] += x;
+      }
+    for (int r = 0; r < 2; ++r) l[r] = l[r] * rescale[r] + sum[r];
+    for (int ot = 0; ot < kOTiles; ++ot)
+      for (int e = 0; e < 4; ++e) o[ot][e] *= rescale[e / 2];
+
+    // O += P V, 16 keys a step: the A fragment of P is the S accumulators of tiles 2kk, 2kk + 1.
+    for (int kk = 0; kk < kMmaKeys / 16; ++kk) {
+      const uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
+                              pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
+                              pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
+      for (int ot = 0; ot < kOTiles; ot += 2) {
+        uint32_t vb[4];  // B fragments of the column tiles ot and ot + 1, from V transposed
+        ldmatrix_x4<true>(vb, v_s + (kk * 16 + lane % 8 + (lane / 8) % 2 * 8) * kLd + ot * 8 + lane / 16 * 8);
+        mma_m16n8k16<T>(o[ot], pa, vb, o[ot]);
+        mma_m16n8k16<T>(o[ot + 1], pa, vb + 2, o[ot + 1]);
+      }
+    }
+  }
+
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] >= i_end) continue;
+    const float inv_l = l[r] > 0.0f ? 1.0f / l[r] : 0.0f;
+    T* out_row = out + q_base + row[r] * q_stride;
+    for (int ot = 0; ot < kOTiles; ++ot) {
+      out_row[ot * 8 + 2 * tq] = from_float<T>(o[ot][2 * r] * inv_l);
+      out_row[ot * 8 + 2 * tq + 1] = from_float<T>(o[ot][2 * r + 1] * inv_l);
+    }
+    if (tq == 0) lse[(b * p.n_heads + h) * p.seq_q + row[r]] = l[r] > 0.0f ? m[r] + logf(l[r]) : kNegInf;
+  }
+}
+
+template <typename T, int kHeadDim>
+void launch_forward_mma(const void* q, const void* k, const void* v, const Dims& d, void* out, float* lse,
+                        cudaStream_t stream) {
+  const dim3 grid(static_cast<unsigned>((d.seq_q + kMmaRows - 1) / kMmaRows), static_cast<unsigned>(d.n_heads),
+                  static_cast<unsigned>(d.batch));
+  launch("attention_forward_mma", &forward_mma_kernel<T, kHeadDim>, grid, kMmaThreads,
+         2 * kMmaKeys * (kHeadDim + 8) * sizeof(T), stream, static_cast<const T*>(q), static_cast<const T*>(k),
+         static_cast<const T*>(v), d, static_cast<T*>(out), lse);
+}
+
 constexpr unsigned kRowThreads = 128;
 
 template <typename T, typename O>
@@ -453,9 +597,31 @@ void attention_forward_simt(const void* q, const void* k, const void* v, DType d
   });
 }
 
+bool attention_forward_has_mma(DType dtype, const AttentionProblem& p, const void* q, const void* k, const void* v) {
+  return (dtype == DType::bf16 || dtype == DType::f16) && (p.head_dim == 64 || p.head_dim == 128) &&
+         all_aligned16(q, k, v);
+}
+
+void attention_forward_mma(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
+                           void* out, float* lse, cudaStream_t stream) {
+  STRATA_CHECK(attention_forward_has_mma(dtype, p, q, k, v), "attention_forward_mma: takes bf16 or f16 with head_dim "
+               "64 or 128 and 16-byte aligned q, k, v, not ", dtype_name(dtype), " with head_dim ", p.head_dim);
+  if (empty(p)) return;
+  const Dims d = dims_of(p);
+  const bool wide = p.head_dim == 128;
+  if (dtype == DType::bf16)
+    (wide ? launch_forward_mma<__nv_bfloat16, 128> : launch_forward_mma<__nv_bfloat16, 64>)(q, k, v, d, out, lse,
+                                                                                           stream);
+  else
+    (wide ? launch_forward_mma<__half, 128> : launch_forward_mma<__half, 64>)(q, k, v, d, out, lse, stream);
+}
+
 void attention_forward(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p, void* out,
                        float* lse, cudaStream_t stream) {
-  attention_forward_simt(q, k, v, dtype, p, out, lse, stream);
+  if (attention_forward_has_mma(dtype, p, q, k, v))
+    attention_forward_mma(q, k, v, dtype, p, out, lse, stream);
+  else
+    attention_forward_simt(q, k, v, dtype, p, out, lse, stream);
 }
 
 int64_t attention_backward_scratch(const AttentionProblem& p) { return p.batch * p.n_heads * p.seq_q; }

@@ -27,7 +27,12 @@ inline constexpr int64_t kAttentionMaxHeadDim = 256;
 // kernel otherwise.
 void attention_forward(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
                        void* out, float* lse, cudaStream_t stream);
-// As attention_forward with the SIMT kernel always (the tests compare the two paths).
+// The two kernels attention_forward picks from (the tests run each): the tensor-core one, which
+// takes bf16 or f16 with head_dim 64 or 128 and 16-byte aligned q, k, v (attention_forward_has_mma),
+// and the SIMT one, which takes everything.
+bool attention_forward_has_mma(DType dtype, const AttentionProblem& p, const void* q, const void* k, const void* v);
+void attention_forward_mma(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
+                           void* out, float* lse, cudaStream_t stream);
 void attention_forward_simt(const void* q, const void* k, const void* v, DType dtype, const AttentionProblem& p,
                             void* out, float* lse, cudaStream_t stream);
 

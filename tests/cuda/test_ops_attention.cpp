@@ -1,11 +1,13 @@
 // CUDA attention against the CPU (op_parity.h): forward, backward, merge and decode over causal and
 // full masks, MHA, GQA and MQA, head dims 8 (f32 only), 64 and 128, sequence lengths off every tile
 // (1, 5, 17, 67, 130), and offsets that leave query rows seeing no key (lse = -inf, out = 0).
-// Small batches and head counts: the simulated GPU runs each thread as a fiber.
+// The 16-bit forward runs both kernels (tensor cores where they apply, and SIMT). Small batches
+// and head counts: the simulated GPU runs each thread as a fiber.
 #include <cmath>
 #include <limits>
 
 #include "cuda/op_parity.h"
+#include "kernels/cuda/attention.h"
 #include "kernels/ops.h"
 
 namespace strata::testing {
@@ -65,6 +67,20 @@ std::vector<Tensor> forward(const Problem& p, const Tensor& q, const Tensor& k, 
   return r;
 }
 
+// As forward() but with the SIMT kernel on CUDA even where attention_forward takes the tensor cores
+// (bf16/f16 with head_dim 64 or 128), so both kernels are compared with the CPU.
+std::vector<Tensor> forward_simt(const Problem& p, const Tensor& q, const Tensor& k, const Tensor& v, Allocator& a) {
+  if (q.device().is_cpu()) return forward(p, q, k, v, a);
+  Tensor out = Tensor::empty(q.shape(), q.dtype(), a), lse = Tensor::empty(p.lse_shape(), DType::f32, a);
+  const cuda::AttentionProblem problem{p.batch, p.seq_q,      p.seq_k,    p.n_heads, p.n_kv_heads, p.head_dim,
+                                       p.causal, p.q_offset, p.k_offset, 1.0 / std::sqrt(double(p.head_dim))};
+  cuda::attention_forward_simt(q.raw(), k.raw(), v.raw(), q.dtype(), problem, out.raw(), lse.data<float>(),
+                               cuda_device_for("forward_simt", "q", q).stream());
+  std::vector<Tensor> r = split_lse(lse);
+  r.insert(r.begin(), out);
+  return r;
+}
+
 std::vector<OpCase> cases() {
   std::vector<OpCase> out;
   for (const Problem& p : problems())
@@ -76,6 +92,10 @@ std::vector<OpCase> cases() {
       out.push_back({"forward_" + tag(p, d), qkv,
                      [p](std::vector<Tensor>& in, Allocator& a) { return forward(p, in[0], in[1], in[2], a); },
                      {tol, tol, 0.0}});
+      if (d != DType::f32 && (p.head_dim == 64 || p.head_dim == 128))
+        out.push_back({"forward_simt_" + tag(p, d), qkv,
+                       [p](std::vector<Tensor>& in, Allocator& a) { return forward_simt(p, in[0], in[1], in[2], a); },
+                       {tol, tol, 0.0}});
       std::vector<InputSpec> with_dout = qkv;
       with_dout.push_back({"dout", p.q_shape(), d});
       // Gradients go through out and lse of each backend's own forward; the 16-bit out differs
