@@ -13,6 +13,7 @@
 // The tensor-core forward (bf16/f16, head_dim 64 or 128: forward_mma_kernel) uses mma.sync m16n8k16
 // through kernels/cuda/mma.cuh.
 #include <cmath>
+#include <type_traits>
 
 #include "kernels/cuda/attention.h"
 #include "kernels/cuda/common.cuh"
@@ -429,12 +430,13 @@ __global__ void decode_merge_kernel(const float* part_out, const float* part_lse
             out + row * p.head_dim);
 }
 
-// ---- tensor-core forward (bf16/f16, head_dim 64 or 128) ----
+// ---- tensor cores (bf16/f16, head_dim 64 or 128) ----
 
 constexpr int kMmaWarps = 4;
 constexpr int kMmaThreads = 32 * kMmaWarps;
-constexpr int kMmaRows = 16 * kMmaWarps;  // query rows of a block: 16 a warp, one mma row tile
-constexpr int kMmaKeys = 64;              // keys of a shared K/V tile
+constexpr int kMmaRows = 16 * kMmaWarps;  // rows a block owns: 16 a warp, one mma row tile
+constexpr int kMmaKeys = 64;              // keys of a shared K/V tile of the forward and of dq
+constexpr int kMmaGradRows = 16;          // query rows of a shared tile of the dk/dv kernel
 
 // Rows [first, first + rows) of one head (zero from `end` on) into shared memory with `ld`
 // elements between rows, 16 bytes a thread at a time.
@@ -449,20 +451,63 @@ __device__ void load_rows16(T* dst, int ld, const T* src, int64_t row_stride, in
   }
 }
 
+// The warp's A fragments of 16 rows x kCols of a row-major shared matrix (row 0 at `a`).
+template <int kCols, typename T>
+__device__ __forceinline__ void load_a(uint32_t (*frag)[4], const T* a, int lda) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  for (int kk = 0; kk < kCols / 16; ++kk)
+    ldmatrix_x4<false>(frag[kk], a + (lane % 8 + (lane / 8) % 2 * 8) * lda + kk * 16 + lane / 16 * 8);
+}
+
+// acc [16 x kN] += A B^T: A as fragments of 16 x kK, B the kN x kK row-major shared matrix at b
+// (its rows are the columns of the product: keys against queries, or the reverse).
+template <typename T, int kK, int kN>
+__device__ __forceinline__ void mma_abt(float (*acc)[4], const uint32_t (*a)[4], const T* b, int ldb) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  for (int kk = 0; kk < kK / 16; ++kk)
+    for (int nt = 0; nt < kN / 8; nt += 2) {
+      uint32_t bf[4];  // B fragments of the column tiles nt and nt + 1
+      ldmatrix_x4<false>(bf, b + (nt * 8 + lane % 8 + lane / 16 * 8) * ldb + kk * 16 + (lane / 8) % 2 * 8);
+      mma_m16n8k16<T>(acc[nt], a[kk], bf, acc[nt]);
+      mma_m16n8k16<T>(acc[nt + 1], a[kk], bf + 2, acc[nt + 1]);
+    }
+}
+
+// acc [16 x kN] += P B: P [16 x kK] given as the f32 accumulators of an earlier product (their
+// layout is the A fragment's once tiles 2kk and 2kk + 1 are paired and rounded to T), B the
+// kK x kN row-major shared matrix at b, read transposed.
+template <typename T, int kK, int kN>
+__device__ __forceinline__ void mma_pb(float (*acc)[4], const float (*pm)[4], const T* b, int ldb) {
+  const int lane = static_cast<int>(threadIdx.x) % 32;
+  for (int kk = 0; kk < kK / 16; ++kk) {
+    const uint32_t pa[4] = {pack2<T>(pm[2 * kk][0], pm[2 * kk][1]), pack2<T>(pm[2 * kk][2], pm[2 * kk][3]),
+                            pack2<T>(pm[2 * kk + 1][0], pm[2 * kk + 1][1]),
+                            pack2<T>(pm[2 * kk + 1][2], pm[2 * kk + 1][3])};
+    for (int nt = 0; nt < kN / 8; nt += 2) {
+      uint32_t bf[4];
+      ldmatrix_x4<true>(bf, b + (kk * 16 + lane % 8 + (lane / 8) % 2 * 8) * ldb + nt * 8 + lane / 16 * 8);
+      mma_m16n8k16<T>(acc[nt], pa, bf, acc[nt]);
+      mma_m16n8k16<T>(acc[nt + 1], pa, bf + 2, acc[nt + 1]);
+    }
+  }
+}
+
+// Accumulator element e of column tile nt is at row g + 8 (e / 2), column 8 nt + 2 (lane % 4) + e % 2.
+__device__ __forceinline__ int acc_col(int nt, int e) { return nt * 8 + 2 * (static_cast<int>(threadIdx.x) % 4) + e % 2; }
+
 // The SIMT forward's semantics with mma.sync (FlashAttention-2's warp layout): warp w of the block
 // owns query rows 16w .. 16w + 15 of the block's 64, keeps its Q fragments in registers, and for
 // each 64-key tile computes S = Q K^T [16x64] into accumulators, folds them into its rows' online
 // softmax (the four lanes of a row combine by shuffles), and adds P V with P taken straight from
-// the S accumulators (their layout is the A fragment's). K and V tiles are shared by the warps;
-// rows of shared memory are padded by 8 elements so the eight rows an ldmatrix reads start in
-// different banks. P is rounded to T for the product (l sums it in f32), as FlashAttention does.
+// the S accumulators. K and V tiles are shared by the warps; rows of shared memory are padded by 8
+// elements so the eight rows an ldmatrix reads start in different banks. P is rounded to T for
+// the product (l sums it in f32), as FlashAttention does.
 template <typename T, int kHeadDim>
 __global__ void __launch_bounds__(kMmaThreads)
     forward_mma_kernel(const T* q, const T* k, const T* v, Dims p, T* out, float* lse) {
   constexpr int kLd = kHeadDim + 8;
-  constexpr int kSteps = kHeadDim / 16;   // k-steps of Q K^T
-  constexpr int kSTiles = kMmaKeys / 8;   // 8-key column tiles of S
-  constexpr int kOTiles = kHeadDim / 8;   // 8-dim column tiles of O
+  constexpr int kSTiles = kMmaKeys / 8;  // 8-key column tiles of S
+  constexpr int kOTiles = kHeadDim / 8;  // 8-dim column tiles of O
   STRATA_DYNAMIC_SHARED(T, smem);
   T* k_s = smem;  // also stages the Q tile before the loop
   T* v_s = smem + kMmaKeys * kLd;
@@ -477,9 +522,8 @@ __global__ void __launch_bounds__(kMmaThreads)
 
   load_rows16<T, kHeadDim>(k_s, kLd, q + q_base, q_stride, i0, i_end, kMmaRows);
   __syncthreads();
-  uint32_t qa[kSteps][4];
-  for (int kk = 0; kk < kSteps; ++kk)
-    ldmatrix_x4<false>(qa[kk], k_s + (warp * 16 + lane % 8 + (lane / 8) % 2 * 8) * kLd + kk * 16 + lane / 16 * 8);
+  uint32_t qa[kHeadDim / 16][4];
+  load_a<kHeadDim>(qa, k_s + warp * 16 * kLd, kLd);
 
   // This lane's two rows (g and g + 8 of the warp's 16) and the keys each sees.
   const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
@@ -496,20 +540,13 @@ __global__ void __launch_bounds__(kMmaThreads)
     __syncthreads();
 
     float s[kSTiles][4] = {};
-    for (int kk = 0; kk < kSteps; ++kk)
-      for (int nt = 0; nt < kSTiles; nt += 2) {
-        uint32_t kb[4];  // B fragments of the column tiles nt and nt + 1
-        ldmatrix_x4<false>(kb, k_s + (nt * 8 + lane % 8 + lane / 16 * 8) * kLd + kk * 16 + (lane / 8) % 2 * 8);
-        mma_m16n8k16<T>(s[nt], qa[kk], kb, s[nt]);
-        mma_m16n8k16<T>(s[nt + 1], qa[kk], kb + 2, s[nt + 1]);
-      }
+    mma_abt<T, kHeadDim, kMmaKeys>(s, qa, k_s, kLd);
 
     // Scale and mask; the row maximum over the four lanes that hold a row.
     float top[2] = {kNegInf, kNegInf};
     for (int nt = 0; nt < kSTiles; ++nt)
       for (int e = 0; e < 4; ++e) {
-        const int64_t j = j0 + nt * 8 + 2 * tq + e % 2;
-        const float x = j < seen[e / 2] ? p.scale * s[nt][e] : kNegInf;
+        const float x = j0 + acc_col(nt, e) < seen[e / 2] ? p.scale * s[nt][e] : kNegInf;
         s[nt][e] = x;
         top[e / 2] = fmaxf(top[e / 2], x);
       }
@@ -530,19 +567,7 @@ __global__ void __launch_bounds__(kMmaThreads)
     for (int r = 0; r < 2; ++r) l[r] = l[r] * rescale[r] + sum[r];
     for (int ot = 0; ot < kOTiles; ++ot)
       for (int e = 0; e < 4; ++e) o[ot][e] *= rescale[e / 2];
-
-    // O += P V, 16 keys a step: the A fragment of P is the S accumulators of tiles 2kk, 2kk + 1.
-    for (int kk = 0; kk < kMmaKeys / 16; ++kk) {
-      const uint32_t pa[4] = {pack2<T>(s[2 * kk][0], s[2 * kk][1]), pack2<T>(s[2 * kk][2], s[2 * kk][3]),
-                              pack2<T>(s[2 * kk + 1][0], s[2 * kk + 1][1]),
-                              pack2<T>(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      for (int ot = 0; ot < kOTiles; ot += 2) {
-        uint32_t vb[4];  // B fragments of the column tiles ot and ot + 1, from V transposed
-        ldmatrix_x4<true>(vb, v_s + (kk * 16 + lane % 8 + (lane / 8) % 2 * 8) * kLd + ot * 8 + lane / 16 * 8);
-        mma_m16n8k16<T>(o[ot], pa, vb, o[ot]);
-        mma_m16n8k16<T>(o[ot + 1], pa, vb + 2, o[ot + 1]);
-      }
-    }
+    mma_pb<T, kMmaKeys, kHeadDim>(o, s, v_s, kLd);
   }
 
   for (int r = 0; r < 2; ++r) {
@@ -561,6 +586,154 @@ __global__ void __launch_bounds__(kMmaThreads)
   }
 }
 
+// Rows g and g + 8 of a warp's 16-row accumulator tile into `dst` (row r of the tile at
+// dst + r * row_stride), for the rows before `rows`.
+template <typename T, int kCols>
+__device__ __forceinline__ void store_acc(T* dst, int64_t row_stride, int rows, const float (*acc)[4]) {
+  const int lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4;
+  for (int r = 0; r < 2; ++r) {
+    if (g + 8 * r >= rows) continue;
+    T* out_row = dst + (g + 8 * r) * row_stride;
+    for (int nt = 0; nt < kCols / 8; ++nt) {
+      out_row[acc_col(nt, 0)] = from_float<T>(acc[nt][2 * r]);
+      out_row[acc_col(nt, 1)] = from_float<T>(acc[nt][2 * r + 1]);
+    }
+  }
+}
+
+// dk, dv with mma.sync: the block owns 64 keys of one kv head, warp w keys 16w .. 16w + 15. For
+// every head of the group and every 16-row query tile from the first row that sees the block's
+// keys: S^T = K Q^T and dP^T = V dO^T [16 keys x 16 rows], P^T = exp(scale S^T - lse), dS^T =
+// scale P^T (dP^T - D), then dV += P^T dO and dK += dS^T Q. Each element has one owner and a
+// fixed order of additions (no atomics). P and dS are rounded to T for their products.
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kMmaThreads)
+    backward_kv_mma_kernel(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* delta,
+                           Dims p, T* dk, T* dv) {
+  constexpr int kLd = kHeadDim + 8;
+  constexpr int kOTiles = kHeadDim / 8;
+  constexpr int kSTiles = kMmaGradRows / 8;
+  STRATA_DYNAMIC_SHARED(T, smem);
+  T* k_s = smem;
+  T* v_s = k_s + kMmaRows * kLd;
+  T* q_s = v_s + kMmaRows * kLd;
+  T* do_s = q_s + kMmaGradRows * kLd;
+  float* lse_s = reinterpret_cast<float*>(do_s + kMmaGradRows * kLd);
+  float* delta_s = lse_s + kMmaGradRows;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4;
+
+  const int64_t b = blockIdx.z, kv_h = blockIdx.y;
+  const int64_t j0 = int64_t{blockIdx.x} * kMmaRows, j_end = lo_d(p.seq_k, j0 + kMmaRows);
+  const int64_t q_stride = p.n_heads * kHeadDim, kv_stride = p.n_kv_heads * kHeadDim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + kv_h) * kHeadDim;
+  load_rows16<T, kHeadDim>(k_s, kLd, k + kv_base, kv_stride, j0, j_end, kMmaRows);
+  load_rows16<T, kHeadDim>(v_s, kLd, v + kv_base, kv_stride, j0, j_end, kMmaRows);
+  __syncthreads();
+  uint32_t ka[kHeadDim / 16][4], va[kHeadDim / 16][4];
+  load_a<kHeadDim>(ka, k_s + warp * 16 * kLd, kLd);
+  load_a<kHeadDim>(va, v_s + warp * 16 * kLd, kLd);
+  const int64_t key[2] = {j0 + warp * 16 + g, j0 + warp * 16 + g + 8};
+  float dk_acc[kOTiles][4] = {}, dv_acc[kOTiles][4] = {};
+
+  const int64_t first = first_query_seeing(p, j0);  // no earlier row sees a key of the block
+  for (int64_t gi = 0; gi < p.group; ++gi) {
+    const int64_t h = kv_h * p.group + gi;
+    const int64_t q_base = (b * p.seq_q * p.n_heads + h) * kHeadDim;
+    const int64_t stats = (b * p.n_heads + h) * p.seq_q;
+    for (int64_t i0 = first; i0 < p.seq_q; i0 += kMmaGradRows) {
+      const int64_t i_end = lo_d(p.seq_q, i0 + kMmaGradRows);
+      __syncthreads();  // every warp is done with the previous rows' q_s and do_s
+      load_rows16<T, kHeadDim>(q_s, kLd, q + q_base, q_stride, i0, i_end, kMmaGradRows);
+      load_rows16<T, kHeadDim>(do_s, kLd, dout + q_base, q_stride, i0, i_end, kMmaGradRows);
+      load_row_stats(lse + stats, delta + stats, i0, i_end, kMmaGradRows, lse_s, delta_s);
+      __syncthreads();
+
+      float s[kSTiles][4] = {}, dp[kSTiles][4] = {};
+      mma_abt<T, kHeadDim, kMmaGradRows>(s, ka, q_s, kLd);
+      mma_abt<T, kHeadDim, kMmaGradRows>(dp, va, do_s, kLd);
+      for (int nt = 0; nt < kSTiles; ++nt)
+        for (int e = 0; e < 4; ++e) {
+          const int c = acc_col(nt, e);
+          const int64_t j = key[e / 2];
+          // Rows past the end have lse = -inf (load_row_stats), so they drop out here too.
+          const bool live = lse_s[c] != kNegInf && j < j_end && j < visible_keys(p, i0 + c);
+          const float pe = live ? expf(p.scale * s[nt][e] - lse_s[c]) : 0.0f;
+          s[nt][e] = pe;
+          dp[nt][e] = live ? p.scale * (pe * (dp[nt][e] - delta_s[c])) : 0.0f;
+        }
+      mma_pb<T, kMmaGradRows, kHeadDim>(dv_acc, s, do_s, kLd);
+      mma_pb<T, kMmaGradRows, kHeadDim>(dk_acc, dp, q_s, kLd);
+    }
+  }
+
+  const int rows = static_cast<int>(lo_d(16, j_end - (j0 + warp * 16)));
+  store_acc<T, kHeadDim>(dk + kv_base + (j0 + warp * 16) * kv_stride, kv_stride, rows, dk_acc);
+  store_acc<T, kHeadDim>(dv + kv_base + (j0 + warp * 16) * kv_stride, kv_stride, rows, dv_acc);
+}
+
+// dq with mma.sync: the block owns 64 query rows of one head, warp w rows 16w .. 16w + 15, with
+// their Q and dO fragments in registers. For each 64-key tile: S = Q K^T, dP = dO V^T, P =
+// exp(scale S - lse), dS = scale P (dP - D), dQ += dS K.
+template <typename T, int kHeadDim>
+__global__ void __launch_bounds__(kMmaThreads)
+    backward_q_mma_kernel(const T* dout, const T* q, const T* k, const T* v, const float* lse, const float* delta,
+                          Dims p, T* dq) {
+  constexpr int kLd = kHeadDim + 8;
+  constexpr int kOTiles = kHeadDim / 8;
+  constexpr int kSTiles = kMmaKeys / 8;
+  STRATA_DYNAMIC_SHARED(T, smem);
+  T* k_s = smem;  // with v_s, stages the Q and dO tiles before the loop
+  T* v_s = smem + kMmaKeys * kLd;
+  const int warp = static_cast<int>(threadIdx.x) / 32, lane = static_cast<int>(threadIdx.x) % 32, g = lane / 4;
+
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t i0 = int64_t{blockIdx.x} * kMmaRows, i_end = lo_d(p.seq_q, i0 + kMmaRows);
+  const int64_t q_stride = p.n_heads * kHeadDim, kv_stride = p.n_kv_heads * kHeadDim;
+  const int64_t q_base = (b * p.seq_q * p.n_heads + h) * kHeadDim;
+  const int64_t kv_base = (b * p.seq_k * p.n_kv_heads + h / p.group) * kHeadDim;
+  const int64_t stats = (b * p.n_heads + h) * p.seq_q;
+
+  load_rows16<T, kHeadDim>(k_s, kLd, q + q_base, q_stride, i0, i_end, kMmaRows);
+  load_rows16<T, kHeadDim>(v_s, kLd, dout + q_base, q_stride, i0, i_end, kMmaRows);
+  __syncthreads();
+  uint32_t qa[kHeadDim / 16][4], doa[kHeadDim / 16][4];
+  load_a<kHeadDim>(qa, k_s + warp * 16 * kLd, kLd);
+  load_a<kHeadDim>(doa, v_s + warp * 16 * kLd, kLd);
+
+  const int64_t row[2] = {i0 + warp * 16 + g, i0 + warp * 16 + g + 8};
+  int64_t seen[2];
+  float lse_r[2], delta_r[2];
+  for (int r = 0; r < 2; ++r) {
+    const bool in = row[r] < i_end;
+    lse_r[r] = in ? lse[stats + row[r]] : kNegInf;
+    delta_r[r] = in ? delta[stats + row[r]] : 0.0f;
+    seen[r] = in && lse_r[r] != kNegInf ? visible_keys(p, row[r]) : 0;
+  }
+  float dq_acc[kOTiles][4] = {};
+
+  const int64_t keys_end = visible_keys(p, i_end - 1);
+  for (int64_t j0 = 0; j0 < keys_end; j0 += kMmaKeys) {
+    __syncthreads();  // every warp is done with the previous tile (or the staged Q and dO)
+    load_rows16<T, kHeadDim>(k_s, kLd, k + kv_base, kv_stride, j0, keys_end, kMmaKeys);
+    load_rows16<T, kHeadDim>(v_s, kLd, v + kv_base, kv_stride, j0, keys_end, kMmaKeys);
+    __syncthreads();
+    float s[kSTiles][4] = {}, dp[kSTiles][4] = {};
+    mma_abt<T, kHeadDim, kMmaKeys>(s, qa, k_s, kLd);
+    mma_abt<T, kHeadDim, kMmaKeys>(dp, doa, v_s, kLd);
+    for (int nt = 0; nt < kSTiles; ++nt)
+      for (int e = 0; e < 4; ++e) {
+        const int r = e / 2;
+        const bool live = j0 + acc_col(nt, e) < seen[r];
+        const float pe = live ? expf(p.scale * s[nt][e] - lse_r[r]) : 0.0f;
+        dp[nt][e] = live ? p.scale * (pe * (dp[nt][e] - delta_r[r])) : 0.0f;
+      }
+    mma_pb<T, kMmaKeys, kHeadDim>(dq_acc, dp, k_s, kLd);
+  }
+
+  const int rows = static_cast<int>(lo_d(16, i_end - (i0 + warp * 16)));
+  if (rows > 0) store_acc<T, kHeadDim>(dq + q_base + (i0 + warp * 16) * q_stride, q_stride, rows, dq_acc);
+}
+
 template <typename T, int kHeadDim>
 void launch_forward_mma(const void* q, const void* k, const void* v, const Dims& d, void* out, float* lse,
                         cudaStream_t stream) {
@@ -569,6 +742,25 @@ void launch_forward_mma(const void* q, const void* k, const void* v, const Dims&
   launch("attention_forward_mma", &forward_mma_kernel<T, kHeadDim>, grid, kMmaThreads,
          2 * kMmaKeys * (kHeadDim + 8) * sizeof(T), stream, static_cast<const T*>(q), static_cast<const T*>(k),
          static_cast<const T*>(v), d, static_cast<T*>(out), lse);
+}
+
+template <typename T, int kHeadDim>
+void launch_backward_mma(const void* dout, const void* q, const void* k, const void* v, const float* lse,
+                         const float* delta, const Dims& d, void* dq, void* dk, void* dv, cudaStream_t stream) {
+  constexpr size_t kLd = kHeadDim + 8;
+  const auto *dout_t = static_cast<const T*>(dout), *q_t = static_cast<const T*>(q);
+  const auto *k_t = static_cast<const T*>(k), *v_t = static_cast<const T*>(v);
+  if (d.seq_k > 0)
+    launch("attention_backward_kv_mma", &backward_kv_mma_kernel<T, kHeadDim>,
+           dim3(static_cast<unsigned>((d.seq_k + kMmaRows - 1) / kMmaRows), static_cast<unsigned>(d.n_kv_heads),
+                static_cast<unsigned>(d.batch)),
+           kMmaThreads, (2 * kMmaRows + 2 * kMmaGradRows) * kLd * sizeof(T) + 2 * kMmaGradRows * sizeof(float),
+           stream, dout_t, q_t, k_t, v_t, lse, delta, d, static_cast<T*>(dk), static_cast<T*>(dv));
+  launch("attention_backward_q_mma", &backward_q_mma_kernel<T, kHeadDim>,
+         dim3(static_cast<unsigned>((d.seq_q + kMmaRows - 1) / kMmaRows), static_cast<unsigned>(d.n_heads),
+              static_cast<unsigned>(d.batch)),
+         kMmaThreads, 2 * kMmaKeys * kLd * sizeof(T), stream, dout_t, q_t, k_t, v_t, lse, delta, d,
+         static_cast<T*>(dq));
 }
 
 constexpr unsigned kRowThreads = 128;
@@ -626,9 +818,12 @@ void attention_forward(const void* q, const void* k, const void* v, DType dtype,
 
 int64_t attention_backward_scratch(const AttentionProblem& p) { return p.batch * p.n_heads * p.seq_q; }
 
-void attention_backward(const void* dout, const void* q, const void* k, const void* v, const void* out,
-                        const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq, void* dk,
-                        void* dv, cudaStream_t stream) {
+namespace {
+
+// The delta kernel, then the tensor-core or the SIMT gradient kernels.
+void backward(const void* dout, const void* q, const void* k, const void* v, const void* out, const float* lse,
+              DType dtype, const AttentionProblem& p, float* delta, void* dq, void* dk, void* dv, bool tensor_cores,
+              cudaStream_t stream) {
   check_head_dim("attention_backward", p);
   if (p.batch == 0 || p.n_heads == 0) return;
   const Dims d = dims_of(p);
@@ -639,12 +834,19 @@ void attention_backward(const void* dout, const void* q, const void* k, const vo
     if (p.seq_q > 0)
       launch("attention_delta", &delta_kernel<T>, blocks_for(p.batch * p.seq_q * p.n_heads, kRowThreads),
              kRowThreads, 0, stream, dout_t, static_cast<const T*>(out), d, delta);
+    if constexpr (!std::is_same_v<T, float>) {
+      if (tensor_cores) {
+        (p.head_dim == 128 ? launch_backward_mma<T, 128> : launch_backward_mma<T, 64>)(dout, q, k, v, lse, delta, d,
+                                                                                       dq, dk, dv, stream);
+        return;
+      }
+    }
     if (p.seq_k > 0)
       launch("attention_backward_kv", &backward_kv_kernel<T>,
              dim3(static_cast<unsigned>((p.seq_k + d.tile - 1) / d.tile), static_cast<unsigned>(p.n_kv_heads),
                   static_cast<unsigned>(p.batch)),
-             kThreads, shared_bytes(d), stream, dout_t, q_t, k_t, v_t, lse,
-             static_cast<const float*>(delta), d, static_cast<T*>(dk), static_cast<T*>(dv));
+             kThreads, shared_bytes(d), stream, dout_t, q_t, k_t, v_t, lse, static_cast<const float*>(delta), d,
+             static_cast<T*>(dk), static_cast<T*>(dv));
     if (p.seq_q > 0)
       launch("attention_backward_q", &backward_q_kernel<T>,
              dim3(static_cast<unsigned>((p.seq_q + d.tile - 1) / d.tile), static_cast<unsigned>(p.n_heads),
@@ -652,6 +854,21 @@ void attention_backward(const void* dout, const void* q, const void* k, const vo
              kThreads, shared_bytes(d), stream, dout_t, q_t, k_t, v_t, lse, static_cast<const float*>(delta), d,
              static_cast<T*>(dq));
   });
+}
+
+}  // namespace
+
+void attention_backward(const void* dout, const void* q, const void* k, const void* v, const void* out,
+                        const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq, void* dk,
+                        void* dv, cudaStream_t stream) {
+  const bool tensor_cores = attention_forward_has_mma(dtype, p, q, k, v) && aligned16(dout) && !empty(p);
+  backward(dout, q, k, v, out, lse, dtype, p, delta, dq, dk, dv, tensor_cores, stream);
+}
+
+void attention_backward_simt(const void* dout, const void* q, const void* k, const void* v, const void* out,
+                             const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq,
+                             void* dk, void* dv, cudaStream_t stream) {
+  backward(dout, q, k, v, out, lse, dtype, p, delta, dq, dk, dv, false, stream);
 }
 
 void attention_merge(void* out, float* lse, const void* out_b, const float* lse_b, DType dtype, int64_t batch,

@@ -38,11 +38,15 @@ void attention_forward_simt(const void* q, const void* k, const void* v, DType d
 
 // dq, dk, dv as ops::attention_backward, deterministically (no atomics): D = rowsum(dout * out)
 // into `delta` (attention_backward_scratch(p) floats of device memory), then one kernel over key
-// tiles for dk, dv and one over query tiles for dq.
+// tiles for dk, dv and one over query tiles for dq; tensor cores where the forward has them (and
+// dout is 16-byte aligned), SIMT otherwise, or always with attention_backward_simt.
 int64_t attention_backward_scratch(const AttentionProblem& p);
 void attention_backward(const void* dout, const void* q, const void* k, const void* v, const void* out,
                         const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq, void* dk,
                         void* dv, cudaStream_t stream);
+void attention_backward_simt(const void* dout, const void* q, const void* k, const void* v, const void* out,
+                             const float* lse, DType dtype, const AttentionProblem& p, float* delta, void* dq,
+                             void* dk, void* dv, cudaStream_t stream);
 
 // In place, as ops::attention_merge: out, out_b [batch, seq_q, n_heads, head_dim]; lse, lse_b
 // [batch, n_heads, seq_q].
