@@ -21,7 +21,9 @@ struct DecodeCase {
   int64_t batch, n_q, len, n_heads, n_kv_heads, head_dim, q_offset;
 };
 
-std::string case_name(const ::testing::TestParamInfo<DecodeCase>& info) { return info.param.name; }
+std::string case_name(const ::testing::TestParamInfo<DecodeCase>& info) {
+  return info.param.name;
+}
 
 const DecodeCase kCases[] = {
     {"one_token", 1, 1, 1, 2, 1, 8, 0},
@@ -62,7 +64,8 @@ TEST_P(AttentionDecode, EqualsCausalForwardAndNaiveSoftmax) {
         for (int64_t j = 0; j < seen; ++j) {
           const int64_t k_at = ((b * c.len + j) * c.n_kv_heads + h / group) * c.head_dim;
           double dot = 0;
-          for (int64_t d = 0; d < c.head_dim; ++d) dot += element(q, q_at + d) * element(k, k_at + d);
+          for (int64_t d = 0; d < c.head_dim; ++d)
+            dot += element(q, q_at + d) * element(k, k_at + d);
           s[size_t(j)] = scale * dot;
           top = std::max(top, s[size_t(j)]);
         }
@@ -78,7 +81,9 @@ TEST_P(AttentionDecode, EqualsCausalForwardAndNaiveSoftmax) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, AttentionDecode, ::testing::ValuesIn(kCases), case_name);
 
-Tensor f32(const Shape& shape) { return Tensor::zeros(shape, DType::f32); }
+Tensor f32(const Shape& shape) {
+  return Tensor::zeros(shape, DType::f32);
+}
 
 TEST(AttentionDecodeMisuse, ThrowsNamingTheArgument) {
   const Tensor q = f32({1, 2, 4, 8}), kv = f32({1, 6, 2, 8});
