@@ -1,7 +1,6 @@
 // Tensor front ends of the attention ops: argument checks, then the kernel for the device and
 // dtype (kernels/cpu/attention.h on the CPU, kernels/cuda/attention.h on CUDA: f32, bf16, f16).
 #include <cmath>
-#include <vector>
 
 #include "kernels/cpu/attention.h"
 #include "kernels/ops.h"
@@ -174,12 +173,9 @@ void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
 #endif
     return;
   }
-  // The CPU computes the whole cache in one sweep (its key tiles are merged online anyway).
   dispatch::floating(op, "q", q, [&]<typename T>(T) {
-    using C = cpu::compute_t<T>;
-    std::vector<C> lse(static_cast<size_t>(shape.batch * shape.n_heads * shape.seq_q));
-    cpu::attention_forward<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, {}, out.data<T>(),
-                              lse.data());
+    cpu::attention_decode<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, split,
+                             out.data<T>());
   });
 }
 
