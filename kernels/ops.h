@@ -198,9 +198,9 @@ struct AdamWGroup {
 // skip_flag (one i32 on the device) is nonzero: the trainer decides both without a host sync.
 void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args,
                  const Tensor& grad_scale, const Tensor& skip_flag);
-// sum_squares (one f64 on the grads' device) = sum over the tensors of sum_squares(grad), each
-// tensor summed in f64 as sum_squares() does and added in list order; nonfinite_flag (one i32) = 1
-// when any element is NaN or infinite, else 0. With accumulate, both add to (or) what they hold.
+// sum_squares (one f64 on the grads' device) = sum of all grads' elements squared, in f64, in an
+// order fixed by the list and sizes; nonfinite_flag (one i32) = 1 when that sum is not finite (for
+// f32/bf16/f16 grads: an element is NaN or inf), else 0. With accumulate, both add to / or into.
 void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_squares,
                          Tensor& nonfinite_flag, bool accumulate = false);
 struct ClipArgs {

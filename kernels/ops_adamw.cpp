@@ -23,7 +23,8 @@ namespace strata::ops {
 namespace {
 
 void check_hyper(const char* op, const AdamWArgs& args) {
-  STRATA_CHECK(args.step >= 1, op, ": step is 1-based (it sets the bias correction), got ", args.step);
+  STRATA_CHECK(args.step >= 1, op, ": step is 1-based (it sets the bias correction), got ",
+               args.step);
   STRATA_CHECK(args.beta1 >= 0 && args.beta1 < 1 && args.beta2 >= 0 && args.beta2 < 1, op,
                ": betas must lie in [0, 1), got beta1=", args.beta1, " beta2=", args.beta2);
 }
@@ -42,8 +43,8 @@ cpu::AdamWCoefficients coefficients(const AdamWArgs& args, double weight_decay, 
 
 // param, grad, m, v of one update: usable, on one device, m and v like param, grad of param's shape
 // in param's dtype or bf16/f16; `where` names the entry in errors (empty for adamw).
-void check_update(const char* op, const std::string& where, const Tensor& param, const Tensor& grad, const Tensor& m,
-                  const Tensor& v) {
+void check_update(const char* op, const std::string& where, const Tensor& param, const Tensor& grad,
+                  const Tensor& m, const Tensor& v) {
   const std::string p = where + "param", g = where + "grad", mn = where + "m", vn = where + "v";
   check::usable(op, p, param);
   check::usable(op, g, grad);
@@ -70,12 +71,12 @@ void with_update_types(const char* op, const Tensor& param, const Tensor& grad, 
 }
 
 // t holds one element of `dtype`, on `ref`'s device.
-void check_scalar(const char* op, const char* arg, const Tensor& t, DType dtype, const char* ref_arg,
-                  const Tensor& ref) {
+void check_scalar(const char* op, const char* arg, const Tensor& t, DType dtype,
+                  const char* ref_arg, const Tensor& ref) {
   check::usable(op, arg, t);
   check::same_device(op, {{ref_arg, &ref}, {arg, &t}});
-  STRATA_CHECK(t.numel() == 1 && t.dtype() == dtype, op, ": argument '", arg, "' ", t.describe(), " must be one ",
-               dtype_name(dtype), " element");
+  STRATA_CHECK(t.numel() == 1 && t.dtype() == dtype, op, ": argument '", arg, "' ", t.describe(),
+               " must be one ", dtype_name(dtype), " element");
 }
 
 #if STRATA_CUDA
@@ -95,20 +96,24 @@ cuda::AdamWConstants device_constants(const cpu::AdamWCoefficients& c) {
 // A device copy of the bytes of `parts` (each a multiple of 8 bytes), uploaded on the device's
 // stream without waiting; the returned pointers are the parts' starts in it.
 template <typename... Parts>
-Tensor upload_tables(CudaDevice& device, std::tuple<const Parts*...>& starts, const std::vector<Parts>&... parts) {
+Tensor upload_tables(CudaDevice& device, std::tuple<const Parts*...>& starts,
+                     const std::vector<Parts>&... parts) {
   const size_t bytes = (... + (parts.size() * sizeof(Parts)));
   Tensor host = Tensor::empty({static_cast<int64_t>(std::max<size_t>(bytes, 8) / 8)}, DType::i64);
   char* out = static_cast<char*>(host.raw());
   size_t offset = 0;
   std::vector<size_t> offsets;
-  ((std::memcpy(out + offset, parts.data(), parts.size() * sizeof(Parts)), offsets.push_back(offset),
-    offset += parts.size() * sizeof(Parts)),
+  ((std::memcpy(out + offset, parts.data(), parts.size() * sizeof(Parts)),
+    offsets.push_back(offset), offset += parts.size() * sizeof(Parts)),
    ...);
   Tensor on_device = device.upload(host);
   const char* base = static_cast<const char*>(on_device.raw());
   size_t i = 0;
-  std::apply([&](auto&... p) { ((p = reinterpret_cast<std::remove_reference_t<decltype(p)>>(base + offsets[i++])), ...); },
-             starts);
+  std::apply(
+      [&](auto&... p) {
+        ((p = reinterpret_cast<std::remove_reference_t<decltype(p)>>(base + offsets[i++])), ...);
+      },
+      starts);
   return on_device;
 }
 
@@ -129,8 +134,8 @@ void adamw(Tensor& param, const Tensor& grad, Tensor& m, Tensor& v, const AdamWA
 #if STRATA_CUDA
     STRATA_CHECK(param.dtype() == DType::f32, op, ": argument 'param' ", param.describe(),
                  " must be f32 on CUDA (the master weights)");
-    cuda::adamw(param.data<float>(), grad.raw(), grad.dtype(), m.data<float>(), v.data<float>(), param.numel(),
-                device_constants(c), dispatch::stream_of(op, "param", param));
+    cuda::adamw(param.data<float>(), grad.raw(), grad.dtype(), m.data<float>(), v.data<float>(),
+                param.numel(), device_constants(c), dispatch::stream_of(op, "param", param));
 #endif
     return;
   }
@@ -158,8 +163,9 @@ void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args, const 
     if (e.copy.defined()) {
       check::usable(op, where + "copy", e.copy);
       check::same_device(op, {{where + "param", &e.param}, {where + "copy", &e.copy}});
-      STRATA_CHECK(e.copy.shape() == e.param.shape(), op, ": argument '", where, "copy' ", e.copy.describe(),
-                   " must have the shape of '", where, "param' ", e.param.describe());
+      STRATA_CHECK(e.copy.shape() == e.param.shape(), op, ": argument '", where, "copy' ",
+                   e.copy.describe(), " must have the shape of '", where, "param' ",
+                   e.param.describe());
       dispatch::dtype_in(op, where + "copy", e.copy, {e.param.dtype(), DType::bf16, DType::f16});
     }
   }
@@ -168,11 +174,13 @@ void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args, const 
 #if STRATA_CUDA
     CudaDevice& device = cuda_device_for(op, "grad_scale", grad_scale);
     // One launch per (grad dtype, copy dtype) present; an entry without a copy joins any group.
-    std::map<std::pair<DType, DType>, std::pair<std::vector<cuda::AdamWEntry>, std::vector<cuda::ChunkEntry>>> groups;
+    std::map<std::pair<DType, DType>,
+             std::pair<std::vector<cuda::AdamWEntry>, std::vector<cuda::ChunkEntry>>>
+        groups;
     for (size_t i = 0; i < tensors.size(); ++i) {
       AdamWGroup& e = tensors[i];
-      STRATA_CHECK(e.param.dtype() == DType::f32, op, ": argument 'tensors[", i, "].param' ", e.param.describe(),
-                   " must be f32 on CUDA (the master weights)");
+      STRATA_CHECK(e.param.dtype() == DType::f32, op, ": argument 'tensors[", i, "].param' ",
+                   e.param.describe(), " must be f32 on CUDA (the master weights)");
       if (e.param.numel() == 0) continue;
       const DType copy_dtype = e.copy.defined() ? e.copy.dtype() : DType::bf16;
       auto& [entries, chunks] = groups[{e.grad.dtype(), copy_dtype}];
@@ -186,9 +194,9 @@ void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args, const 
     for (auto& [dtypes, group] : groups) {
       std::tuple<const cuda::AdamWEntry*, const cuda::ChunkEntry*> starts;
       Tensor tables = upload_tables(device, starts, group.first, group.second);
-      cuda::adamw_multi(std::get<0>(starts), std::get<1>(starts), static_cast<int64_t>(group.second.size()),
-                        dtypes.first, dtypes.second, k, grad_scale.data<float>(), skip_flag.data<int32_t>(),
-                        device.stream());
+      cuda::adamw_multi(std::get<0>(starts), std::get<1>(starts),
+                        static_cast<int64_t>(group.second.size()), dtypes.first, dtypes.second, k,
+                        grad_scale.data<float>(), skip_flag.data<int32_t>(), device.stream());
     }
 #endif
     return;
@@ -196,18 +204,20 @@ void adamw_multi(std::vector<AdamWGroup>& tensors, const AdamWArgs& args, const 
   if (skip_flag.data<int32_t>()[0] != 0) return;
   const double scale = grad_scale.data<float>()[0];
   for (AdamWGroup& e : tensors) {
-    const cpu::AdamWCoefficients c = coefficients(args, e.weight_decay ? args.weight_decay : 0.0, scale);
+    const cpu::AdamWCoefficients c =
+        coefficients(args, e.weight_decay ? args.weight_decay : 0.0, scale);
     with_update_types(op, e.param, e.grad, [&](auto p_tag, auto g_tag) {
       using P = decltype(p_tag);
       using G = decltype(g_tag);
-      cpu::adamw<P, G>(e.param.data<P>(), e.grad.data<G>(), e.m.data<P>(), e.v.data<P>(), e.param.numel(), c);
+      cpu::adamw<P, G>(e.param.data<P>(), e.grad.data<G>(), e.m.data<P>(), e.v.data<P>(),
+                       e.param.numel(), c);
     });
     if (e.copy.defined()) cast(e.param, e.copy);
   }
 }
 
-void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_squares, Tensor& nonfinite_flag,
-                         bool accumulate) {
+void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_squares,
+                         Tensor& nonfinite_flag, bool accumulate) {
   constexpr const char* op = "grad_norm_and_check";
   check_scalar(op, "sum_squares", sum_squares, DType::f64, "sum_squares", sum_squares);
   check_scalar(op, "nonfinite_flag", nonfinite_flag, DType::i32, "sum_squares", sum_squares);
@@ -239,8 +249,9 @@ void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_sq
     for (auto& [dtype, group] : groups) {
       std::tuple<const cuda::NormEntry*, const cuda::ChunkEntry*> starts;
       Tensor tables = upload_tables(device, starts, group.first, group.second);
-      cuda::chunk_sum_squares(std::get<0>(starts), std::get<1>(starts), static_cast<int64_t>(group.second.size()),
-                              dtype, partial.data<double>() + done, device.stream());
+      cuda::chunk_sum_squares(std::get<0>(starts), std::get<1>(starts),
+                              static_cast<int64_t>(group.second.size()), dtype,
+                              partial.data<double>() + done, device.stream());
       done += static_cast<int64_t>(group.second.size());
     }
     cuda::finish_sum_squares(partial.data<double>(), total_chunks, sum_squares.data<double>(),
@@ -261,12 +272,13 @@ void grad_norm_and_check(const std::vector<const Tensor*>& grads, Tensor& sum_sq
   flag = accumulate ? (flag | bad) : bad;
 }
 
-void clip_factor(const Tensor& sum_squares, const Tensor& nonfinite_flag, const Tensor& loss, const ClipArgs& args,
-                 Tensor& grad_scale, Tensor& skip_flag, Tensor& norm) {
+void clip_factor(const Tensor& sum_squares, const Tensor& nonfinite_flag, const Tensor& loss,
+                 const ClipArgs& args, Tensor& grad_scale, Tensor& skip_flag, Tensor& norm) {
   constexpr const char* op = "clip_factor";
   check::usable(op, "sum_squares", sum_squares);
-  STRATA_CHECK(sum_squares.numel() >= 1 && sum_squares.dtype() == DType::f64, op, ": argument 'sum_squares' ",
-               sum_squares.describe(), " must hold f64 sums of squares");
+  STRATA_CHECK(sum_squares.numel() >= 1 && sum_squares.dtype() == DType::f64, op,
+               ": argument 'sum_squares' ", sum_squares.describe(),
+               " must hold f64 sums of squares");
   check_scalar(op, "nonfinite_flag", nonfinite_flag, DType::i32, "sum_squares", sum_squares);
   if (loss.defined()) check_scalar(op, "loss", loss, DType::f64, "sum_squares", sum_squares);
   check_scalar(op, "grad_scale", grad_scale, DType::f32, "sum_squares", sum_squares);
@@ -276,10 +288,11 @@ void clip_factor(const Tensor& sum_squares, const Tensor& nonfinite_flag, const 
 
   if (dispatch::on_cuda(op, "sum_squares", sum_squares)) {
 #if STRATA_CUDA
-    cuda::clip_factor(sum_squares.data<double>(), sum_squares.numel(), nonfinite_flag.data<int32_t>(),
-                      loss.defined() ? loss.data<double>() : nullptr, args.max_norm, args.loss_scale,
-                      grad_scale.data<float>(), skip_flag.data<int32_t>(), norm.data<double>(),
-                      dispatch::stream_of(op, "sum_squares", sum_squares));
+    cuda::clip_factor(sum_squares.data<double>(), sum_squares.numel(),
+                      nonfinite_flag.data<int32_t>(),
+                      loss.defined() ? loss.data<double>() : nullptr, args.max_norm,
+                      args.loss_scale, grad_scale.data<float>(), skip_flag.data<int32_t>(),
+                      norm.data<double>(), dispatch::stream_of(op, "sum_squares", sum_squares));
 #endif
     return;
   }

@@ -1,7 +1,6 @@
 // Tensor front ends of the attention ops: argument checks, then the kernel for the device and
 // dtype (kernels/cpu/attention.h on the CPU, kernels/cuda/attention.h on CUDA: f32, bf16, f16).
 #include <cmath>
-#include <vector>
 
 #include "kernels/cpu/attention.h"
 #include "kernels/ops.h"
@@ -60,8 +59,8 @@ cpu::AttentionMask attention_mask(std::string_view op, const AttentionArgs& args
 
 #if STRATA_CUDA
 cuda::AttentionProblem cuda_problem(const cpu::AttentionShape& s, const cpu::AttentionMask& m) {
-  return {s.batch, s.seq_q, s.seq_k, s.n_heads, s.n_kv_heads, s.head_dim,
-          m.causal, m.q_offset, m.k_offset, m.scale};
+  return {s.batch,    s.seq_q,  s.seq_k,    s.n_heads,  s.n_kv_heads,
+          s.head_dim, m.causal, m.q_offset, m.k_offset, m.scale};
 }
 #endif
 
@@ -77,8 +76,8 @@ void attention_forward(const Tensor& q, const Tensor& k, const Tensor& v, const 
   const cpu::AttentionMask mask = attention_mask(op, args, shape.head_dim);
   if (dispatch::on_cuda(op, "q", q)) {
 #if STRATA_CUDA
-    cuda::attention_forward(q.raw(), k.raw(), v.raw(), q.dtype(), cuda_problem(shape, mask), out.raw(),
-                            lse.data<float>(), dispatch::stream_of(op, "q", q));
+    cuda::attention_forward(q.raw(), k.raw(), v.raw(), q.dtype(), cuda_problem(shape, mask),
+                            out.raw(), lse.data<float>(), dispatch::stream_of(op, "q", q));
 #endif
     return;
   }
@@ -142,8 +141,9 @@ void attention_merge(Tensor& out, Tensor& lse, const Tensor& out_b, const Tensor
   check::same_device(op, {{"out", &out}, {"lse", &lse}, {"out_b", &out_b}, {"lse_b", &lse_b}});
   if (dispatch::on_cuda(op, "out", out)) {
 #if STRATA_CUDA
-    cuda::attention_merge(out.raw(), lse.data<float>(), out_b.raw(), lse_b.data<float>(), out.dtype(),
-                          batch, seq_q, n_heads, out.size(3), dispatch::stream_of(op, "out", out));
+    cuda::attention_merge(out.raw(), lse.data<float>(), out_b.raw(), lse_b.data<float>(),
+                          out.dtype(), batch, seq_q, n_heads, out.size(3),
+                          dispatch::stream_of(op, "out", out));
 #endif
     return;
   }
@@ -173,12 +173,9 @@ void attention_decode(const Tensor& q, const Tensor& k, const Tensor& v, int64_t
 #endif
     return;
   }
-  // The CPU computes the whole cache in one sweep (its key tiles are merged online anyway).
   dispatch::floating(op, "q", q, [&]<typename T>(T) {
-    using C = cpu::compute_t<T>;
-    std::vector<C> lse(static_cast<size_t>(shape.batch * shape.n_heads * shape.seq_q));
-    cpu::attention_forward<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, {}, out.data<T>(),
-                              lse.data());
+    cpu::attention_decode<T>(q.data<T>(), k.data<T>(), v.data<T>(), shape, mask, split,
+                             out.data<T>());
   });
 }
 

@@ -21,7 +21,8 @@ struct Sizes {
 };
 
 // The checks gemm and gemm_ex share; the sizes of op(a) [m, k] and op(b) [k, n].
-Sizes check_product(const char* op, const Tensor& a, const Tensor& b, const Tensor& c, const GemmArgs& args) {
+Sizes check_product(const char* op, const Tensor& a, const Tensor& b, const Tensor& c,
+                    const GemmArgs& args) {
   check::usable(op, "a", a);
   check::usable(op, "b", b);
   check::usable(op, "c", c);
@@ -51,7 +52,8 @@ Sizes check_product(const char* op, const Tensor& a, const Tensor& b, const Tens
 }
 
 // An epilogue tensor: usable, on c's device, c's dtype and the shape given.
-void check_extra(const char* op, const char* arg, const Tensor& t, const Tensor& c, const Shape& shape) {
+void check_extra(const char* op, const char* arg, const Tensor& t, const Tensor& c,
+                 const Shape& shape) {
   check::usable(op, arg, t);
   check::same_device(op, {{"c", &c}, {arg, &t}});
   dispatch::dtype_like(op, arg, t, "c", c);
@@ -87,7 +89,8 @@ Tensor ones(int64_t n, DType dtype) {
 // The CPU epilogue after c holds the product: bias through a rank-1 product, GELU and its
 // gradient through kernels/cpu/activations, the bias gradients through products with ones.
 template <typename T>
-void cpu_epilogue(const Tensor& a, Tensor& c, const GemmArgs& args, const Sizes& s, const GemmEpilogue& e) {
+void cpu_epilogue(const Tensor& a, Tensor& c, const GemmArgs& args, const Sizes& s,
+                  const GemmEpilogue& e) {
   using C = cpu::compute_t<T>;
   const int64_t rows = s.batch * s.m;
   if (e.bias)  // c[rows, n] += ones[rows, 1] @ bias[1, n]
@@ -97,11 +100,12 @@ void cpu_epilogue(const Tensor& a, Tensor& c, const GemmArgs& args, const Sizes&
     if (e.gelu_aux) std::memcpy(e.gelu_aux->raw(), c.raw(), c.nbytes());
     cpu::gelu_forward<T>(c.data<T>(), c.numel(), c.data<T>());
   }
-  if (e.dgelu_aux) cpu::gelu_backward<T>(c.data<T>(), e.dgelu_aux->data<T>(), c.numel(), c.data<T>());
+  if (e.dgelu_aux)
+    cpu::gelu_backward<T>(c.data<T>(), e.dgelu_aux->data<T>(), c.numel(), c.data<T>());
   if (e.bias_grad) {
     if (e.dgelu_aux)  // [1, n] = ones[1, m] @ c[m, n]
-      cpu::gemm<T>(false, false, 1, 1, s.n, s.m, C(1), ones<T>(s.m, c.dtype()).template data<T>(), c.data<T>(),
-                   C(0), e.bias_grad->data<T>());
+      cpu::gemm<T>(false, false, 1, 1, s.n, s.m, C(1), ones<T>(s.m, c.dtype()).template data<T>(),
+                   c.data<T>(), C(0), e.bias_grad->data<T>());
     else  // [m, 1] = op(a)[m, k] @ ones[k, 1]
       cpu::gemm<T>(args.trans_a, false, 1, s.m, 1, s.k, C(1), a.data<T>(),
                    ones<T>(s.k, c.dtype()).template data<T>(), C(0), e.bias_grad->data<T>());
@@ -114,7 +118,8 @@ void gemm(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args) {
   gemm_ex(a, b, c, args, {});
 }
 
-void gemm_ex(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args, const GemmEpilogue& epilogue) {
+void gemm_ex(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args,
+             const GemmEpilogue& epilogue) {
   constexpr const char* op = "gemm";
   const Sizes s = check_product(op, a, b, c, args);
   check_epilogue(op, c, s, epilogue);
@@ -122,7 +127,8 @@ void gemm_ex(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args, 
   if (dispatch::on_cuda(op, "a", a)) {
 #if STRATA_CUDA
     STRATA_CHECK(a.dtype() == DType::f32 || a.dtype() == DType::bf16 || a.dtype() == DType::f16, op,
-                 ": argument 'a' ", a.describe(), " has a dtype the CUDA backend's gemm does not take (f32, bf16, f16)");
+                 ": argument 'a' ", a.describe(),
+                 " has a dtype the CUDA backend's gemm does not take (f32, bf16, f16)");
     cuda::GemmCall call;
     call.trans_a = args.trans_a;
     call.trans_b = args.trans_b;
@@ -148,8 +154,8 @@ void gemm_ex(const Tensor& a, const Tensor& b, Tensor& c, const GemmArgs& args, 
   dispatch::floating(op, "a", a, [&](auto tag) {
     using T = decltype(tag);
     using C = cpu::compute_t<T>;
-    cpu::gemm<T>(args.trans_a, args.trans_b, s.batch, s.m, s.n, s.k, static_cast<C>(args.alpha), a.data<T>(),
-                 b.data<T>(), static_cast<C>(args.beta), c.data<T>());
+    cpu::gemm<T>(args.trans_a, args.trans_b, s.batch, s.m, s.n, s.k, static_cast<C>(args.alpha),
+                 a.data<T>(), b.data<T>(), static_cast<C>(args.beta), c.data<T>());
     cpu_epilogue<T>(a, c, args, s, epilogue);
   });
 }

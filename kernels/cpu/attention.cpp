@@ -279,6 +279,46 @@ void attention_merge(T* out, compute_t<T>* lse, const T* out_b, const compute_t<
   }
 }
 
+template <typename T>
+void attention_decode(const T* q, const T* k, const T* v, const AttentionShape& shape,
+                      const AttentionMask& mask, int64_t split, T* out) {
+  using C = compute_t<T>;
+  const int64_t seq_k = shape.seq_k,
+                chunks = std::clamp<int64_t>(split, 1, std::max<int64_t>(seq_k, 1));
+  const size_t n_out = count(shape.batch * shape.seq_q * shape.n_heads * shape.head_dim);
+  const size_t n_lse = count(shape.batch * shape.n_heads * shape.seq_q);
+  std::vector<C> lse(n_lse);
+  if (chunks == 1) {
+    attention_forward<T>(q, k, v, shape, mask, {}, out, lse.data());
+    return;
+  }
+  // Chunk by chunk in the compute type, so the partials are not rounded to T before merging.
+  const int64_t chunk = (seq_k + chunks - 1) / chunks, kv_row = shape.n_kv_heads * shape.head_dim;
+  std::vector<C> q_c(n_out), acc(n_out), part(n_out), part_lse(n_lse), k_c, v_c;
+  for (size_t i = 0; i < n_out; ++i) q_c[i] = load(q[i]);
+  for (int64_t c0 = 0; c0 < seq_k; c0 += chunk) {
+    const int64_t len = std::min(seq_k, c0 + chunk) - c0;
+    k_c.resize(count(shape.batch * len * kv_row));
+    v_c.resize(k_c.size());
+    for (int64_t b = 0; b < shape.batch; ++b)  // rows c0 .. c0 + len of each batch entry
+      for (int64_t e = 0; e < len * kv_row; ++e) {
+        k_c[count(b * len * kv_row + e)] = load(k[(b * seq_k + c0) * kv_row + e]);
+        v_c[count(b * len * kv_row + e)] = load(v[(b * seq_k + c0) * kv_row + e]);
+      }
+    AttentionShape part_shape = shape;
+    part_shape.seq_k = len;
+    AttentionMask part_mask = mask;
+    part_mask.k_offset = mask.k_offset + c0;
+    const bool first = c0 == 0;
+    attention_forward<C>(q_c.data(), k_c.data(), v_c.data(), part_shape, part_mask, {},
+                         first ? acc.data() : part.data(), first ? lse.data() : part_lse.data());
+    if (!first)
+      attention_merge<C>(acc.data(), lse.data(), part.data(), part_lse.data(), shape.batch,
+                         shape.seq_q, shape.n_heads, shape.head_dim);
+  }
+  for (size_t i = 0; i < n_out; ++i) out[i] = store<T>(acc[i]);
+}
+
 // The macro arguments are types, which cannot be parenthesized.
 // NOLINTBEGIN(bugprone-macro-parentheses)
 #define STRATA_INSTANTIATE_ATTENTION(T)                                                         \
@@ -289,7 +329,9 @@ void attention_merge(T* out, compute_t<T>* lse, const T* out_b, const compute_t<
                                       const compute_t<T>*, const AttentionShape&,               \
                                       const AttentionMask&, const AttentionTiles&, T*, T*, T*); \
   template void attention_merge<T>(T*, compute_t<T>*, const T*, const compute_t<T>*, int64_t,   \
-                                   int64_t, int64_t, int64_t);
+                                   int64_t, int64_t, int64_t);                                  \
+  template void attention_decode<T>(const T*, const T*, const T*, const AttentionShape&,        \
+                                    const AttentionMask&, int64_t, T*);
 STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_ATTENTION)
 #undef STRATA_INSTANTIATE_ATTENTION
 // NOLINTEND(bugprone-macro-parentheses)

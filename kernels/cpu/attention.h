@@ -65,6 +65,14 @@ void attention_backward(const T* dout, const T* q, const T* k, const T* v, const
                         const AttentionMask& mask, const AttentionTiles& tiles, T* dq, T* dk,
                         T* dv);
 
+// Causal attention of a few query rows against a KV cache, the cache cut into `split` chunks along
+// seq_k (at most one a key; 1 or less: one sweep): each chunk is an attention_forward with its own
+// k_offset (mask.k_offset + its start), in the compute type, merged into the result by
+// attention_merge, and out rounded to T once. With one chunk this is attention_forward exactly.
+template <typename T>
+void attention_decode(const T* q, const T* k, const T* v, const AttentionShape& shape,
+                      const AttentionMask& mask, int64_t split, T* out);
+
 // In place: lse' = logaddexp(lse, lse_b), out' = out exp(lse - lse') + out_b exp(lse_b - lse').
 // A side with lse = -inf has weight 0; if both are -inf the row stays lse = -inf, out = 0.
 // out, out_b: [batch, seq_q, n_heads, head_dim]; lse, lse_b: [batch, n_heads, seq_q].

@@ -25,7 +25,7 @@ struct GemmCall {
   const void* a = nullptr;
   const void* b = nullptr;
   void* c = nullptr;
-  const void* bias = nullptr;       // [n]
+  const void* bias = nullptr;  // [n]
   bool gelu = false;
   void* gelu_aux = nullptr;         // [batch, m, n]
   const void* dgelu_aux = nullptr;  // [batch, m, n]

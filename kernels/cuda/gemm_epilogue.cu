@@ -15,11 +15,13 @@ __device__ __forceinline__ float gelu(float x) {
 }
 __device__ __forceinline__ float gelu_grad(float x) {
   const float u = 0.7978845608028654f * (x + 0.044715f * x * x * x), t = tanhf(u);
-  return 0.5f * (1.0f + t) + 0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
+  return 0.5f * (1.0f + t) +
+         0.5f * x * (1.0f - t * t) * 0.7978845608028654f * (1.0f + 3.0f * 0.044715f * x * x);
 }
 
 template <typename T>
-__global__ void bias_gelu_kernel(T* c, int64_t rows, int64_t cols, const T* bias, bool apply_gelu, T* aux) {
+__global__ void bias_gelu_kernel(T* c, int64_t rows, int64_t cols, const T* bias, bool apply_gelu,
+                                 T* aux) {
   const int64_t n = rows * cols, stride = int64_t{gridDim.x} * blockDim.x;
   for (int64_t i = int64_t{blockIdx.x} * blockDim.x + threadIdx.x; i < n; i += stride) {
     float v = to_float(c[i]);
@@ -49,13 +51,13 @@ __global__ void strided_sums_kernel(const T* x, int64_t count, int64_t length, i
 
 }  // namespace
 
-void bias_gelu(void* c, DType dtype, int64_t rows, int64_t cols, const void* bias, bool gelu, void* aux,
-               cudaStream_t stream) {
+void bias_gelu(void* c, DType dtype, int64_t rows, int64_t cols, const void* bias, bool gelu,
+               void* aux, cudaStream_t stream) {
   if (rows * cols == 0) return;
   with_floating(dtype, "gemm epilogue", [&](auto tag) {
     using T = decltype(tag);
-    launch("gemm_bias_gelu", &bias_gelu_kernel<T>, stride_grid(rows * cols), kThreads, 0, stream, static_cast<T*>(c),
-           rows, cols, static_cast<const T*>(bias), gelu, static_cast<T*>(aux));
+    launch("gemm_bias_gelu", &bias_gelu_kernel<T>, stride_grid(rows * cols), kThreads, 0, stream,
+           static_cast<T*>(c), rows, cols, static_cast<const T*>(bias), gelu, static_cast<T*>(aux));
   });
 }
 
@@ -74,7 +76,8 @@ void strided_sums(const void* x, DType dtype, int64_t count, int64_t length, int
   with_floating(dtype, "gemm epilogue", [&](auto tag) {
     using T = decltype(tag);
     launch("gemm_strided_sums", &strided_sums_kernel<T>, stride_grid(count), kThreads, 0, stream,
-           static_cast<const T*>(x), count, length, count_stride, length_stride, static_cast<T*>(out));
+           static_cast<const T*>(x), count, length, count_stride, length_stride,
+           static_cast<T*>(out));
   });
 }
 

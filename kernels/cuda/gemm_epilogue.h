@@ -13,8 +13,8 @@ namespace strata::cuda {
 
 // Over c [rows, cols]: v = c + bias[col] (bias may be null); aux (may be null) = v; c = gelu(v)
 // with gelu, else v.
-void bias_gelu(void* c, DType dtype, int64_t rows, int64_t cols, const void* bias, bool gelu, void* aux,
-               cudaStream_t stream);
+void bias_gelu(void* c, DType dtype, int64_t rows, int64_t cols, const void* bias, bool gelu,
+               void* aux, cudaStream_t stream);
 // c *= gelu'(aux), elementwise over n.
 void dgelu_multiply(void* c, const void* aux, DType dtype, int64_t n, cudaStream_t stream);
 // out[i] = sum over q < length of x[i * count_stride + q * length_stride], for i < count: each sum

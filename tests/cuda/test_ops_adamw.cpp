@@ -36,7 +36,9 @@ std::vector<OpCase> cases() {
   for (int64_t n : kSizes)
     for (DType g : cuda_dtypes())
       out.push_back({name_of("adamw_", n, "_grad_", dtype_name(g)),
-                     {{"param", {n}, DType::f32}, {"grad", {n}, g, -2, 2}, {"m", {n}, DType::f32, -0.1, 0.1},
+                     {{"param", {n}, DType::f32},
+                      {"grad", {n}, g, -2, 2},
+                      {"m", {n}, DType::f32, -0.1, 0.1},
                       {"v", {n}, DType::f32, 0, 0.1}},
                      [](std::vector<Tensor>& in, Allocator&) {
                        ops::AdamWArgs args = step_args();
@@ -58,13 +60,15 @@ std::vector<OpCase> cases() {
     multi.push_back({name_of("v", i), s, DType::f32, 0, 0.1});
   }
   for (int skip : {0, 1})
-    out.push_back({name_of("adamw_multi_skip", skip), multi,
+    out.push_back({name_of("adamw_multi_skip", skip),
+                   multi,
                    [skip](std::vector<Tensor>& in, Allocator& alloc) {
                      std::vector<ops::AdamWGroup> groups;
                      std::vector<Tensor> outputs;
                      const DType copies[3] = {DType::f32, DType::bf16, DType::f16};
                      for (size_t i = 0; i < 3; ++i) {
-                       ops::AdamWGroup e{in[4 * i], in[4 * i + 1], in[4 * i + 2], in[4 * i + 3], Tensor(), i != 2};
+                       ops::AdamWGroup e{in[4 * i],     in[4 * i + 1], in[4 * i + 2],
+                                         in[4 * i + 3], Tensor(),      i != 2};
                        if (i > 0) {
                          e.copy = Tensor::zeros(e.param.shape(), copies[i], alloc);
                          outputs.push_back(e.copy);
@@ -72,26 +76,31 @@ std::vector<OpCase> cases() {
                        outputs.insert(outputs.end(), {e.param, e.m, e.v});
                        groups.push_back(e);
                      }
-                     ops::adamw_multi(groups, step_args(), scalar_on(0.37f, alloc), scalar_on<int32_t>(skip, alloc));
+                     ops::adamw_multi(groups, step_args(), scalar_on(0.37f, alloc),
+                                      scalar_on<int32_t>(skip, alloc));
                      return outputs;
                    },
                    {0.0}});
 
   for (bool accumulate : {false, true})
     for (bool poison : {false, true})
-      out.push_back({name_of("grad_norm_and_check", accumulate ? "_accumulate" : "", poison ? "_nan" : ""),
-                     {{"a", {8193}, DType::f32}, {"b", {37}, DType::bf16}, {"c", {3, 17}, DType::f16}, {"d", {1}, DType::f32}},
-                     [accumulate, poison](std::vector<Tensor>& in, Allocator& alloc) {
-                       if (poison) {  // a NaN in one tensor
-                         Tensor host = in[2].to_cpu();
-                         host.data<f16>()[20] = f16::from_float(std::numeric_limits<float>::quiet_NaN());
-                         in[2].copy_from(host);
-                       }
-                       Tensor sum = scalar_on(2.5, alloc), flag = scalar_on<int32_t>(0, alloc);
-                       ops::grad_norm_and_check({&in[0], &in[1], &in[2], &in[3]}, sum, flag, accumulate);
-                       return std::vector<Tensor>{sum, flag};
-                     },
-                     {1e-12, 0.0}});
+      out.push_back(
+          {name_of("grad_norm_and_check", accumulate ? "_accumulate" : "", poison ? "_nan" : ""),
+           {{"a", {8193}, DType::f32},
+            {"b", {37}, DType::bf16},
+            {"c", {3, 17}, DType::f16},
+            {"d", {1}, DType::f32}},
+           [accumulate, poison](std::vector<Tensor>& in, Allocator& alloc) {
+             if (poison) {  // a NaN in one tensor
+               Tensor host = in[2].to_cpu();
+               host.data<f16>()[20] = f16::from_float(std::numeric_limits<float>::quiet_NaN());
+               in[2].copy_from(host);
+             }
+             Tensor sum = scalar_on(2.5, alloc), flag = scalar_on<int32_t>(0, alloc);
+             ops::grad_norm_and_check({&in[0], &in[1], &in[2], &in[3]}, sum, flag, accumulate);
+             return std::vector<Tensor>{sum, flag};
+           },
+           {1e-12, 0.0}});
 
   struct Clip {
     const char* name;
@@ -109,30 +118,37 @@ std::vector<OpCase> cases() {
                         {"inf_sum", {1.0, INFINITY}, 0, 0, 1.0, 1.0},
                         {"nan_loss", {1.0}, 0, nan, 1.0, 1.0}};
   for (const Clip& c : clips)
-    out.push_back({name_of("clip_factor_", c.name), {},
-                   [c](std::vector<Tensor>&, Allocator& alloc) {
-                     Tensor sums = to_device(Tensor::from_vector(c.sums, {static_cast<int64_t>(c.sums.size())}), alloc);
-                     Tensor flag = scalar_on(c.nonfinite, alloc);
-                     Tensor loss = c.loss != 0 || std::isnan(c.loss) ? scalar_on(c.loss, alloc) : Tensor();
-                     Tensor scale = scalar_on(-1.0f, alloc), skip = scalar_on<int32_t>(-1, alloc),
-                            norm = scalar_on(-1.0, alloc);
-                     ops::clip_factor(sums, flag, loss, {.max_norm = c.max_norm, .loss_scale = c.loss_scale}, scale,
-                                      skip, norm);
-                     return std::vector<Tensor>{scale, skip, norm};
-                   },
-                   {0.0}});
+    out.push_back(
+        {name_of("clip_factor_", c.name),
+         {},
+         [c](std::vector<Tensor>&, Allocator& alloc) {
+           Tensor sums =
+               to_device(Tensor::from_vector(c.sums, {static_cast<int64_t>(c.sums.size())}), alloc);
+           Tensor flag = scalar_on(c.nonfinite, alloc);
+           Tensor loss = c.loss != 0 || std::isnan(c.loss) ? scalar_on(c.loss, alloc) : Tensor();
+           Tensor scale = scalar_on(-1.0f, alloc), skip = scalar_on<int32_t>(-1, alloc),
+                  norm = scalar_on(-1.0, alloc);
+           ops::clip_factor(sums, flag, loss, {.max_norm = c.max_norm, .loss_scale = c.loss_scale},
+                            scale, skip, norm);
+           return std::vector<Tensor>{scale, skip, norm};
+         },
+         {0.0}});
 
   // A whole step on the device: the norm, the decision, the update, no host value in between. The
   // norm's f64 sum adds in another order, which can move grad_scale by an f32 rounding.
-  out.push_back({"optimizer_step_chain", multi,
+  out.push_back({"optimizer_step_chain",
+                 multi,
                  [](std::vector<Tensor>& in, Allocator& alloc) {
                    std::vector<ops::AdamWGroup> groups;
                    for (size_t i = 0; i < 3; ++i)
-                     groups.push_back({in[4 * i], in[4 * i + 1], in[4 * i + 2], in[4 * i + 3], Tensor(), true});
+                     groups.push_back(
+                         {in[4 * i], in[4 * i + 1], in[4 * i + 2], in[4 * i + 3], Tensor(), true});
                    Tensor sum = scalar_on(0.0, alloc), flag = scalar_on<int32_t>(0, alloc);
                    ops::grad_norm_and_check({&in[1], &in[5], &in[9]}, sum, flag);
-                   Tensor scale = scalar_on(0.0f, alloc), skip = scalar_on<int32_t>(0, alloc), norm = scalar_on(0.0, alloc);
-                   ops::clip_factor(sum, flag, Tensor(), {.max_norm = 1.0, .loss_scale = 4.0}, scale, skip, norm);
+                   Tensor scale = scalar_on(0.0f, alloc), skip = scalar_on<int32_t>(0, alloc),
+                          norm = scalar_on(0.0, alloc);
+                   ops::clip_factor(sum, flag, Tensor(), {.max_norm = 1.0, .loss_scale = 4.0},
+                                    scale, skip, norm);
                    ops::adamw_multi(groups, step_args(), scale, skip);
                    return std::vector<Tensor>{in[0], in[4], in[8], scale, norm};
                  },
@@ -141,7 +157,9 @@ std::vector<OpCase> cases() {
 }
 
 class AdamWParity : public ::testing::TestWithParam<OpCase> {};
-TEST_P(AdamWParity, MatchesCpu) { expect_parity(GetParam()); }
+TEST_P(AdamWParity, MatchesCpu) {
+  expect_parity(GetParam());
+}
 INSTANTIATE_TEST_SUITE_P(Cuda, AdamWParity, ::testing::ValuesIn(cases()), CaseName());
 
 }  // namespace

@@ -23,11 +23,13 @@ Shape b_shape(const Problem& p, bool trans_b) {
   if (p.batch) s.insert(s.begin(), p.batch);
   return s;
 }
-Shape c_shape(const Problem& p) { return p.batch ? Shape{p.batch, p.m, p.n} : Shape{p.m, p.n}; }
+Shape c_shape(const Problem& p) {
+  return p.batch ? Shape{p.batch, p.m, p.n} : Shape{p.m, p.n};
+}
 
 std::string tag(const Problem& p, bool ta, bool tb, DType d) {
-  return name_of(p.batch ? std::to_string(p.batch) + "x" : std::string(), p.m, "x", p.n, "x", p.k, ta ? "_ta" : "",
-                 tb ? "_tb" : "", "_", dtype_name(d));
+  return name_of(p.batch ? std::to_string(p.batch) + "x" : std::string(), p.m, "x", p.n, "x", p.k,
+                 ta ? "_ta" : "", tb ? "_tb" : "", "_", dtype_name(d));
 }
 
 // Inputs a, b, c (c's initial values, read when beta != 0), then any extras.
@@ -35,10 +37,13 @@ std::vector<InputSpec> operands(const Problem& p, bool ta, bool tb, DType d) {
   return {{"a", a_shape(p, ta), d}, {"b", b_shape(p, tb), d}, {"c", c_shape(p), d}};
 }
 
-OpCase product(const std::string& name, const Problem& p, bool ta, bool tb, DType d, double alpha, double beta) {
-  return {name + tag(p, ta, tb, d), operands(p, ta, tb, d),
+OpCase product(const std::string& name, const Problem& p, bool ta, bool tb, DType d, double alpha,
+               double beta) {
+  return {name + tag(p, ta, tb, d),
+          operands(p, ta, tb, d),
           [=](std::vector<Tensor>& in, Allocator&) {
-            ops::gemm(in[0], in[1], in[2], {.trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta});
+            ops::gemm(in[0], in[1], in[2],
+                      {.trans_a = ta, .trans_b = tb, .alpha = alpha, .beta = beta});
             return std::vector<Tensor>{in[2]};
           },
           {dtype_tolerance(d)}};
@@ -46,14 +51,16 @@ OpCase product(const std::string& name, const Problem& p, bool ta, bool tb, DTyp
 
 std::vector<OpCase> cases() {
   std::vector<OpCase> out;
-  const std::vector<Problem> plain = {{0, 1, 1, 1},   {0, 1, 17, 3},   {0, 3, 1, 17},   {0, 17, 65, 3},
-                                      {0, 65, 17, 130}, {0, 130, 3, 65}, {0, 3, 130, 17}, {0, 17, 17, 1}};
+  const std::vector<Problem> plain = {{0, 1, 1, 1},    {0, 1, 17, 3},    {0, 3, 1, 17},
+                                      {0, 17, 65, 3},  {0, 65, 17, 130}, {0, 130, 3, 65},
+                                      {0, 3, 130, 17}, {0, 17, 17, 1}};
   const std::vector<Problem> batched = {{2, 3, 17, 65}, {3, 17, 1, 3}};
   for (DType d : cuda_dtypes())
     for (bool ta : {false, true})
       for (bool tb : {false, true}) {
         for (const Problem& p : plain) out.push_back(product("gemm_", p, ta, tb, d, 1.0, 0.0));
-        for (const Problem& p : batched) out.push_back(product("gemm_batch_", p, ta, tb, d, 1.0, 0.0));
+        for (const Problem& p : batched)
+          out.push_back(product("gemm_batch_", p, ta, tb, d, 1.0, 0.0));
         out.push_back(product("gemm_beta_", {0, 17, 65, 3}, ta, tb, d, 0.5, -1.25));
         out.push_back(product("gemm_batch_beta_", {2, 3, 17, 65}, ta, tb, d, -2.0, 1.0));
         out.push_back(product("gemm_empty_k_", {0, 3, 17, 0}, ta, tb, d, 1.0, 0.5));
@@ -82,20 +89,25 @@ std::vector<OpCase> cases() {
         const std::string t = tag(p, false, true, d);
         std::vector<InputSpec> in = operands(p, false, true, d);
         in.push_back({"bias", {n}, d});
-        out.push_back({"gemm_bias_" + t, in,
+        out.push_back({"gemm_bias_" + t,
+                       in,
                        [](std::vector<Tensor>& x, Allocator&) {
-                         ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true, .beta = 0.5}, {.bias = &x[3]});
+                         ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true, .beta = 0.5},
+                                      {.bias = &x[3]});
                          return std::vector<Tensor>{x[2]};
                        },
                        {tol}});
-        out.push_back({"gemm_bias_gelu_aux_" + t, in,
+        out.push_back({"gemm_bias_gelu_aux_" + t,
+                       in,
                        [](std::vector<Tensor>& x, Allocator& alloc) {
                          Tensor aux = Tensor::empty(x[2].shape(), x[2].dtype(), alloc);
-                         ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true}, {.bias = &x[3], .gelu = true, .gelu_aux = &aux});
+                         ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true},
+                                      {.bias = &x[3], .gelu = true, .gelu_aux = &aux});
                          return std::vector<Tensor>{x[2], aux};
                        },
                        {tol}});
-        out.push_back({"gemm_gelu_" + t, in,
+        out.push_back({"gemm_gelu_" + t,
+                       in,
                        [](std::vector<Tensor>& x, Allocator&) {
                          ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true}, {.gelu = true});
                          return std::vector<Tensor>{x[2]};
@@ -103,17 +115,20 @@ std::vector<OpCase> cases() {
                        {tol}});
         std::vector<InputSpec> back = operands(p, false, true, d);
         back.push_back({"pre", c_shape(p), d, -3, 3});
-        out.push_back({"gemm_dgelu_" + t, back,
+        out.push_back({"gemm_dgelu_" + t,
+                       back,
                        [](std::vector<Tensor>& x, Allocator&) {
                          ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true}, {.dgelu_aux = &x[3]});
                          return std::vector<Tensor>{x[2]};
                        },
                        {tol}});
         if (batch == 0) {
-          out.push_back({"gemm_dgelu_bias_grad_" + t, back,
+          out.push_back({"gemm_dgelu_bias_grad_" + t,
+                         back,
                          [n](std::vector<Tensor>& x, Allocator& alloc) {
                            Tensor db = Tensor::empty({n}, x[2].dtype(), alloc);
-                           ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true}, {.dgelu_aux = &x[3], .bias_grad = &db});
+                           ops::gemm_ex(x[0], x[1], x[2], {.trans_b = true},
+                                        {.dgelu_aux = &x[3], .bias_grad = &db});
                            return std::vector<Tensor>{x[2], db};
                          },
                          {tol}});
@@ -124,10 +139,12 @@ std::vector<OpCase> cases() {
     for (bool ta : {true, false}) {
       const Problem p{0, 33, 20, 17};
       std::vector<InputSpec> in = operands(p, ta, false, d);
-      out.push_back({"gemm_bias_grad_" + tag(p, ta, false, d), in,
+      out.push_back({"gemm_bias_grad_" + tag(p, ta, false, d),
+                     in,
                      [ta](std::vector<Tensor>& x, Allocator& alloc) {
                        Tensor db = Tensor::empty({33}, x[2].dtype(), alloc);
-                       ops::gemm_ex(x[0], x[1], x[2], {.trans_a = ta, .beta = 1.0}, {.bias_grad = &db});
+                       ops::gemm_ex(x[0], x[1], x[2], {.trans_a = ta, .beta = 1.0},
+                                    {.bias_grad = &db});
                        return std::vector<Tensor>{x[2], db};
                      },
                      {tol}});
@@ -137,7 +154,9 @@ std::vector<OpCase> cases() {
 }
 
 class GemmParity : public ::testing::TestWithParam<OpCase> {};
-TEST_P(GemmParity, MatchesCpu) { expect_parity(GetParam()); }
+TEST_P(GemmParity, MatchesCpu) {
+  expect_parity(GetParam());
+}
 INSTANTIATE_TEST_SUITE_P(Cuda, GemmParity, ::testing::ValuesIn(cases()), CaseName());
 
 Tensor device_input(const Shape& shape, DType dtype, CudaDevice& device, uint64_t seed) {
@@ -147,7 +166,8 @@ Tensor device_input(const Shape& shape, DType dtype, CudaDevice& device, uint64_
 TEST(GemmPlanCache, SecondCallReusesThePlan) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   CudaDevice device(0);
-  Tensor a = device_input({17, 65}, DType::bf16, device, 1), b = device_input({65, 3}, DType::bf16, device, 2);
+  Tensor a = device_input({17, 65}, DType::bf16, device, 1),
+         b = device_input({65, 3}, DType::bf16, device, 2);
   Tensor c = Tensor::empty({17, 3}, DType::bf16, device);
   ops::gemm(a, b, c);
   EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 1);
@@ -179,15 +199,26 @@ TEST(GemmPlanCache, SecondCallReusesThePlan) {
   EXPECT_LE(max_relative_error(c.to_cpu(), want), 1e-2);
 }
 
-TEST(GemmPlanCache, UnfusableEpilogueMakesOnlyThePlainPlan) {
+TEST(GemmPlanCache, EpiloguesFuseWhereTheAuxFits) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   CudaDevice device(0);
-  Tensor a = device_input({5, 7}, DType::f32, device, 1), b = device_input({7, 17}, DType::f32, device, 2);
-  Tensor c = Tensor::empty({5, 17}, DType::f32, device), aux = Tensor::empty({5, 17}, DType::f32, device);
+  Tensor a = device_input({5, 7}, DType::f32, device, 1),
+         b = device_input({7, 17}, DType::f32, device, 2);
+  Tensor c = Tensor::empty({5, 17}, DType::f32, device),
+         aux = Tensor::empty({5, 17}, DType::f32, device);
   ops::gemm_ex(a, b, c, {}, {.gelu = true, .gelu_aux = &aux});  // n = 17: the aux cannot be fused
   EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 1);
   ops::gemm(a, b, c);  // the plain product's plan, already made
   EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 1);
+
+  // n = 64: the fused plan only, no plain one behind it.
+  Tensor b64 = device_input({7, 64}, DType::f32, device, 3);
+  Tensor c64 = Tensor::empty({5, 64}, DType::f32, device),
+         aux64 = Tensor::empty({5, 64}, DType::f32, device);
+  ops::gemm_ex(a, b64, c64, {}, {.gelu = true, .gelu_aux = &aux64});
+  EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 2);
+  ops::gemm(a, b64, c64);
+  EXPECT_EQ(cuda::gemm_plan_stats(device).plans_created, 3);
 }
 
 TEST(GemmEpilogueChecks, RejectsBadCombinations) {

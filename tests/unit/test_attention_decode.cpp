@@ -1,6 +1,7 @@
 // attention_decode on the CPU: the new query rows at q_offset.. against the whole cache equal
-// attention_forward with causal on and k_offset 0 (bit for bit: the CPU runs that very sweep,
-// whatever `split`), equal a naive softmax in f64, and misuse is refused naming the argument.
+// attention_forward with causal on and k_offset 0 (bit for bit in one chunk, to rounding when the
+// cache is split and the chunks merged by lse), equal a naive softmax in f64, and misuse is refused
+// naming the argument.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -21,7 +22,9 @@ struct DecodeCase {
   int64_t batch, n_q, len, n_heads, n_kv_heads, head_dim, q_offset;
 };
 
-std::string case_name(const ::testing::TestParamInfo<DecodeCase>& info) { return info.param.name; }
+std::string case_name(const ::testing::TestParamInfo<DecodeCase>& info) {
+  return info.param.name;
+}
 
 const DecodeCase kCases[] = {
     {"one_token", 1, 1, 1, 2, 1, 8, 0},
@@ -42,10 +45,13 @@ TEST_P(AttentionDecode, EqualsCausalForwardAndNaiveSoftmax) {
   Tensor want = Tensor::empty(q.shape(), DType::f32);
   Tensor lse = Tensor::empty({c.batch, c.n_heads, c.n_q}, DType::f32);
   ops::attention_forward(q, k, v, {true, c.q_offset, 0, 0.0}, want, lse);
-  for (int64_t split : {int64_t{0}, int64_t{1}, int64_t{3}}) {
+  // One chunk (0 or 1) is the forward's very sweep; more are merged by lse, the same up to
+  // rounding: a few f32 roundings a merge, so 1e-5 after the 130 merges of 200 chunks (one key
+  // each; empty ones past the cache's end never form).
+  for (int64_t split : {int64_t{0}, int64_t{1}, int64_t{3}, int64_t{200}}) {
     Tensor got = Tensor::empty(q.shape(), DType::f32);
     ops::attention_decode(q, k, v, c.q_offset, got, split);
-    EXPECT_EQ(max_relative_error(got, want), 0.0) << "split " << split;
+    EXPECT_LE(max_relative_error(got, want), split <= 1 ? 0.0 : 1e-5) << "split " << split;
   }
 
   // The definition, in f64: row i sees cache rows 0 .. q_offset + i.
@@ -62,7 +68,8 @@ TEST_P(AttentionDecode, EqualsCausalForwardAndNaiveSoftmax) {
         for (int64_t j = 0; j < seen; ++j) {
           const int64_t k_at = ((b * c.len + j) * c.n_kv_heads + h / group) * c.head_dim;
           double dot = 0;
-          for (int64_t d = 0; d < c.head_dim; ++d) dot += element(q, q_at + d) * element(k, k_at + d);
+          for (int64_t d = 0; d < c.head_dim; ++d)
+            dot += element(q, q_at + d) * element(k, k_at + d);
           s[size_t(j)] = scale * dot;
           top = std::max(top, s[size_t(j)]);
         }
@@ -78,7 +85,9 @@ TEST_P(AttentionDecode, EqualsCausalForwardAndNaiveSoftmax) {
 
 INSTANTIATE_TEST_SUITE_P(Cases, AttentionDecode, ::testing::ValuesIn(kCases), case_name);
 
-Tensor f32(const Shape& shape) { return Tensor::zeros(shape, DType::f32); }
+Tensor f32(const Shape& shape) {
+  return Tensor::zeros(shape, DType::f32);
+}
 
 TEST(AttentionDecodeMisuse, ThrowsNamingTheArgument) {
   const Tensor q = f32({1, 2, 4, 8}), kv = f32({1, 6, 2, 8});

@@ -15,7 +15,8 @@ namespace strata::testing {
 namespace {
 
 bool same_bits(const Tensor& a, const Tensor& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw(), b.raw(), a.nbytes()) == 0;
 }
 
 Tensor copy_of(const Tensor& t) {
@@ -37,12 +38,15 @@ struct Entry {
 };
 
 Entry entry(int64_t n, DType master, DType grad, const std::string& name) {
-  return {random_tensor({n}, master, name + " param"), random_tensor({n}, grad, name + " grad", -2, 2),
-          random_tensor({n}, master, name + " m", -0.1, 0.1), random_tensor({n}, master, name + " v", 0, 0.1)};
+  return {random_tensor({n}, master, name + " param"),
+          random_tensor({n}, grad, name + " grad", -2, 2),
+          random_tensor({n}, master, name + " m", -0.1, 0.1),
+          random_tensor({n}, master, name + " v", 0, 0.1)};
 }
 
 TEST(AdamWMulti, MatchesAdamWPerTensor) {
-  const std::vector<Entry> start = {entry(5, DType::f32, DType::f32, "a"), entry(33, DType::f32, DType::bf16, "b"),
+  const std::vector<Entry> start = {entry(5, DType::f32, DType::f32, "a"),
+                                    entry(33, DType::f32, DType::bf16, "b"),
                                     entry(7, DType::f64, DType::f16, "c")};
   const bool decays[3] = {true, false, true};
   const float scale = 0.3f;
@@ -74,7 +78,8 @@ TEST(AdamWMulti, MatchesAdamWPerTensor) {
 
 TEST(AdamWMulti, SkipFlagLeavesEverything) {
   const Entry s = entry(9, DType::f32, DType::f32, "a");
-  std::vector<ops::AdamWGroup> groups = {{copy_of(s.param), s.grad, copy_of(s.m), copy_of(s.v), Tensor::zeros({9}, DType::f16), true}};
+  std::vector<ops::AdamWGroup> groups = {
+      {copy_of(s.param), s.grad, copy_of(s.m), copy_of(s.v), Tensor::zeros({9}, DType::f16), true}};
   ops::adamw_multi(groups, args_at(1), Tensor::from_vector(std::vector<float>{1.0f}, {1}),
                    Tensor::from_vector(std::vector<int32_t>{1}, {1}));
   EXPECT_TRUE(same_bits(groups[0].param, s.param));
@@ -98,7 +103,8 @@ TEST(AdamWMulti, RejectsMisuse) {
 
 TEST(GradNormAndCheck, SumsSquaresAndFlagsNonFinite) {
   Tensor a = random_tensor({100}, DType::f32, "a"), b = random_tensor({3, 7}, DType::bf16, "b");
-  Tensor sum = Tensor::zeros({1}, DType::f64), flag = Tensor::from_vector(std::vector<int32_t>{7}, {1});
+  Tensor sum = Tensor::zeros({1}, DType::f64),
+         flag = Tensor::from_vector(std::vector<int32_t>{7}, {1});
   ops::grad_norm_and_check({&a, &b}, sum, flag);
   EXPECT_DOUBLE_EQ(sum.data<double>()[0], ops::sum_squares(a) + ops::sum_squares(b));
   EXPECT_EQ(flag.data<int32_t>()[0], 0);
@@ -115,12 +121,16 @@ TEST(GradNormAndCheck, SumsSquaresAndFlagsNonFinite) {
 // The trainer's decision (src/train/trainer.cpp): norm = sqrt(sum) / loss_scale; clip only above
 // max_norm, by max_norm / (norm + 1e-6); grad_scale = clip / loss_scale.
 TEST(ClipFactor, FollowsTheTrainersFormulas) {
-  auto run = [](std::vector<double> sums, int32_t nonfinite, double loss, double max_norm, double loss_scale) {
+  auto run = [](std::vector<double> sums, int32_t nonfinite, double loss, double max_norm,
+                double loss_scale) {
     Tensor s = Tensor::from_vector(sums, {static_cast<int64_t>(sums.size())});
     Tensor flag = Tensor::from_vector(std::vector<int32_t>{nonfinite}, {1});
-    Tensor l = std::isnan(loss) || loss != 0 ? Tensor::from_vector(std::vector<double>{loss}, {1}) : Tensor();
-    Tensor scale = Tensor::zeros({1}, DType::f32), skip = Tensor::zeros({1}, DType::i32), norm = Tensor::zeros({1}, DType::f64);
-    ops::clip_factor(s, flag, l, {.max_norm = max_norm, .loss_scale = loss_scale}, scale, skip, norm);
+    Tensor l = std::isnan(loss) || loss != 0 ? Tensor::from_vector(std::vector<double>{loss}, {1})
+                                             : Tensor();
+    Tensor scale = Tensor::zeros({1}, DType::f32), skip = Tensor::zeros({1}, DType::i32),
+           norm = Tensor::zeros({1}, DType::f64);
+    ops::clip_factor(s, flag, l, {.max_norm = max_norm, .loss_scale = loss_scale}, scale, skip,
+                     norm);
     return std::make_tuple(scale.data<float>()[0], skip.data<int32_t>()[0], norm.data<double>()[0]);
   };
   // norm 4 under max 5: no clipping.

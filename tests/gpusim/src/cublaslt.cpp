@@ -4,7 +4,9 @@
 // elements further. op(A) is m x k, op(B) k x n, C and D m x n. With beta = 0, C is not read.
 // Epilogues: BIAS adds bias[i] (length m) before the activation; GELU (tanh form) writes its
 // input to AUX when asked; DGELU multiplies by gelu'(AUX); BGRAD writes the row sums of D to
-// the bias pointer; BGRADA/BGRADB the sums of op(A)'s rows / op(B)'s columns over k.
+// the bias pointer; BGRADA/BGRADB the sums of op(A)'s rows / op(B)'s columns over k. The one
+// algorithm needs A, B, C and D aligned to what the preference promised (up to 16 bytes), and the
+// GELU epilogues an aux leading dimension and batch stride divisible by 8, as documented.
 #include <cublasLt.h>
 
 #include <cmath>
@@ -408,8 +410,8 @@ cublasStatus_t cublasLtMatmul(cublasLtHandle_t handle, cublasLtMatmulDesc_t desc
       const uint64_t need = algo->data[1 + i];
       if (need > 1 && reinterpret_cast<uintptr_t>(pointers[i]) % need != 0) {
         complain(std::string("matrix ") + names[i] + " is not " + std::to_string(need) +
-                 "-byte aligned, as the algorithm's preference (CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_" + names[i] +
-                 "_BYTES) promised");
+                 "-byte aligned, which its algorithm needs (the heuristic chose it for the alignment that "
+                 "CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_" + names[i] + "_BYTES promised, 256 by default)");
         return CUBLAS_STATUS_INVALID_VALUE;
       }
     }
