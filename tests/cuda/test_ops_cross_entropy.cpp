@@ -163,5 +163,16 @@ TEST(CrossEntropyCuda, TargetOutsideVocabularyGivesNanLoss) {
   EXPECT_EQ(got.data<float>()[2], 0.0f);
 }
 
+// f64 logits have no CUDA kernels: refused by name, before anything runs.
+TEST(CrossEntropyCuda, RefusesF64Logits) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  const Tensor logits = Tensor::zeros({2, 5}, DType::f64, device);
+  const Tensor targets = Tensor::zeros({2}, DType::i32, device);
+  Tensor loss = Tensor::empty({2}, DType::f64, device), lse = Tensor::empty({2}, DType::f64, device);
+  expect_error([&] { ops::cross_entropy_forward(logits, targets, loss, lse); },
+               {"cross_entropy_forward", "'logits'", "f64", "CUDA"});
+}
+
 }  // namespace
 }  // namespace strata::testing

@@ -63,5 +63,15 @@ class EmbeddingParity : public ::testing::TestWithParam<OpCase> {};
 TEST_P(EmbeddingParity, MatchesCpu) { expect_parity(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Cuda, EmbeddingParity, ::testing::ValuesIn(cases()), CaseName());
 
+// f64 tables have no CUDA kernels: refused by name, before anything runs.
+TEST(EmbeddingCuda, RefusesF64Table) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  const Tensor ids = Tensor::zeros({3}, DType::i64, device);
+  const Tensor table = Tensor::zeros({4, 2}, DType::f64, device);
+  Tensor out = Tensor::empty({3, 2}, DType::f64, device);
+  expect_error([&] { ops::embedding_forward(ids, table, 0, out); }, {"embedding_forward", "'table'", "f64"});
+}
+
 }  // namespace
 }  // namespace strata::testing

@@ -64,5 +64,14 @@ class TopkParity : public ::testing::TestWithParam<OpCase> {};
 TEST_P(TopkParity, MatchesCpu) { expect_parity(GetParam()); }
 INSTANTIATE_TEST_SUITE_P(Cuda, TopkParity, ::testing::ValuesIn(cases()), CaseName());
 
+// f64 scores have no CUDA kernel: refused by name, before anything runs.
+TEST(TopkCuda, RefusesF64) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
+  CudaDevice device(0);
+  const Tensor x = Tensor::zeros({2, 4}, DType::f64, device);
+  Tensor values = Tensor::empty({2, 2}, DType::f64, device), indices = Tensor::empty({2, 2}, DType::i32, device);
+  expect_error([&] { ops::topk(x, 2, values, indices); }, {"topk", "'x'", "f64"});
+}
+
 }  // namespace
 }  // namespace strata::testing
