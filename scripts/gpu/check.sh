@@ -108,7 +108,7 @@ gpu_tests=$build/tests/strata_cuda_tests
 if [[ $simulate -eq 1 ]]; then cuda_strata=$sim_strata; op_tests=$sim_tests; else cuda_strata=$strata; op_tests=$gpu_tests; fi
 
 # ---- ops and model ----
-model_filter='*ModelOnCuda*:*ModelGradientsOnCuda*'
+model_filter='*OnCuda*'
 step ops "CUDA ops vs CPU, 3 orders each" "$op_tests" --gtest_filter="-$model_filter" \
   --gtest_output="xml:$out/ops.xml"
 step model "tiny GPT-2/Llama on CUDA vs CPU" "$op_tests" --gtest_filter="$model_filter" \
