@@ -20,12 +20,6 @@
 
 namespace strata::ops::dispatch {
 
-// An op without a CUDA implementation: a CUDA tensor is an error, never a silent copy to the host.
-inline void cpu_only(std::string_view op, std::string_view arg, const Tensor& t) {
-  STRATA_CHECK(!t.defined() || t.device().is_cpu(), op, ": argument '", arg, "' ", t.describe(),
-               " is on ", t.device().name(), "; ", op, " has no CUDA implementation");
-}
-
 // Whether the op runs on the CUDA backend: t (whose device every argument shares, checked by
 // check::same_device) is a CUDA tensor. A build without the backend refuses it here.
 inline bool on_cuda(std::string_view op, std::string_view arg, const Tensor& t) {
@@ -112,17 +106,6 @@ inline bool elementwise_args(std::string_view op,
   check::same_device(op, args);
   for (const auto& [name, t] : args) like(op, name, *t, first_name, *first);
   return on_cuda(op, first_name, *first);
-}
-
-// The whole CPU front end of an elementwise op without a CUDA implementation: elementwise_args,
-// CUDA refused, then f(T{}) for the dtype (f32, f64, bf16 or f16).
-template <typename F>
-void elementwise(std::string_view op,
-                 std::initializer_list<std::pair<std::string_view, const Tensor*>> args, F&& f) {
-  const auto& [first_name, first] = *args.begin();
-  elementwise_args(op, args);
-  cpu_only(op, first_name, *first);
-  floating(op, first_name, *first, f);
 }
 
 // Calls f(I{}) with I = int32_t or int64_t for an index tensor.

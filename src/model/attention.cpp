@@ -169,10 +169,10 @@ void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& 
   const int64_t batch = x.size(0), seq = x.size(1), rows = batch * seq;
   const DType dt = x.dtype();
   if (!s.out.defined()) core_forward(s);  // selective recompute: rebuild out and lse
-  Tensor dout = Tensor::empty(s.out.shape(), dt, allocator_of(x));
+  Allocator& alloc = allocator_of(x);
+  Tensor dout = Tensor::empty(s.out.shape(), dt, alloc);
   Tensor dout2 = dout.view({rows, -1});
   wo_.backward(s.out.view({rows, -1}), dy.view({rows, -1}), dout2);
-  Allocator& alloc = allocator_of(x);
   Tensor dq = Tensor::empty(s.q.shape(), dt, alloc), dk = Tensor::empty(s.k.shape(), dt, alloc),
          dv = Tensor::empty(s.v.shape(), dt, alloc);
   if (sp_.active())

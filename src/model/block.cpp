@@ -100,13 +100,13 @@ void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompu
 }
 
 void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx, double loss_scale) const {
+  Allocator& alloc = allocator_of(s.x);
   if (!s.complete) {
-    Tensor y = Tensor::empty(s.x.shape(), s.x.dtype(), allocator_of(s.x));
+    Tensor y = Tensor::empty(s.x.shape(), s.x.dtype(), alloc);
     run_forward(s.x, y, s, /*keep_core=*/true);
   }
   const int64_t rows = s.x.size(0), d = s.x.size(1), all_rows = s.batch * s.seq;
   const DType dt = s.x.dtype();
-  Allocator& alloc = allocator_of(s.x);
   // Through the MLP branch: dh = dy + norm2'(g'(mlp'(f'(dy)))), where f' and g' swap roles.
   Tensor dy_full = tp_.to_full(dy);
   Tensor dxn2 = Tensor::empty({all_rows, d}, dt, alloc);

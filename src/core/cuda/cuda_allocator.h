@@ -20,7 +20,6 @@ class CudaCachingAllocator final : public Allocator {
   void deallocate(void* ptr, size_t) override { pool_.deallocate(ptr); }
   void release_cached() { pool_.release_cached(); }
   PoolStats stats() const { return pool_.stats(); }
-  void reset_peak() { pool_.reset_peak(); }
 
  private:
   int device_index_;

@@ -39,7 +39,6 @@ class CudaDevice final : public Allocator {
   // Waits for everything queued on the compute stream.
   void synchronize();
   PoolStats memory_stats() const { return pool_.stats(); }
-  void reset_peak() { pool_.reset_peak(); }
   void release_cached() { pool_.release_cached(); }
 
   // A new device tensor holding `host`'s values, copied without waiting: the values go through a
