@@ -92,6 +92,17 @@ __device__ __forceinline__ __nv_bfloat16 from_float<__nv_bfloat16>(float x) { re
 template <>
 __device__ __forceinline__ __half from_float<__half>(float x) { return __float2half_rn(x); }
 
+// x rounded once to T (to nearest even), as the CPU's narrow() (kernels/cpu/element.h): for the
+// 16-bit types through f32 rounded "to odd", which makes the two roundings one.
+template <typename T>
+__device__ __forceinline__ T from_double(double x) {
+  float f = static_cast<float>(x);
+  if (sizeof(T) == 4 || x != x || static_cast<double>(f) == x) return from_float<T>(f);
+  unsigned u = __float_as_uint(f);
+  if (fabs(static_cast<double>(f)) > fabs(x)) u -= 1;  // truncate toward zero
+  return from_float<T>(__uint_as_float(u | 1u));
+}
+
 // The device element type of a storage dtype (f32, bf16, f16); F is called with a value of it.
 template <typename F>
 void with_floating(DType dtype, const char* op, F&& f) {

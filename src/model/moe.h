@@ -35,6 +35,8 @@
 
 #include <vector>
 
+#include "core/tensor.h"
+
 #include "model/config.h"
 #include "model/linear.h"
 #include "model/mlp.h"
@@ -64,21 +66,24 @@ struct ExpertParallel {
   bool active() const { return size > 1; }
 };
 
+// What forward keeps for backward, on the layer's device (src/model/moe.h's opening comment has
+// the math; kernels/ops.h the moe_* ops' layouts). Token-choice c = r * top_k + j.
 struct MoeSaved {
-  Tensor probs;                  // [rows, n_experts] f64
-  Tensor lse;                    // [rows] f64: logsumexp of the router scores
-  std::vector<int32_t> expert;   // [rows * top_k]: the expert of each token-choice
-  std::vector<double> gate;      // [rows * top_k]: its renormalised weight
-  std::vector<std::vector<int64_t>> taken;  // per expert: the token-choices it processes, in order
-  std::vector<Tensor> outputs;   // per expert: its output on this rank's tokens [n_e, d_model]
-                                 // (this rank's partial sum under tp)
+  Tensor probs;   // [rows, n_experts] f64: the router's softmax
+  Tensor lse;     // [rows] f64: logsumexp of the router scores
+  Tensor expert;  // [rows, top_k] i32: the expert of each token-choice
+  Tensor gate;    // [rows, top_k] f64: its weight
+  Tensor slot;    // [rows, top_k] i32: its place in its expert's rows, -1 when dropped
+  Tensor counts;  // [2, n_experts] i64: token-choices per expert before capacity, then kept
+  Tensor outputs; // [kept, d_model]: every kept choice's expert output, packed by expert
+                  // (this rank's partial sum under tp)
   // This rank's own experts (all of them without expert parallelism): their tokens from every
   // rank [m_e, d_model], what their MLP saved, and how many rows came from each rank:
   // arrived[source][local expert].
   std::vector<Tensor> local_inputs;
   std::vector<MlpSaved> local_saved;
   std::vector<std::vector<int64_t>> arrived;
-  MoeRouting routing;
+  MoeRouting routing;  // on the host: the counts and losses, read once per forward
 };
 
 class MoeLayer {
@@ -103,15 +108,18 @@ class MoeLayer {
   // Rows per global expert this rank sends (sent_rows[e]) -> rows each rank sends to this one:
   // arrived[source][local expert] (one all-to-all of counts; no communication without ep).
   std::vector<std::vector<int64_t>> exchange_counts(const std::vector<int64_t>& sent_rows) const;
-  // Per global expert rows [sent_rows[e], d] -> per local expert rows from every rank
-  // (concatenated by source rank); and the inverse, for rows computed per local expert back to
-  // their sources.
-  std::vector<Tensor> dispatch(const std::vector<Tensor>& by_expert, const std::vector<int64_t>& sent_rows,
+  // Rows packed by global expert ([sum of sent_rows, d], expert e's sent_rows[e] rows in order)
+  // -> per local expert, its rows from every rank (concatenated by source rank); and the inverse:
+  // rows packed by local expert ([sum of arrived, d], local expert le's rows in order, as
+  // dispatch gave them) back to their sources, packed by global expert.
+  std::vector<Tensor> dispatch(const Tensor& packed, const std::vector<int64_t>& sent_rows,
                                const std::vector<std::vector<int64_t>>& arrived, DType dtype,
                                int64_t d) const;
-  std::vector<Tensor> combine(const std::vector<Tensor>& by_local_expert,
-                              const std::vector<std::vector<int64_t>>& arrived,
-                              const std::vector<int64_t>& sent_rows, DType dtype, int64_t d) const;
+  Tensor combine(const Tensor& by_local_expert, const std::vector<std::vector<int64_t>>& arrived,
+                 const std::vector<int64_t>& sent_rows, DType dtype, int64_t d) const;
+  // Rows a local expert holds: sum over sources of arrived[source][le].
+  int64_t local_rows(const std::vector<std::vector<int64_t>>& arrived, int64_t le) const;
+  std::vector<int64_t> rows_per_local_expert(const std::vector<std::vector<int64_t>>& arrived) const;
 
   void count_sent(const std::vector<int64_t>& send_counts, DType dtype) const;
 

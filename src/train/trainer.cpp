@@ -114,12 +114,10 @@ void check_layout(const Config& config) {
 
 std::shared_ptr<Allocator> training_device(const Config& config, int world) {
   // What one-GPU training does not cover yet: several ranks (each would need its own GPU and NCCL)
-  // and the layouts that only make sense with them, MoE layers (their routing runs on the host),
-  // and the host-memory optimizer of offload.
+  // and the layouts that only make sense with them, and the host-memory optimizer of offload.
   const ParallelConfig& par = config.parallel;
   std::string missing;
   if (world > 1) missing = std::to_string(world) + " processes (one-GPU training is one process)";
-  else if (config.model.moe.n_experts > 0) missing = "model.moe.n_experts > 0 (MoE layers route on the host)";
   else if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
   return select_device("key 'train.device'", config.train.device, missing);
 }

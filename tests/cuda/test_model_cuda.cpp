@@ -66,12 +66,26 @@ void batch(const ModelConfig& c, int64_t b, int64_t seq, uint64_t seed, Tensor& 
 struct Case {
   std::string arch;
   Recompute recompute;
+  bool moe = false;  // every other FFN a mixture of 4 experts, top-2, capacity 1.0 (some drop)
 };
+
+ModelConfig case_config(const Case& k) {
+  ModelConfig c = small(k.arch);
+  if (k.moe) {
+    c.moe.n_experts = 4;
+    c.moe.top_k = 2;
+    c.moe.capacity_factor = 1.0;
+    c.moe.aux_loss_coef = 0.3;  // large, so the auxiliary gradients weigh in the check
+    c.moe.z_loss_coef = 0.05;
+    c.moe.every = 2;
+  }
+  return c;
+}
 
 class ModelGradientsOnCuda : public ModelOnCuda, public ::testing::WithParamInterface<Case> {};
 
 TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
-  const ModelConfig c = small(GetParam().arch);
+  const ModelConfig c = case_config(GetParam());
   auto cpu = make(c, DType::f32, false), gpu = make(c, DType::f32, true);
   randomize(*cpu);
   randomize(*gpu);
@@ -90,6 +104,17 @@ TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
   // query's scores) holds only f32 rounding on both sides, so the scale it is measured against is
   // at least 1e-3 of the model's largest gradient.
   EXPECT_NEAR(loss[1], loss[0], 1e-5 * std::abs(loss[0]));
+  // The auxiliary losses and the routing itself (loads, drops) of the mixture-of-experts layers.
+  EXPECT_NEAR(gpu->aux_loss(), cpu->aux_loss(), 1e-5 * std::abs(cpu->aux_loss()));
+  ASSERT_EQ(gpu->routing_log().size(), cpu->routing_log().size());
+  if (GetParam().moe) {
+    ASSERT_EQ(cpu->routing_log().size(), static_cast<size_t>(c.n_layers / 2)) << "the MoE layers routed";
+    EXPECT_GT(cpu->routing_log().begin()->second.dropped, 0) << "capacity 1.0 drops some token-choices";
+  }
+  for (const auto& [layer, routing] : cpu->routing_log()) {
+    EXPECT_EQ(gpu->routing_log().at(layer).load, routing.load) << "layer " << layer;
+    EXPECT_EQ(gpu->routing_log().at(layer).dropped, routing.dropped) << "layer " << layer;
+  }
   double largest = 0;
   for (auto& p : cpu->params().all()) {
     const Tensor g = p->accum().contiguous();
@@ -104,17 +129,19 @@ TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
 
 std::string case_name(const ::testing::TestParamInfo<Case>& c) {
   static const char* const kModes[] = {"none", "selective", "full"};
-  return c.param.arch + "_" + kModes[static_cast<int>(c.param.recompute)];
+  return c.param.arch + (c.param.moe ? "_moe_" : "_") + kModes[static_cast<int>(c.param.recompute)];
 }
 
 INSTANTIATE_TEST_SUITE_P(Model, ModelGradientsOnCuda,
                          ::testing::Values(Case{"gpt2", Recompute::none}, Case{"llama", Recompute::none},
-                                           Case{"gpt2", Recompute::selective}, Case{"llama", Recompute::full}),
+                                           Case{"gpt2", Recompute::selective}, Case{"llama", Recompute::full},
+                                           Case{"llama", Recompute::none, true}, Case{"gpt2", Recompute::full, true}),
                          case_name);
 
 TEST_F(ModelOnCuda, TwentyBf16StepsFollowTheCpuCurve) {
-  for (const std::string arch : {"gpt2", "llama"}) {
-    const ModelConfig c = small(arch);
+  for (const Case& k : {Case{"gpt2", Recompute::none}, Case{"llama", Recompute::none}, Case{"llama", Recompute::none, true}}) {
+    const ModelConfig c = case_config(k);
+    const std::string arch = k.arch + (k.moe ? " moe" : "");
     std::vector<double> curve[2];
     for (int side = 0; side < 2; ++side) {
       auto model = make(c, DType::bf16, side == 1);

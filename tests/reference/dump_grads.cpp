@@ -86,10 +86,7 @@ int dump(const std::string& checkpoint, const std::string& ids_path, const std::
                " and /targets ", targets.describe(), " differ in shape");
 
   // On "cuda" the model runs on the CUDA backend (a GPU, or the simulated one in a gpusim build).
-  const std::shared_ptr<Allocator> device =
-      select_device("dump_grads device", device_name, device_name == "cuda" && config.model.moe.n_experts > 0
-                                                           ? "MoE models (their routing runs on the host)"
-                                                           : "");
+  const std::shared_ptr<Allocator> device = select_device("dump_grads device", device_name, "");
   Transformer model(config.model, dtype, {}, {}, {}, {}, ParamStorage{.allocator = device.get()});
   load_weights(model, checkpoint);
   model.params().zero_grads();

@@ -65,8 +65,8 @@ for leg in "${legs[@]}"; do
   "$dump_grads" "$ckpt" "$work/$name.ids.h5" "$work/$name.f32.h5" f32 >/dev/null
   "$dump_grads" "$ckpt" "$work/$name.ids.h5" "$work/$name.f64.h5" f64 >/dev/null
   dumps=("$work/$name.f32.h5" "$work/$name.f64.h5")
-  # The CUDA model too (a GPU, or the simulated GPU's dump program), where CUDA covers the model.
-  if [[ -n "${STRATA_DUMP_GRADS_CUDA:-}" && $name != moe && $name != switch ]]; then
+  # The CUDA model too (a GPU, or the simulated GPU's dump program).
+  if [[ -n "${STRATA_DUMP_GRADS_CUDA:-}" ]]; then
     "$STRATA_DUMP_GRADS_CUDA" "$ckpt" "$work/$name.ids.h5" "$work/$name.cuda.h5" f32 cuda >/dev/null || status=1
     dumps+=("$work/$name.cuda.h5")
   fi
