@@ -79,6 +79,16 @@ void add_layernorm_forward(const Tensor& x, const Tensor& residual_in, const Ten
                            Tensor& mean, Tensor& rstd);
 void add_rmsnorm_forward(const Tensor& x, const Tensor& residual_in, const Tensor& weight,
                          double eps, Tensor& residual_out, Tensor& y, Tensor& rstd);
+// Their backward, where the residual stream's gradient from later (dresidual) meets the norm's:
+// dx = dresidual + the norm's dx, the gradient of residual_out (and so of both x and residual_in).
+// x is the norm's input (the forward's residual_out); dy the gradient of y. The result is that of
+// layernorm_backward / rmsnorm_backward followed by ops::add(dx, dresidual), bit for bit, in one
+// pass. dx, dy, dresidual: [rows, d]; dx may alias dresidual; dweight, dbias as for the plain ops.
+void add_layernorm_backward(const Tensor& dy, const Tensor& dresidual, const Tensor& x,
+                            const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                            Tensor& dx, Tensor& dweight, Tensor& dbias);
+void add_rmsnorm_backward(const Tensor& dy, const Tensor& dresidual, const Tensor& x,
+                          const Tensor& weight, const Tensor& rstd, Tensor& dx, Tensor& dweight);
 
 // ---- activations --------------------------------------------------------------------------
 

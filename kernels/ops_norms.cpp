@@ -1,4 +1,5 @@
-// LayerNorm and RMSNorm front ends, and their fused residual-add forms: x is [rows..., d]; weight
+// LayerNorm and RMSNorm front ends, forward and backward, and their fused residual-add forms (the
+// add before the norm, and its gradient added to the norm's in backward): x is [rows..., d]; weight
 // and bias [d]; the per-row statistics [rows...] (or flattened [rows]) in ops::stats_dtype. f32,
 // f64, bf16 and f16 on the CPU; f32, bf16 and f16 on CUDA (kernels/cuda/norms.cu).
 #include "kernels/cpu/elementwise.h"
@@ -152,6 +153,84 @@ Tensor backward_scratch(const char* op, const Tensor& x, const Rows& r, bool wit
 }
 #endif
 
+// The checks of a backward norm: dy, x, weight, the statistics (mean null for RMSNorm), dx, dweight
+// and dbias (may be undefined); with the fused residual add, dresidual shaped as x.
+Rows check_backward(const char* op, const Tensor& dy, const Tensor* dresidual, const Tensor& x,
+                    const Tensor& weight, const Tensor* mean, const Tensor& rstd, const Tensor& dx,
+                    const Tensor& dweight, const Tensor& dbias) {
+  const Tensor none;
+  check::usable(op, "x", x);
+  check::same_device(op, {{"dy", &dy},
+                          {"dresidual", dresidual ? dresidual : &none},
+                          {"x", &x},
+                          {"weight", &weight},
+                          {"mean", mean ? mean : &none},
+                          {"rstd", &rstd},
+                          {"dx", &dx},
+                          {"dweight", &dweight},
+                          {"dbias", &dbias}});
+  const Rows r = rows_of(op, x);
+  check_like(op, "dy", dy, x, x.shape());
+  if (dresidual) check_like(op, "dresidual", *dresidual, x, x.shape());
+  check_like(op, "weight", weight, x, {r.d});
+  if (mean) check_stat(op, "mean", *mean, x, r);
+  check_stat(op, "rstd", rstd, x, r);
+  check_like(op, "dx", dx, x, x.shape());
+  check_like(op, "dweight", dweight, x, {r.d});
+  if (dbias.defined()) check_like(op, "dbias", dbias, x, {r.d});
+  return r;
+}
+
+// layernorm_backward, and with dresidual add_layernorm_backward (dx = dresidual + the norm's dx).
+void layernorm_grad(const char* op, const Tensor& dy, const Tensor* dresidual, const Tensor& x,
+                    const Tensor& weight, const Tensor& mean, const Tensor& rstd, Tensor& dx,
+                    Tensor& dweight, Tensor& dbias) {
+  const Rows r = check_backward(op, dy, dresidual, x, weight, &mean, rstd, dx, dweight, dbias);
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    cuda_dtype(op, x);
+    Tensor scratch = backward_scratch(op, x, r, dbias.defined());
+    cuda::layernorm_backward(dy.raw(), raw_or_null(dresidual), x.raw(), weight.raw(),
+                             mean.data<float>(), rstd.data<float>(), x.dtype(), r.rows, r.d,
+                             dx.raw(), dweight.raw(), dbias.defined() ? dbias.raw() : nullptr,
+                             scratch.data<float>(), dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
+  dispatch::floating(op, "x", x, [&](auto tag) {
+    using T = decltype(tag);
+    using S = cpu::compute_t<T>;
+    cpu::layernorm_backward<T>(dy.data<T>(), dresidual ? dresidual->data<T>() : nullptr,
+                               x.data<T>(), weight.data<T>(), mean.data<S>(), rstd.data<S>(),
+                               r.rows, r.d, dx.data<T>(), dweight.data<T>(),
+                               dbias.defined() ? dbias.data<T>() : nullptr);
+  });
+}
+
+// rmsnorm_backward, and with dresidual add_rmsnorm_backward.
+void rmsnorm_grad(const char* op, const Tensor& dy, const Tensor* dresidual, const Tensor& x,
+                  const Tensor& weight, const Tensor& rstd, Tensor& dx, Tensor& dweight) {
+  const Tensor none;
+  const Rows r = check_backward(op, dy, dresidual, x, weight, nullptr, rstd, dx, dweight, none);
+  if (dispatch::on_cuda(op, "x", x)) {
+#if STRATA_CUDA
+    cuda_dtype(op, x);
+    Tensor scratch = backward_scratch(op, x, r, /*with_bias=*/false);
+    cuda::rmsnorm_backward(dy.raw(), raw_or_null(dresidual), x.raw(), weight.raw(),
+                           rstd.data<float>(), x.dtype(), r.rows, r.d, dx.raw(), dweight.raw(),
+                           scratch.data<float>(), dispatch::stream_of(op, "x", x));
+#endif
+    return;
+  }
+  dispatch::floating(op, "x", x, [&](auto tag) {
+    using T = decltype(tag);
+    using S = cpu::compute_t<T>;
+    cpu::rmsnorm_backward<T>(dy.data<T>(), dresidual ? dresidual->data<T>() : nullptr,
+                             x.data<T>(), weight.data<T>(), rstd.data<S>(), r.rows, r.d,
+                             dx.data<T>(), dweight.data<T>());
+  });
+}
+
 }  // namespace
 
 void layernorm_forward(const Tensor& x, const Tensor& weight, const Tensor& bias, double eps,
@@ -177,76 +256,24 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& residual_in, const Tenso
 
 void layernorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& mean,
                         const Tensor& rstd, Tensor& dx, Tensor& dweight, Tensor& dbias) {
-  constexpr const char* op = "layernorm_backward";
-  check::usable(op, "x", x);
-  check::same_device(op, {{"dy", &dy},
-                          {"x", &x},
-                          {"weight", &weight},
-                          {"mean", &mean},
-                          {"rstd", &rstd},
-                          {"dx", &dx},
-                          {"dweight", &dweight},
-                          {"dbias", &dbias}});
-  const Rows r = rows_of(op, x);
-  check_like(op, "dy", dy, x, x.shape());
-  check_like(op, "weight", weight, x, {r.d});
-  check_stat(op, "mean", mean, x, r);
-  check_stat(op, "rstd", rstd, x, r);
-  check_like(op, "dx", dx, x, x.shape());
-  check_like(op, "dweight", dweight, x, {r.d});
-  if (dbias.defined()) check_like(op, "dbias", dbias, x, {r.d});
-  if (dispatch::on_cuda(op, "x", x)) {
-#if STRATA_CUDA
-    cuda_dtype(op, x);
-    Tensor scratch = backward_scratch(op, x, r, dbias.defined());
-    cuda::layernorm_backward(dy.raw(), x.raw(), weight.raw(), mean.data<float>(), rstd.data<float>(),
-                             x.dtype(), r.rows, r.d, dx.raw(), dweight.raw(),
-                             dbias.defined() ? dbias.raw() : nullptr, scratch.data<float>(),
-                             dispatch::stream_of(op, "x", x));
-#endif
-    return;
-  }
-  dispatch::floating(op, "x", x, [&](auto tag) {
-    using T = decltype(tag);
-    using S = cpu::compute_t<T>;
-    cpu::layernorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), mean.data<S>(),
-                               rstd.data<S>(), r.rows, r.d, dx.data<T>(), dweight.data<T>(),
-                               dbias.defined() ? dbias.data<T>() : nullptr);
-  });
+  layernorm_grad("layernorm_backward", dy, nullptr, x, weight, mean, rstd, dx, dweight, dbias);
+}
+
+void add_layernorm_backward(const Tensor& dy, const Tensor& dresidual, const Tensor& x,
+                            const Tensor& weight, const Tensor& mean, const Tensor& rstd,
+                            Tensor& dx, Tensor& dweight, Tensor& dbias) {
+  layernorm_grad("add_layernorm_backward", dy, &dresidual, x, weight, mean, rstd, dx, dweight,
+                 dbias);
 }
 
 void rmsnorm_backward(const Tensor& dy, const Tensor& x, const Tensor& weight, const Tensor& rstd,
                       Tensor& dx, Tensor& dweight) {
-  constexpr const char* op = "rmsnorm_backward";
-  check::usable(op, "x", x);
-  check::same_device(op, {{"dy", &dy},
-                          {"x", &x},
-                          {"weight", &weight},
-                          {"rstd", &rstd},
-                          {"dx", &dx},
-                          {"dweight", &dweight}});
-  const Rows r = rows_of(op, x);
-  check_like(op, "dy", dy, x, x.shape());
-  check_like(op, "weight", weight, x, {r.d});
-  check_stat(op, "rstd", rstd, x, r);
-  check_like(op, "dx", dx, x, x.shape());
-  check_like(op, "dweight", dweight, x, {r.d});
-  if (dispatch::on_cuda(op, "x", x)) {
-#if STRATA_CUDA
-    cuda_dtype(op, x);
-    Tensor scratch = backward_scratch(op, x, r, /*with_bias=*/false);
-    cuda::rmsnorm_backward(dy.raw(), x.raw(), weight.raw(), rstd.data<float>(), x.dtype(), r.rows,
-                           r.d, dx.raw(), dweight.raw(), scratch.data<float>(),
-                           dispatch::stream_of(op, "x", x));
-#endif
-    return;
-  }
-  dispatch::floating(op, "x", x, [&](auto tag) {
-    using T = decltype(tag);
-    using S = cpu::compute_t<T>;
-    cpu::rmsnorm_backward<T>(dy.data<T>(), x.data<T>(), weight.data<T>(), rstd.data<S>(), r.rows,
-                             r.d, dx.data<T>(), dweight.data<T>());
-  });
+  rmsnorm_grad("rmsnorm_backward", dy, nullptr, x, weight, rstd, dx, dweight);
+}
+
+void add_rmsnorm_backward(const Tensor& dy, const Tensor& dresidual, const Tensor& x,
+                          const Tensor& weight, const Tensor& rstd, Tensor& dx, Tensor& dweight) {
+  rmsnorm_grad("add_rmsnorm_backward", dy, &dresidual, x, weight, rstd, dx, dweight);
 }
 
 }  // namespace strata::ops

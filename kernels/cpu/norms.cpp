@@ -23,6 +23,14 @@ void accumulate_over_rows(int64_t rows, int64_t d, T* dparam, Term term) {
   }
 }
 
+// dx_j of one row: the norm's gradient g_j (f64) rounded to T, plus dresidual_j when there is one,
+// added in compute_t<T> and rounded as add() does (elementwise.cpp), which the fused op matches.
+template <typename T>
+T with_residual(double g, const T* dresidual, int64_t i) {
+  const T norm_grad = narrow<T>(g);
+  return dresidual ? store<T>(load(norm_grad) + load(dresidual[i])) : norm_grad;
+}
+
 }  // namespace
 
 template <typename T>
@@ -49,9 +57,9 @@ void layernorm_forward(const T* x, const T* weight, const T* bias, int64_t rows,
 }
 
 template <typename T>
-void layernorm_backward(const T* dy, const T* x, const T* weight, const compute_t<T>* mean,
-                        const compute_t<T>* rstd, int64_t rows, int64_t d, T* dx, T* dweight,
-                        T* dbias) {
+void layernorm_backward(const T* dy, const T* dresidual, const T* x, const T* weight,
+                        const compute_t<T>* mean, const compute_t<T>* rstd, int64_t rows, int64_t d,
+                        T* dx, T* dweight, T* dbias) {
   const double inv_d = 1.0 / static_cast<double>(d);
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
@@ -69,7 +77,7 @@ void layernorm_backward(const T* dy, const T* x, const T* weight, const compute_
     for (int64_t j = 0; j < d; ++j) {
       const double g = widen(dyr[j]) * widen(weight[j]);
       const double xhat = (widen(xr[j]) - mu) * rs;
-      dx[r * d + j] = narrow<T>(rs * (g - g_mean - xhat * gx_mean));
+      dx[r * d + j] = with_residual(rs * (g - g_mean - xhat * gx_mean), dresidual, r * d + j);
     }
   }
   accumulate_over_rows(rows, d, dweight, [&](int64_t r, int64_t j) {
@@ -95,8 +103,8 @@ void rmsnorm_forward(const T* x, const T* weight, int64_t rows, int64_t d, doubl
 }
 
 template <typename T>
-void rmsnorm_backward(const T* dy, const T* x, const T* weight, const compute_t<T>* rstd,
-                      int64_t rows, int64_t d, T* dx, T* dweight) {
+void rmsnorm_backward(const T* dy, const T* dresidual, const T* x, const T* weight,
+                      const compute_t<T>* rstd, int64_t rows, int64_t d, T* dx, T* dweight) {
   const double inv_d = 1.0 / static_cast<double>(d);
 #pragma omp parallel for schedule(static) if (rows * d >= kParallelMin)
   for (int64_t r = 0; r < rows; ++r) {
@@ -109,22 +117,23 @@ void rmsnorm_backward(const T* dy, const T* x, const T* weight, const compute_t<
     const double rs3 = rs * rs * rs;
     for (int64_t j = 0; j < d; ++j)
       dx[r * d + j] =
-          narrow<T>(rs * widen(dyr[j]) * widen(weight[j]) - widen(xr[j]) * rs3 * gx_mean);
+          with_residual(rs * widen(dyr[j]) * widen(weight[j]) - widen(xr[j]) * rs3 * gx_mean,
+                        dresidual, r * d + j);
   }
   accumulate_over_rows(rows, d, dweight, [&](int64_t r, int64_t j) {
     return widen(dy[r * d + j]) * widen(x[r * d + j]) * rstd[r];
   });
 }
 
-#define STRATA_INSTANTIATE_NORMS(T)                                                              \
-  template void layernorm_forward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*, \
-                                     compute_t<T>*, compute_t<T>*);                              \
-  template void layernorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*,         \
-                                      const compute_t<T>*, int64_t, int64_t, T*, T*, T*);        \
-  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*,             \
-                                   compute_t<T>*);                                               \
-  template void rmsnorm_backward<T>(const T*, const T*, const T*, const compute_t<T>*, int64_t,  \
-                                    int64_t, T*, T*);
+#define STRATA_INSTANTIATE_NORMS(T)                                                                \
+  template void layernorm_forward<T>(const T*, const T*, const T*, int64_t, int64_t, double, T*,   \
+                                     compute_t<T>*, compute_t<T>*);                                \
+  template void layernorm_backward<T>(const T*, const T*, const T*, const T*, const compute_t<T>*, \
+                                      const compute_t<T>*, int64_t, int64_t, T*, T*, T*);          \
+  template void rmsnorm_forward<T>(const T*, const T*, int64_t, int64_t, double, T*,               \
+                                   compute_t<T>*);                                                 \
+  template void rmsnorm_backward<T>(const T*, const T*, const T*, const T*, const compute_t<T>*,   \
+                                    int64_t, int64_t, T*, T*);
 STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_NORMS)
 #undef STRATA_INSTANTIATE_NORMS
 

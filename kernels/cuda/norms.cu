@@ -93,11 +93,15 @@ __global__ void norm_forward_kernel(const T* x, const T* residual_in, const T* w
 //   LayerNorm: xhat = (x - mean) rstd, dx = rstd (g - mean_j g - xhat mean_j(g xhat)),
 //              partial_weight += dy xhat, partial_bias += dy;
 //   RMSNorm:   dx = rstd g - x rstd^3 mean_j(g x), partial_weight += dy x rstd.
+// With dresidual (the fused residual add's backward), dx = round(round(dx) + dresidual): the
+// norm's gradient rounded to T as the plain kernel stores it, then added as the add kernel does,
+// with __fadd_rn so that no FMA contraction with the product before it changes the bits. A thread
+// reads dresidual only where it writes dx, so dx may alias it.
 // A thread updates only the partial columns it takes in every row (the same chunks each time).
 template <typename T, bool kLayer>
-__global__ void norm_backward_kernel(const T* dy, const T* x, const T* weight, const float* mean, const float* rstd,
-                                     int64_t rows, int64_t d, int64_t rows_per_block, bool vector, T* dx,
-                                     float* partial_weight, float* partial_bias) {
+__global__ void norm_backward_kernel(const T* dy, const T* dresidual, const T* x, const T* weight, const float* mean,
+                                     const float* rstd, int64_t rows, int64_t d, int64_t rows_per_block, bool vector,
+                                     T* dx, float* partial_weight, float* partial_bias) {
   __shared__ float scratch[32];
   const int64_t r0 = int64_t{blockIdx.x} * rows_per_block;
   const int64_t r1 = r0 + rows_per_block < rows ? r0 + rows_per_block : rows;
@@ -152,6 +156,11 @@ __global__ void norm_backward_kernel(const T* dy, const T* x, const T* weight, c
         }
         pw[j + i] = first ? term : pw[j + i] + term;
       }
+      if (dresidual) {
+        float dr[N];
+        load_n<N>(dresidual + r * d + j, dr);
+        for (int i = 0; i < N; ++i) out[i] = __fadd_rn(to_float(from_float<T>(out[i])), dr[i]);
+      }
       store_n<N>(dx + r * d + j, out);
     });
   }
@@ -184,20 +193,21 @@ void norm_forward(const char* op, const void* x, const void* residual_in, const 
 }
 
 template <bool kLayer>
-void norm_backward(const char* op, const void* dy, const void* x, const void* weight, const float* mean,
-                   const float* rstd, DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, void* dbias,
-                   float* scratch, cudaStream_t stream) {
+void norm_backward(const char* op, const void* dy, const void* dresidual, const void* x, const void* weight,
+                   const float* mean, const float* rstd, DType dtype, int64_t rows, int64_t d, void* dx,
+                   void* dweight, void* dbias, float* scratch, cudaStream_t stream) {
   if (rows == 0) return;
   const int64_t blocks = backward_blocks(rows);
   float* partial_weight = scratch;
   float* partial_bias = dbias ? scratch + blocks * d : nullptr;
   with_floating(dtype, op, [&](auto tag) {
     using T = decltype(tag);
-    const bool vector = d % kVec<T> == 0 && all_aligned16(dy, x, weight, dx);
+    const bool vector = d % kVec<T> == 0 && all_aligned16(dy, dresidual, x, weight, dx);
     const unsigned threads = warps_for(vector ? d / kVec<T> : d, kMaxRowThreads);
     launch(op, &norm_backward_kernel<T, kLayer>, static_cast<unsigned>(blocks), threads, 0, stream,
-           static_cast<const T*>(dy), static_cast<const T*>(x), static_cast<const T*>(weight), mean, rstd, rows, d,
-           rows_per_block(rows), vector, static_cast<T*>(dx), partial_weight, partial_bias);
+           static_cast<const T*>(dy), static_cast<const T*>(dresidual), static_cast<const T*>(x),
+           static_cast<const T*>(weight), mean, rstd, rows, d, rows_per_block(rows), vector, static_cast<T*>(dx),
+           partial_weight, partial_bias);
     const unsigned column_blocks = blocks_for(d, kColumnThreads);
     launch("norm_add_partials", &add_partials_kernel<T>, column_blocks, kColumnThreads, 0, stream,
            static_cast<const float*>(partial_weight), blocks, d, static_cast<T*>(dweight));
@@ -227,17 +237,18 @@ int64_t norm_backward_scratch(int64_t rows, int64_t d, bool with_bias) {
   return n > 0 ? n : 1;  // never an empty allocation
 }
 
-void layernorm_backward(const void* dy, const void* x, const void* weight, const float* mean, const float* rstd,
-                        DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, void* dbias, float* scratch,
-                        cudaStream_t stream) {
-  norm_backward<true>("layernorm_backward", dy, x, weight, mean, rstd, dtype, rows, d, dx, dweight, dbias, scratch,
-                      stream);
+void layernorm_backward(const void* dy, const void* dresidual, const void* x, const void* weight, const float* mean,
+                        const float* rstd, DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, void* dbias,
+                        float* scratch, cudaStream_t stream) {
+  norm_backward<true>(dresidual ? "add_layernorm_backward" : "layernorm_backward", dy, dresidual, x, weight, mean,
+                      rstd, dtype, rows, d, dx, dweight, dbias, scratch, stream);
 }
 
-void rmsnorm_backward(const void* dy, const void* x, const void* weight, const float* rstd, DType dtype,
-                      int64_t rows, int64_t d, void* dx, void* dweight, float* scratch, cudaStream_t stream) {
-  norm_backward<false>("rmsnorm_backward", dy, x, weight, nullptr, rstd, dtype, rows, d, dx, dweight, nullptr,
-                       scratch, stream);
+void rmsnorm_backward(const void* dy, const void* dresidual, const void* x, const void* weight, const float* rstd,
+                      DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, float* scratch,
+                      cudaStream_t stream) {
+  norm_backward<false>(dresidual ? "add_rmsnorm_backward" : "rmsnorm_backward", dy, dresidual, x, weight, nullptr,
+                       rstd, dtype, rows, d, dx, dweight, nullptr, scratch, stream);
 }
 
 }  // namespace strata::cuda

@@ -27,11 +27,14 @@ void rmsnorm_forward(const void* x, const void* residual_in, const void* weight,
 int64_t norm_backward_scratch(int64_t rows, int64_t d, bool with_bias);
 // dx overwritten; dweight (and dbias, which may be null) accumulated. The parameter gradients are
 // summed per block over a fixed run of rows, then the partials added in block order: the same bits
-// on every run, no atomics.
-void layernorm_backward(const void* dy, const void* x, const void* weight, const float* mean, const float* rstd,
-                        DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, void* dbias, float* scratch,
-                        cudaStream_t stream);
-void rmsnorm_backward(const void* dy, const void* x, const void* weight, const float* rstd, DType dtype,
-                      int64_t rows, int64_t d, void* dx, void* dweight, float* scratch, cudaStream_t stream);
+// on every run, no atomics. When dresidual is not null, dx = dresidual + the norm's dx, rounded
+// as the plain backward followed by the add kernel round it (the fused residual add's backward;
+// dx may alias dresidual).
+void layernorm_backward(const void* dy, const void* dresidual, const void* x, const void* weight, const float* mean,
+                        const float* rstd, DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, void* dbias,
+                        float* scratch, cudaStream_t stream);
+void rmsnorm_backward(const void* dy, const void* dresidual, const void* x, const void* weight, const float* rstd,
+                      DType dtype, int64_t rows, int64_t d, void* dx, void* dweight, float* scratch,
+                      cudaStream_t stream);
 
 }  // namespace strata::cuda

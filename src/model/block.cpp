@@ -39,9 +39,8 @@ void Block::run_forward(const Tensor& x, Tensor& y, BlockSaved& s, bool keep_cor
   attn_.forward(s.xn1, a, s.attn, keep_core);
   Tensor a2 = a.view({all_rows, d});
   s.h = tp_.from_partial(a2);  // g
-  ops::add(s.h, x, s.h);       // h = x + attn(norm1(x))
   Tensor xn2 = Tensor::empty({rows, d}, dt, alloc);
-  norm2_.forward(s.h, xn2, s.norm2);
+  norm2_.forward_add(s.h, x, s.h, xn2, s.norm2);  // h = x + attn(norm1(x)) in place, xn2 = norm2(h)
   s.xn2 = tp_.to_full(xn2);  // f
   Tensor m = Tensor::empty({all_rows, d}, dt, alloc);
   if (moe_on_)
@@ -66,8 +65,7 @@ void Block::forward_cached(const Tensor& x, std::span<const SelfAttention::Cache
   tp_.reduce(a);
   Tensor h = Tensor::empty({rows, d}, dt, alloc), xn2 = Tensor::empty({rows, d}, dt, alloc),
          m = Tensor::empty({rows, d}, dt, alloc);
-  ops::add(a, x, h);
-  norm2_.forward(h, xn2, saved2);
+  norm2_.forward_add(a, x, h, xn2, saved2);
   if (moe_on_) {
     MoeSaved moe_saved;
     moe_.forward(xn2, m, moe_saved);
@@ -116,16 +114,14 @@ void Block::backward(const Tensor& dy, BlockSaved& s, Tensor& dx, double loss_sc
     mlp_.backward(dy_full, s.xn2, s.mlp, dxn2);
   Tensor dxn2_rows = tp_.from_partial(dxn2);
   Tensor dh = Tensor::empty({rows, d}, dt, alloc);
-  norm2_.backward(dxn2_rows, s.h, s.norm2, dh);
-  ops::add(dh, dy, dh);
+  norm2_.backward_add(dxn2_rows, dy, s.h, s.norm2, dh);
   // Through the attention branch: dx = dh + norm1'(attention'(dh)).
   Tensor dh_full = tp_.to_full(dh);
   Tensor dxn1 = Tensor::empty({s.batch, s.seq, d}, dt, alloc);
   attn_.backward(dh_full.view({s.batch, s.seq, d}), s.xn1, s.attn, dxn1);
   Tensor dxn1_2 = dxn1.view({all_rows, d});
   Tensor dxn1_rows = tp_.from_partial(dxn1_2);
-  norm1_.backward(dxn1_rows, s.x, s.norm1, dx);
-  ops::add(dx, dh, dx);
+  norm1_.backward_add(dxn1_rows, dh, s.x, s.norm1, dx);
   const int64_t batch = s.batch, seq = s.seq;
   s = BlockSaved{};
   s.batch = batch;

@@ -3,6 +3,11 @@
 // through f (identity, or an all-gather of the rows under sequence parallelism) and their partial
 // outputs leave through g (an all-reduce, or a reduce-scatter of the rows); the norms and the
 // residual adds work on every row, or under sequence parallelism on this rank's rows only.
+// The add before norm2 is fused with it (Norm::forward_add), and in backward both norms add the
+// residual stream's gradient in their own pass (Norm::backward_add); the fused ops give the same
+// bits as add and norm apart. The block's last add (y = h + mlp) stays a plain add: the norm it
+// feeds is the next block's norm1 (or the final norm), past the block's end, where a pipeline
+// stage may end and the next block keeps y as its own saved input.
 #pragma once
 
 #include "model/attention.h"

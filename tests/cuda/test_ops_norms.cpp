@@ -1,7 +1,8 @@
 // CUDA LayerNorm and RMSNorm against the CPU (op_parity.h): forward (layernorm with and without a
 // bias), backward (dx overwritten, dweight and dbias accumulated into nonzero buffers), and the
-// fused residual add + norm forward (out of place and in place), over rows 1, 3, 17, and 1030 for
-// backward (whose blocks then take several rows each), and d = 1, 7, 33, 129, 769 (no vector path)
+// fused residual add + norm forward and backward (out of place and in place, and backward with a
+// misaligned dresidual), over rows 1, 3, 17, and 1030 for backward (whose blocks then take several
+// rows each), and d = 1, 7, 33, 129, 769 (no vector path)
 // and 8, 64, 768 (the vector path of every dtype), with a 3-D x whose statistics keep its leading
 // shape.
 //
@@ -131,6 +132,60 @@ void add_fused_cases(std::vector<OpCase>& out, const Shape& s, DType d) {
                  {tol, tol, 1e-5}});
 }
 
+// The fused backward (dx = dresidual + the norm's dx): out of place (layernorm with a bias,
+// rmsnorm), and in place on the residual stream's gradient, dx being dresidual (layernorm without
+// a bias, rmsnorm), with dweight and dbias accumulated as for the plain backward.
+void add_fused_backward_cases(std::vector<OpCase>& out, const Shape& s, DType d) {
+  const double tol = dtype_tolerance(d);
+  const InputSpec dy{"dy", s, d}, dresidual{"dresidual", s, d}, x{"x", s, d, -2, 3},
+      weight{"weight", last(s), d, 0.5, 1.5}, mean{"mean", leading(s), DType::f32, -0.2, 0.8},
+      rstd{"rstd", leading(s), DType::f32, 0.5, 2.0}, dweight{"dweight", last(s), d}, dbias{"dbias", last(s), d};
+  out.push_back({"add_layernorm_backward_" + tag(s, d), {dy, dresidual, x, weight, mean, rstd, dweight, dbias},
+                 [](std::vector<Tensor>& in, Allocator& a) {
+                   Tensor dx = Tensor::empty(in[0].shape(), in[0].dtype(), a);
+                   ops::add_layernorm_backward(in[0], in[1], in[2], in[3], in[4], in[5], dx, in[6], in[7]);
+                   return std::vector<Tensor>{dx, in[6], in[7]};
+                 },
+                 {tol}});
+  out.push_back({"add_layernorm_backward_in_place_" + tag(s, d), {dy, dresidual, x, weight, mean, rstd, dweight},
+                 [](std::vector<Tensor>& in, Allocator&) {
+                   Tensor no_bias;
+                   ops::add_layernorm_backward(in[0], in[1], in[2], in[3], in[4], in[5], in[1], in[6], no_bias);
+                   return std::vector<Tensor>{in[1], in[6]};
+                 },
+                 {tol}});
+  out.push_back({"add_rmsnorm_backward_" + tag(s, d), {dy, dresidual, x, weight, rstd, dweight},
+                 [](std::vector<Tensor>& in, Allocator& a) {
+                   Tensor dx = Tensor::empty(in[0].shape(), in[0].dtype(), a);
+                   ops::add_rmsnorm_backward(in[0], in[1], in[2], in[3], in[4], dx, in[5]);
+                   return std::vector<Tensor>{dx, in[5]};
+                 },
+                 {tol}});
+  out.push_back({"add_rmsnorm_backward_in_place_" + tag(s, d), {dy, dresidual, x, weight, rstd, dweight},
+                 [](std::vector<Tensor>& in, Allocator&) {
+                   ops::add_rmsnorm_backward(in[0], in[1], in[2], in[3], in[4], in[1], in[5]);
+                   return std::vector<Tensor>{in[1], in[5]};
+                 },
+                 {tol}});
+}
+
+// A dresidual one element into its buffer, so not 16-byte aligned where every other tensor is: the
+// kernel must leave the vector path for all of them (a row width that would take it).
+void add_misaligned_residual_case(std::vector<OpCase>& out, const Shape& s, DType d) {
+  const int64_t n = s[0] * s[1];
+  const InputSpec dy{"dy", s, d}, dresidual{"dresidual", {n + 1}, d}, x{"x", s, d, -2, 3},
+      weight{"weight", last(s), d, 0.5, 1.5}, rstd{"rstd", leading(s), DType::f32, 0.5, 2.0},
+      dweight{"dweight", last(s), d};
+  out.push_back({"add_rmsnorm_backward_misaligned_residual_" + tag(s, d), {dy, dresidual, x, weight, rstd, dweight},
+                 [n](std::vector<Tensor>& in, Allocator& a) {
+                   const Tensor shifted = in[1].slice(0, 1, n + 1).view(in[0].shape());
+                   Tensor dx = Tensor::empty(in[0].shape(), in[0].dtype(), a);
+                   ops::add_rmsnorm_backward(in[0], shifted, in[2], in[3], in[4], dx, in[5]);
+                   return std::vector<Tensor>{dx, in[5]};
+                 },
+                 {dtype_tolerance(d)}});
+}
+
 std::vector<OpCase> cases() {
   std::vector<OpCase> out;
   for (const Shape& s : norm_shapes())
@@ -138,9 +193,14 @@ std::vector<OpCase> cases() {
       add_forward_cases(out, s, d);
       add_backward_cases(out, s, d);
       add_fused_cases(out, s, d);
+      add_fused_backward_cases(out, s, d);
     }
   for (const Shape& s : many_row_shapes())
-    for (DType d : cuda_dtypes()) add_backward_cases(out, s, d);
+    for (DType d : cuda_dtypes()) {
+      add_backward_cases(out, s, d);
+      add_fused_backward_cases(out, s, d);
+    }
+  for (DType d : cuda_dtypes()) add_misaligned_residual_case(out, {17, 64}, d);
   return out;
 }
 
@@ -175,6 +235,14 @@ TEST(NormCudaMisuse, ErrorsNameTheOpAndArgument) {
                                   kEps, sum, y, rstd);
        },
        {"add_rmsnorm_forward", "'residual_in'", "f32[2, 8]@cpu", "cuda:0"}},
+      {"add_layernorm_backward_residual_on_cpu",
+       [&] {
+         Tensor dx = on({2, 8}, DType::f32), dweight = on({8}, DType::f32), no_bias;
+         ops::add_layernorm_backward(on({2, 8}, DType::f32), Tensor::zeros({2, 8}, DType::f32), on({2, 8}, DType::f32),
+                                     on({8}, DType::f32), on({2}, DType::f32), on({2}, DType::f32), dx, dweight,
+                                     no_bias);
+       },
+       {"add_layernorm_backward", "'dresidual'", "f32[2, 8]@cpu", "cuda:0"}},
   });
 }
 

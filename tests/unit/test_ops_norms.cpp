@@ -142,6 +142,43 @@ TEST_P(Norms, FusedResidualAddIsAddThenNorm) {
   }
 }
 
+// The op under test's backward: dx overwritten, dweight and dbias (undefined without a bias)
+// accumulated; the plain norm's, or with dresidual the fused residual add's.
+void backward(const NormCase& c, const Tensor& dy, const Tensor* dresidual, const Tensor& x,
+              const Tensor& weight, const Outputs& saved, Tensor& dx, Tensor& dweight,
+              Tensor& dbias) {
+  if (c.rms && dresidual) {
+    ops::add_rmsnorm_backward(dy, *dresidual, x, weight, saved.rstd, dx, dweight);
+  } else if (c.rms) {
+    ops::rmsnorm_backward(dy, x, weight, saved.rstd, dx, dweight);
+  } else if (dresidual) {
+    ops::add_layernorm_backward(dy, *dresidual, x, weight, saved.mean, saved.rstd, dx, dweight,
+                                dbias);
+  } else {
+    ops::layernorm_backward(dy, x, weight, saved.mean, saved.rstd, dx, dweight, dbias);
+  }
+}
+
+// {dx, dweight, dbias (with a bias)} of backward(), the parameter gradients as what it added to
+// buffers that already held values.
+std::vector<Tensor> gradients(const NormCase& c, const Tensor& dy, const Tensor* dresidual,
+                              const Tensor& x, const Tensor& weight, const Outputs& saved) {
+  Tensor dx = Tensor::empty(x.shape(), x.dtype()), dbias;
+  Tensor dweight = accumulated(weight.shape(), weight.dtype(), [&](Tensor& dw) {
+    if (!c.bias) {
+      Tensor no_bias;
+      backward(c, dy, dresidual, x, weight, saved, dx, dw, no_bias);
+      return;
+    }
+    dbias = accumulated(weight.shape(), weight.dtype(), [&](Tensor& db) {
+      backward(c, dy, dresidual, x, weight, saved, dx, dw, db);
+    });
+  });
+  std::vector<Tensor> grads{dx, dweight};
+  if (c.bias) grads.push_back(dbias);
+  return grads;
+}
+
 // d(sum(y * dy)) / d(x, weight, bias) against finite differences; dweight and dbias must add into
 // what their buffers already hold.
 TEST_P(Norms, BackwardMatchesFiniteDifferences) {
@@ -156,23 +193,92 @@ TEST_P(Norms, BackwardMatchesFiniteDifferences) {
   op.forward = [&](const std::vector<Tensor>& t) { return forward(c, unpack(t)).y; };
   op.backward = [&](const std::vector<Tensor>& t, const Tensor& dy) {
     const Inputs args = unpack(t);
-    const Outputs saved = forward(c, args);
-    Tensor dx = Tensor::empty(args.x.shape(), args.x.dtype());
-    Tensor dbias;
-    Tensor dweight = accumulated(args.weight.shape(), args.weight.dtype(), [&](Tensor& dw) {
-      if (c.rms) {
-        ops::rmsnorm_backward(dy, args.x, args.weight, saved.rstd, dx, dw);
-      } else if (c.bias) {
-        dbias = accumulated(args.bias.shape(), args.bias.dtype(), [&](Tensor& db) {
-          ops::layernorm_backward(dy, args.x, args.weight, saved.mean, saved.rstd, dx, dw, db);
-        });
-      } else {
-        Tensor no_bias;
-        ops::layernorm_backward(dy, args.x, args.weight, saved.mean, saved.rstd, dx, dw, no_bias);
-      }
-    });
-    std::vector<Tensor> grads{dx, dweight};
-    if (c.bias) grads.push_back(dbias);
+    return gradients(c, dy, nullptr, args.x, args.weight, forward(c, args));
+  };
+  expect_gradients(op, c.dtype);
+}
+
+// The fused residual add's backward (add_layernorm_backward, add_rmsnorm_backward) is the plain
+// backward followed by ops::add, bit for bit: out of place, and in place on the residual stream's
+// gradient (dx is dresidual) as a pre-norm block calls it.
+TEST_P(Norms, FusedResidualAddBackwardIsBackwardThenAdd) {
+  const NormCase& c = GetParam();
+  const Inputs in = make_inputs(c);
+  const Tensor dy = random_tensor(c.shape, c.dtype, "dy");
+  const Tensor dresidual = random_tensor(c.shape, c.dtype, "dresidual");
+  const Outputs saved = forward(c, in);
+  const Tensor dweight_0 = random_tensor({c.shape.back()}, c.dtype, "dweight");
+  const Tensor dbias_0 = random_tensor({c.shape.back()}, c.dtype, "dbias");
+  auto copy = [](const Tensor& t) {
+    Tensor out = Tensor::empty(t.shape(), t.dtype());
+    out.copy_from(t);
+    return out;
+  };
+  Tensor want_dx = Tensor::empty(c.shape, c.dtype), want_dweight = copy(dweight_0),
+         want_dbias = c.bias ? copy(dbias_0) : Tensor();
+  backward(c, dy, nullptr, in.x, in.weight, saved, want_dx, want_dweight, want_dbias);
+  ops::add(want_dx, dresidual, want_dx);
+  for (const bool in_place : {false, true}) {
+    Tensor dresidual_in = copy(dresidual);
+    Tensor dx = in_place ? dresidual_in : Tensor::empty(c.shape, c.dtype);
+    Tensor dweight = copy(dweight_0), dbias = c.bias ? copy(dbias_0) : Tensor();
+    backward(c, dy, &dresidual_in, in.x, in.weight, saved, dx, dweight, dbias);
+    EXPECT_EQ(max_relative_error(dx, want_dx), 0.0) << "in place: " << in_place;
+    EXPECT_EQ(max_relative_error(dweight, want_dweight), 0.0) << "in place: " << in_place;
+    if (c.bias) {
+      EXPECT_EQ(max_relative_error(dbias, want_dbias), 0.0) << "in place: " << in_place;
+    }
+  }
+}
+
+// The fused pair against finite differences: with s = x + residual_in and y = norm(s), the
+// gradients of sum(y * dy) + sum(s * dresidual) with respect to x and residual_in are both the
+// fused backward's dx (= dresidual + norm'(dy)); weight and bias as for the plain norm. The
+// harness sees one output, y and s stacked as [2, rows..., d], and one dout, dy and dresidual.
+TEST_P(Norms, FusedBackwardMatchesFiniteDifferences) {
+  const NormCase& c = GetParam();
+  const Inputs in = make_inputs(c);
+  const Tensor residual = random_tensor(c.shape, c.dtype, "residual_in");
+  Shape stacked_shape{2};
+  stacked_shape.insert(stacked_shape.end(), c.shape.begin(), c.shape.end());
+  // s = x + residual_in, y = norm(s), and the saved statistics, in the inputs' dtype.
+  struct Fused {
+    Tensor s;
+    Outputs out;
+  };
+  auto fused_forward = [&](const std::vector<Tensor>& t) {
+    const DType dt = t[0].dtype(), stats = ops::stats_dtype(dt);
+    Fused f{Tensor::empty(c.shape, dt),
+            Outputs{Tensor::empty(c.shape, dt), Tensor(), Tensor::empty(leading(c.shape), stats)}};
+    if (c.rms) {
+      ops::add_rmsnorm_forward(t[0], t[1], t[2], kEps, f.s, f.out.y, f.out.rstd);
+    } else {
+      f.out.mean = Tensor::empty(leading(c.shape), stats);
+      ops::add_layernorm_forward(t[0], t[1], t[2], c.bias ? t[3] : Tensor(), kEps, f.s, f.out.y,
+                                 f.out.mean, f.out.rstd);
+    }
+    return f;
+  };
+  GradCheck op;
+  op.inputs = {{"x", converted(in.x, DType::f64)},
+               {"residual_in", converted(residual, DType::f64)},
+               {"weight", converted(in.weight, DType::f64)}};
+  if (c.bias) op.inputs.push_back({"bias", converted(in.bias, DType::f64)});
+  op.forward = [&](const std::vector<Tensor>& t) {
+    const Fused f = fused_forward(t);
+    std::vector<double> v = values(f.out.y);
+    const std::vector<double> s = values(f.s);
+    v.insert(v.end(), s.begin(), s.end());
+    return tensor_of(v, stacked_shape, t[0].dtype());
+  };
+  op.backward = [&](const std::vector<Tensor>& t, const Tensor& dout) {
+    const std::vector<double> v = values(dout);
+    const auto half = static_cast<std::ptrdiff_t>(v.size() / 2);
+    const Tensor dy = tensor_of({v.begin(), v.begin() + half}, c.shape, dout.dtype());
+    const Tensor dresidual = tensor_of({v.begin() + half, v.end()}, c.shape, dout.dtype());
+    const Fused f = fused_forward(t);
+    std::vector<Tensor> grads = gradients(c, dy, &dresidual, f.s, t[2], f.out);
+    grads.insert(grads.begin() + 1, grads[0]);  // x and residual_in get the same gradient
     return grads;
   };
   expect_gradients(op, c.dtype);
