@@ -12,11 +12,13 @@
 #   sim_beside  (GPU only) the simulated GPU's op and model tests on the same inputs, results beside
 #               the GPU's in the summary
 #   torch_ref   the PyTorch reference (scripts/reference/strata_torch.py) against Strata's CPU model
-#               and, for the dense models, its CUDA model (tests/reference/torch_reference.sh)
+#               and its CUDA model, dense and MoE (tests/reference/torch_reference.sh)
 #   hf_ref      e2e_hf_reference (transformers)
 #   train       a short training run of tiny GPT-2 with train.device=cuda, then generation from
 #               its checkpoint, and the checkpoint resumed on the CPU
 #   bench       (GPU only) scripts/bench/gpu_train.sh, when present
+#   kernels     (GPU only) scripts/bench/gpu_kernels.sh: flash attention vs SDPA, decode vs the
+#               device's copy bandwidth
 # Environment: STRATA_CHECK_BUILD (build folder, default build-gpucheck or build-gpusim-check),
 # STRATA_CHECK_REUSE_BUILD=1 (use that folder as it is: CI passes its own build), STRATA_DATA_DIR.
 # Exit status: 0 when no step failed.
@@ -87,7 +89,8 @@ if [[ $simulate -eq 1 ]]; then
   configure=(-DSTRATA_GPUSIM=ON)
 else
   build=${STRATA_CHECK_BUILD:-$root/build-gpucheck}
-  targets=(strata strata_cuda_tests strata_gpusim_tests strata_gpusim strata_dump_grads strata_dump_grads_sim)
+  targets=(strata strata_cuda_tests strata_gpusim_tests strata_gpusim strata_dump_grads strata_dump_grads_sim
+           bench_gpu_kernels)
   configure=(-DSTRATA_GPUSIM=ON -DSTRATA_CUDA_ARCH=90)
   [[ -x /usr/local/cuda/bin/nvcc ]] && export CUDAToolkit_ROOT=${CUDAToolkit_ROOT:-/usr/local/cuda}
 fi
@@ -119,7 +122,7 @@ fi
 
 # ---- references ----
 if [[ $simulate -eq 1 ]]; then cuda_dump=$build/tests/gpusim/strata_dump_grads_sim; else cuda_dump=$build/tests/strata_dump_grads; fi
-step torch_ref "PyTorch model vs Strata's CPU and CUDA models (dense legs on CUDA)" \
+step torch_ref "PyTorch model vs Strata's CPU and CUDA models (dense and MoE)" \
   env STRATA_DUMP_GRADS_CUDA="$cuda_dump" \
   "$root/tests/reference/torch_reference.sh" "$strata" "$root" mpirun "$build/tests/strata_dump_grads"
 step hf_ref "e2e_hf_reference (transformers)" "$root/tests/e2e/hf_reference.sh" "$strata" "$root" mpirun
@@ -167,6 +170,8 @@ if [[ $simulate -eq 0 ]]; then
   else
     record bench SKIP 0 "scripts/bench/gpu_train.sh is not in this checkout"
   fi
+  step kernels "flash attention vs SDPA, decode vs copy bandwidth" "$root/scripts/bench/gpu_kernels.sh" \
+    "$build/scripts/bench/bench_gpu_kernels" "$out/kernels"
 fi
 
 # ---- summary ----
@@ -200,6 +205,7 @@ EOF
   done
   [[ -f "$out/train.log" ]] && { echo; echo '```'; grep -E "^(losses|resumed|greedy|[0-9. ]+$)" "$out/train.log"; echo '```'; }
   [[ -f "$out/bench/summary.md" ]] && { echo; cat "$out/bench/summary.md"; }
+  [[ -f "$out/kernels/summary.md" ]] && { echo; cat "$out/kernels/summary.md"; }
 } >"$out/summary.md"
 cat "$out/summary.md"
 exit $failed

@@ -116,7 +116,10 @@ void SelfAttention::forward_cached(const Tensor& x, std::span<const CachedSegmen
     v_dst.copy_from(v.slice(0, seg.row0, seg.row0 + seg.n));
     const int64_t len = seg.start + seg.n;
     Tensor os = out.slice(0, seg.row0, seg.row0 + seg.n).view({1, seg.n, n_heads_, head_dim_});
-    decode_attention(qs, seg.k.slice(0, 0, len), seg.v.slice(0, 0, len), seg.start, os);
+    // The new rows against the cache so far; the backend chooses how to split the cache (on CUDA,
+    // enough chunks to fill the GPU for one or a few rows, merged by their log-sum-exp).
+    auto cached = [&](const Tensor& t) { return t.slice(0, 0, len).view({1, len, n_kv_heads_, head_dim_}); };
+    ops::attention_decode(qs, cached(seg.k), cached(seg.v), seg.start, os);
   }
   wo_.forward(out.view({rows, -1}), y);
 }
@@ -129,40 +132,6 @@ std::pair<int64_t, int64_t> SelfAttention::quantize_int8() {
     total.second += after;
   }
   return total;
-}
-
-void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset, Tensor& out,
-                      int64_t split) {
-  const int64_t len = k.size(0), n = q.size(1), heads = q.size(2);
-  auto rows = [&](const Tensor& t, int64_t begin, int64_t end) {  // cache rows as [1, end - begin, ...]
-    return t.slice(0, begin, end).view({1, end - begin, t.size(1), t.size(2)});
-  };
-  const DType stats = ops::stats_dtype(q.dtype());
-  Tensor lse = Tensor::empty({1, heads, n}, stats, allocator_of(q));
-  ops::AttentionArgs args;
-  args.q_offset = q_offset;
-  // One query row (decoding) against a long cache: the keys in chunks of `split`, each chunk's
-  // partial softmax merged by its log-sum-exp (flash-decoding's split-K).
-  if (n > 1 || split <= 0 || len <= split) {
-    ops::attention_forward(q, rows(k, 0, len), rows(v, 0, len), args, out, lse);
-    return;
-  }
-  bool first = true;
-  Tensor part = Tensor::empty(out.shape(), out.dtype(), allocator_of(q)),
-         part_lse = Tensor::empty(lse.shape(), stats, allocator_of(q));
-  for (int64_t begin = 0; begin < len; begin += split) {
-    const int64_t end = std::min(len, begin + split);
-    ops::AttentionArgs a = args;
-    a.k_offset = begin;
-    const Tensor kc = rows(k, begin, end), vc = rows(v, begin, end);
-    if (first) {
-      ops::attention_forward(q, kc, vc, a, out, lse);
-      first = false;
-    } else {
-      ops::attention_forward(q, kc, vc, a, part, part_lse);
-      ops::attention_merge(out, lse, part, part_lse);
-    }
-  }
 }
 
 void SelfAttention::backward(const Tensor& dy, const Tensor& x, AttentionSaved& s, Tensor& dx) const {

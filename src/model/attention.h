@@ -21,12 +21,6 @@ struct AttentionSaved {
   Tensor lse;      // [batch, n_heads, seq]
 };
 
-// Attention of the queries q [1, n, heads, head_dim] at positions q_offset.. against cached keys
-// and values k, v [len, kv_heads, head_dim] (causal). A single query row against more than `split`
-// keys is computed in chunks of `split` keys merged by their log-sum-exp (0: never split).
-void decode_attention(const Tensor& q, const Tensor& k, const Tensor& v, int64_t q_offset, Tensor& out,
-                      int64_t split = 1024);
-
 class SelfAttention {
  public:
   SelfAttention() = default;

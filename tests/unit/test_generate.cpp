@@ -75,19 +75,6 @@ TEST(Generate, CachedLogitsEqualAFullRecompute) {
   }
 }
 
-// One query against 40 cached keys in chunks of 7, merged by log-sum-exp, equals one pass.
-TEST(Generate, SplitDecodeAttentionEqualsOnePass) {
-  Tensor q = Tensor::empty({1, 1, 4, 8}, DType::f32), k = Tensor::empty({40, 2, 8}, DType::f32),
-         v = Tensor::empty({40, 2, 8}, DType::f32);
-  fill_uniform(q, 3, 1, -1, 1);
-  fill_uniform(k, 3, 2, -1, 1);
-  fill_uniform(v, 3, 3, -1, 1);
-  Tensor whole = Tensor::empty({1, 1, 4, 8}, DType::f32), split = Tensor::empty({1, 1, 4, 8}, DType::f32);
-  decode_attention(q, k, v, 39, whole, 0);
-  decode_attention(q, k, v, 39, split, 7);
-  EXPECT_LE(relative_error(split, whole), 1e-6);
-}
-
 TEST(Generate, SamplingFiltersLeaveExactlyTheExpectedSupport) {
   const std::vector<float> logits = {2.0f, 1.0f, 0.5f, 0.1f, -1.0f, 3.0f, 1.5f};
   auto support = [](const std::vector<double>& p) {
