@@ -118,7 +118,6 @@ Command add_generate(CLI::App& app) {
               std::string missing;
               if (grid) missing = "tensor-parallel generation under mpirun";
               else if (config.model.moe.n_experts > 0) missing = "MoE models (their routing runs on the host)";
-              else if (o->quantize == "int8") missing = "--quantize int8 (int8 weights dequantize on the host)";
               const std::shared_ptr<Allocator> device = select_device("--device", o->device, missing);
               const ParamStorage storage{.allocator = device.get()};
               Transformer model(config.model, dtype, tp, {}, {}, {}, storage);
