@@ -288,4 +288,34 @@ struct MoeLossArgs {
 void moe_router_backward(const Tensor& probs, const Tensor& lse, const Tensor& expert, const Tensor& gate,
                          const Tensor& dgate, const Tensor& counts, MoeLossArgs args, Tensor& dscores);
 
+// ---- weight-only int8 (inference) ------------------------------------------------------------
+
+// A weight W [rows, cols] quantised per row (symmetric, round to nearest, ties away from zero):
+//   scale[r] = max_c |W[r, c]| / 127 (1 for a row of zeros)
+//   q[r, c] = clamp(round(W[r, c] / scale[r]), -127, 127)
+// and read back as W[r, c] = T(float(q[r, c]) * scale[r]) in the activation dtype T. codes holds
+// row r's q[r, 0..cols) as bytes, zero-padded to whole i32 words: [rows, ceil(cols / 4)] i32 is
+// only the container (byte c of a row is at byte offset c), so every row starts 4-byte aligned.
+struct Int8Weight {
+  Tensor codes;  // [rows, ceil(cols / 4)] i32, the int8 codes
+  Tensor scale;  // [rows] f32
+  int64_t cols = 0;
+
+  bool defined() const { return codes.defined(); }
+  int64_t rows() const { return scale.size(0); }
+  int64_t row_bytes() const { return codes.size(1) * 4; }
+  int64_t nbytes() const { return static_cast<int64_t>(codes.nbytes() + scale.nbytes()); }
+  // Rows [start, end) (a view of the same memory).
+  Int8Weight rows_slice(int64_t start, int64_t end) const;
+};
+
+// w [rows, cols] (any floating dtype, either device), quantised on the host (once, at load) and
+// placed on w's device.
+Int8Weight quantize_int8(const Tensor& w);
+// w [rows, cols] f32/bf16/f16 (f64 on the CPU too) = the dequantised weight, on q's device.
+void dequantize_int8(const Int8Weight& q, Tensor& w);
+// y [m, rows] = x [m, cols] W^T in x's dtype. On the CPU and for m > 8 on CUDA: W dequantised into
+// a scratch buffer, then gemm; for m <= 8 on CUDA a fused GEMV that reads the int8 codes only.
+void gemm_int8(const Tensor& x, const Int8Weight& w, Tensor& y);
+
 }  // namespace strata::ops

@@ -117,7 +117,6 @@ Command add_generate(CLI::App& app) {
               // What generation on a GPU does not cover yet.
               std::string missing;
               if (grid) missing = "tensor-parallel generation under mpirun";
-              else if (o->quantize == "int8") missing = "--quantize int8 (int8 weights dequantize on the host)";
               const std::shared_ptr<Allocator> device = select_device("--device", o->device, missing);
               const ParamStorage storage{.allocator = device.get()};
               Transformer model(config.model, dtype, tp, {}, {}, {}, storage);

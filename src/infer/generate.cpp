@@ -80,40 +80,70 @@ Tensor host_f32(const Tensor& logits) {
   return f32.to_cpu();
 }
 
+int32_t draw_token(const SparseDistribution& probs, double u) {
+  double cumulative = 0;
+  int32_t last = 0;
+  for (const auto& [token, p] : probs) {
+    if (p <= 0) continue;
+    last = token;
+    cumulative += p;
+    if (u < cumulative) return last;
+  }
+  return last;
+}
+
+double probability_of(const SparseDistribution& probs, int32_t token) {
+  const auto at = std::lower_bound(probs.begin(), probs.end(), token,
+                                   [](const std::pair<int32_t, double>& e, int32_t t) { return e.first < t; });
+  return at != probs.end() && at->first == token ? at->second : 0.0;
+}
+
 TokenChoices::TokenChoices(const Tensor& logits, const SamplingConfig& sampling) : sampling_(sampling) {
   vocab_ = logits.size(1);
   // On a GPU, when the distribution depends on the k largest logits only (greedy; top-k without
   // top-p or a repetition penalty, which look at the whole row), only those k values and ids
-  // come to the host.
-  const bool few = sampling.repetition_penalty == 1.0 &&
-                   (sampling.temperature <= 0 || (sampling.top_k > 0 && sampling.top_p >= 1.0));
+  // come to the host; under greedy only the ids.
+  const bool greedy = sampling.temperature <= 0;
+  const bool few = sampling.repetition_penalty == 1.0 && (greedy || (sampling.top_k > 0 && sampling.top_p >= 1.0));
   if (logits.device().is_cpu() || !few) {
     rows_ = host_f32(logits);
     return;
   }
-  k_ = sampling.temperature <= 0 ? 1 : std::min<int64_t>(sampling.top_k, vocab_);
+  k_ = greedy ? 1 : std::min<int64_t>(sampling.top_k, vocab_);
   Allocator& device = allocator_of(logits);
   Tensor values = Tensor::empty({logits.size(0), k_}, logits.dtype(), device);
   Tensor ids = Tensor::empty({logits.size(0), k_}, DType::i32, device);
   ops::topk(logits, k_, values, ids);
-  rows_ = host_f32(values);
+  if (!greedy) rows_ = host_f32(values);
   ids_ = ids.to_cpu();
 }
 
-int32_t TokenChoices::draw(int64_t row, std::span<const int32_t> seen, double u) const {
+SparseDistribution TokenChoices::distribution(int64_t row, std::span<const int32_t> seen) const {
+  SparseDistribution out;
   if (k_ == 0) {
     std::span<const float> z(rows_.data<float>() + row * vocab_, static_cast<size_t>(vocab_));
-    return draw_token(sampling_distribution(z, sampling_, seen), u);
+    const std::vector<double> dense = sampling_distribution(z, sampling_, seen);
+    for (size_t t = 0; t < dense.size(); ++t)
+      if (dense[t] > 0) out.emplace_back(static_cast<int32_t>(t), dense[t]);
+    return out;
   }
+  if (!rows_.defined()) return {{ids_.data<int32_t>()[row], 1.0}};  // greedy: the argmax
   // The candidates in id order, as the whole row would have them: the distribution over them is
-  // the whole row's (every other token has no mass under top-k), and drawing walks ids in order.
+  // the whole row's (every other token has no mass under top-k).
   std::vector<std::pair<int32_t, float>> c(static_cast<size_t>(k_));
   for (int64_t i = 0; i < k_; ++i)
     c[static_cast<size_t>(i)] = {ids_.data<int32_t>()[row * k_ + i], rows_.data<float>()[row * k_ + i]};
   std::sort(c.begin(), c.end());
   std::vector<float> z(c.size());
   for (size_t i = 0; i < c.size(); ++i) z[i] = c[i].second;
-  return c[static_cast<size_t>(draw_token(sampling_distribution(z, sampling_, {}), u))].first;
+  const std::vector<double> p = sampling_distribution(z, sampling_, {});
+  for (size_t i = 0; i < c.size(); ++i)
+    if (p[i] > 0) out.emplace_back(c[i].first, p[i]);
+  return out;
+}
+
+int32_t TokenChoices::draw(int64_t row, std::span<const int32_t> seen, double u) const {
+  return draw_token(distribution(row, seen), u);
 }
 
 std::pair<double, int64_t> perplexity(Transformer& model, const std::vector<int32_t>& tokens, int64_t seq_len,
@@ -202,23 +232,14 @@ std::vector<std::vector<int32_t>> generate(const Transformer& model, const std::
 
 namespace {
 
-// The model's logits for the rows of one forward, as f32 rows.
-std::vector<std::vector<float>> float_rows(const Tensor& logits) {
-  const Tensor f32 = host_f32(logits);
-  const int64_t rows = f32.size(0), vocab = f32.size(1);
-  std::vector<std::vector<float>> out(static_cast<size_t>(rows));
-  for (int64_t r = 0; r < rows; ++r)
-    out[static_cast<size_t>(r)].assign(f32.data<float>() + r * vocab, f32.data<float>() + (r + 1) * vocab);
-  return out;
-}
-
-// Feeds seq[fed, end) to `model` (one segment), returns its logits for every fed row.
-std::vector<std::vector<float>> feed(const Transformer& model, KvCache& cache, const std::vector<int32_t>& seq,
-                                     int64_t fed) {
+// Feeds seq[fed, end) to `model` (one segment); returns its logits [rows, vocab] for the last
+// `rows` fed positions, on the model's device.
+Tensor feed(const Transformer& model, KvCache& cache, const std::vector<int32_t>& seq, int64_t fed, int64_t rows) {
   const auto n = static_cast<int64_t>(seq.size()) - fed;
   std::vector<int32_t> ids(seq.begin() + fed, seq.end());
   const std::vector<CacheSegment> segment = {{0, n, fed}};
-  return float_rows(model.forward_cached(Tensor::from_vector(ids, {n}), segment, cache, false));
+  const Tensor logits = model.forward_cached(Tensor::from_vector(ids, {n}), segment, cache, /*last_only=*/rows == 1);
+  return logits.slice(0, logits.size(0) - rows, logits.size(0));
 }
 
 }  // namespace
@@ -233,10 +254,9 @@ std::vector<int32_t> Conversation::turn(const std::vector<int32_t>& tokens, cons
   seq_.insert(seq_.end(), tokens.begin(), tokens.end());
   std::vector<int32_t> reply;
   for (int64_t step = 0; step < options.max_new_tokens; ++step) {
-    const auto rows = feed(model_, cache_, seq_, fed_);
+    const TokenChoices choices(feed(model_, cache_, seq_, fed_, 1), options.sampling);
     fed_ = static_cast<int64_t>(seq_.size());
-    const std::vector<double> probs = sampling_distribution(rows.back(), options.sampling, seq_);
-    const int32_t token = draw_token(probs, sampling_uniform(options.sampling.seed, turns_, static_cast<uint64_t>(step)));
+    const int32_t token = choices.draw(0, seq_, sampling_uniform(options.sampling.seed, turns_, static_cast<uint64_t>(step)));
     seq_.push_back(token);
     reply.push_back(token);
     if (on_token) on_token(token);
@@ -269,19 +289,22 @@ std::vector<int32_t> generate_speculative(const Transformer& target, const Trans
   while (static_cast<int64_t>(seq.size()) < max_len) {
     const int64_t room = max_len - static_cast<int64_t>(seq.size());
     const int64_t k = std::min(draft_tokens, room - 1 > 0 ? room - 1 : 0);
+    // Every distribution comes from TokenChoices, so on a GPU a greedy round brings only the
+    // chosen ids to the host (one per draft step, k + 1 from the target), and top-k sampling the
+    // k best logits of each of those rows.
     std::vector<int32_t> proposal;
-    std::vector<std::vector<double>> q;
+    std::vector<SparseDistribution> q;
     {
       std::vector<int32_t> draft_seq = seq;
-      std::vector<std::vector<float>> rows = feed(draft, draft_cache, draft_seq, draft_fed);
+      Tensor logits = feed(draft, draft_cache, draft_seq, draft_fed, 1);
       draft_fed = static_cast<int64_t>(draft_seq.size());
       for (int64_t i = 0; i < k; ++i) {
-        q.push_back(sampling_distribution(rows.back(), sc, draft_seq));
+        q.push_back(TokenChoices(logits, sc).distribution(0, draft_seq));
         const int32_t d = draw_token(q.back(), uniform());
         proposal.push_back(d);
         draft_seq.push_back(d);
         if (i + 1 < k) {
-          rows = feed(draft, draft_cache, draft_seq, draft_fed);
+          logits = feed(draft, draft_cache, draft_seq, draft_fed, 1);
           draft_fed = static_cast<int64_t>(draft_seq.size());
         }
       }
@@ -289,36 +312,42 @@ std::vector<int32_t> generate_speculative(const Transformer& target, const Trans
     // The target scores the last real token and every proposal in one forward.
     std::vector<int32_t> verify = seq;
     verify.insert(verify.end(), proposal.begin(), proposal.end());
-    const std::vector<std::vector<float>> p_rows = feed(target, target_cache, verify, target_fed);
+    const TokenChoices p_rows(feed(target, target_cache, verify, target_fed, k + 1), sc);
     if (stats) {
       ++stats->target_forwards;
       stats->proposed += k;
     }
-    const size_t first = p_rows.size() - static_cast<size_t>(k) - 1;  // the row of seq's last token
     std::vector<int32_t> accepted;
     int32_t next = -1;
     std::vector<int32_t> context = seq;
     for (int64_t i = 0; i < k; ++i) {
-      const std::vector<double> p = sampling_distribution(p_rows[first + static_cast<size_t>(i)], sc, context);
-      const auto d = static_cast<size_t>(proposal[static_cast<size_t>(i)]);
-      const double ratio = q[static_cast<size_t>(i)][d] > 0 ? p[d] / q[static_cast<size_t>(i)][d] : 0.0;
+      const SparseDistribution p = p_rows.distribution(i, context);
+      const SparseDistribution& qi = q[static_cast<size_t>(i)];
+      const int32_t d = proposal[static_cast<size_t>(i)];
+      const double q_d = probability_of(qi, d);
+      const double ratio = q_d > 0 ? probability_of(p, d) / q_d : 0.0;
       if (uniform() < std::min(1.0, ratio)) {
-        accepted.push_back(proposal[static_cast<size_t>(i)]);
-        context.push_back(proposal[static_cast<size_t>(i)]);
+        accepted.push_back(d);
+        context.push_back(d);
         if (stats) ++stats->accepted;
         continue;
       }
-      // Rejected: draw from the part of p that q does not cover.
-      std::vector<double> residual(p.size());
+      // Rejected: draw from the part of p that q does not cover, max(0, p - q) (zero wherever p
+      // is), summed in id order.
+      SparseDistribution residual;
       double mass = 0;
-      for (size_t t = 0; t < p.size(); ++t) mass += residual[t] = std::max(0.0, p[t] - q[static_cast<size_t>(i)][t]);
+      for (const auto& [t, pt] : p) {
+        const double r = std::max(0.0, pt - probability_of(qi, t));
+        mass += r;
+        residual.emplace_back(t, r);
+      }
       if (mass > 0)
-        for (double& r : residual) r /= mass;
+        for (auto& entry : residual) entry.second /= mass;
       next = draw_token(mass > 0 ? residual : p, uniform());
       break;
     }
     if (next < 0)  // every proposal accepted: one more token from the target
-      next = draw_token(sampling_distribution(p_rows[first + static_cast<size_t>(k)], sc, context), uniform());
+      next = draw_token(p_rows.distribution(k, context), uniform());
     accepted.push_back(next);
     target_fed = static_cast<int64_t>(seq.size()) + static_cast<int64_t>(accepted.size()) - 1;
     draft_fed = std::min<int64_t>(draft_fed, target_fed);

@@ -43,20 +43,30 @@ void load_weights(Transformer& model, const std::string& checkpoint);
 // The logits as f32 on the host (cast on their device, then copied).
 Tensor host_f32(const Tensor& logits);
 
-// The next token of each row of a forward's logits [rows, vocab] under `sampling`: draws exactly
-// as sampling_distribution and draw_token over the whole row. On a GPU, greedy decoding and
-// top-k sampling (without top-p or a repetition penalty) bring only the k largest logits and their
-// ids to the host; anything else reads the whole rows.
+// A distribution over the vocabulary as the tokens that carry mass, in ascending id order, each
+// with its probability. draw_token over it walks the same ids in the same order as over the dense
+// vector, so it draws the same token for the same u.
+using SparseDistribution = std::vector<std::pair<int32_t, double>>;
+int32_t draw_token(const SparseDistribution& probs, double u);
+// The probability of `token` under `probs` (0 where it has no mass).
+double probability_of(const SparseDistribution& probs, int32_t token);
+
+// The distributions of each row of a forward's logits [rows, vocab] under `sampling`: those of
+// sampling_distribution over the whole row. On a GPU, greedy decoding brings only each row's
+// argmax id to the host, and top-k sampling (without top-p or a repetition penalty) only the k
+// largest logits and their ids; anything else reads the whole rows.
 class TokenChoices {
  public:
   TokenChoices(const Tensor& logits, const SamplingConfig& sampling);
-  // Row `row`'s token, with `seen` the tokens its penalty looks at and u uniform in [0, 1).
+  // Row `row`'s distribution, with `seen` the tokens its penalty looks at.
+  SparseDistribution distribution(int64_t row, std::span<const int32_t> seen) const;
+  // Row `row`'s token for u uniform in [0, 1): draw_token over distribution(row, seen).
   int32_t draw(int64_t row, std::span<const int32_t> seen, double u) const;
 
  private:
   SamplingConfig sampling_;
   int64_t vocab_ = 0, k_ = 0;  // k_ > 0: only the top k_ of each row came to the host
-  Tensor rows_, ids_;          // f32 [rows, vocab or k]; i32 [rows, k]
+  Tensor rows_, ids_;          // f32 [rows, vocab or k] (undefined under greedy with k_ = 1); i32 [rows, k]
 };
 
 struct GenerateOptions {

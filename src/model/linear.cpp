@@ -1,9 +1,5 @@
 #include "model/linear.h"
 
-#include <algorithm>
-#include <cmath>
-
-#include "core/random.h"
 #include "kernels/ops.h"
 
 namespace strata {
@@ -61,49 +57,19 @@ Tensor Linear::bias_rows(const Tensor& b) const {
 }
 
 std::pair<int64_t, int64_t> Linear::quantize_int8() {
-  if (qweight_) return {0, 0};
-  const Tensor w = weight_->value;
-  const int64_t rows = w.size(0), cols = w.size(1);
-  Tensor f32 = Tensor::empty(w.shape(), DType::f32);
-  ops::cast(w, f32);
-  auto q = std::make_shared<std::vector<int8_t>>(static_cast<size_t>(rows * cols));
-  auto scale = std::make_shared<std::vector<float>>(static_cast<size_t>(rows));
-  const float* src = f32.data<float>();
-  for (int64_t r = 0; r < rows; ++r) {
-    float top = 0;
-    for (int64_t c = 0; c < cols; ++c) top = std::max(top, std::abs(src[r * cols + c]));
-    const float s = top > 0 ? top / 127.0f : 1.0f;
-    (*scale)[static_cast<size_t>(r)] = s;
-    for (int64_t c = 0; c < cols; ++c)
-      (*q)[static_cast<size_t>(r * cols + c)] =
-          static_cast<int8_t>(std::clamp(std::lround(src[r * cols + c] / s), -127L, 127L));
-  }
-  const auto before = static_cast<int64_t>(w.nbytes());
-  qshape_ = w.shape();
-  qdtype_ = w.dtype();
-  qweight_ = q;
-  qscale_ = scale;
+  if (qweight_.defined()) return {0, 0};
+  const auto before = static_cast<int64_t>(weight_->value.nbytes());
+  qweight_ = ops::quantize_int8(weight_->value);
   weight_->value = Tensor();
-  return {before, rows * cols + rows * 4};
-}
-
-Tensor Linear::dequantized() const {
-  const int64_t rows = qshape_[0], cols = qshape_[1];
-  Tensor f32 = Tensor::empty(qshape_, DType::f32);
-  float* dst = f32.data<float>();
-  const int8_t* q = qweight_->data();
-  const float* scale = qscale_->data();
-#pragma omp parallel for schedule(static) if (rows * cols >= (1 << 16))
-  for (int64_t r = 0; r < rows; ++r)
-    for (int64_t c = 0; c < cols; ++c) dst[r * cols + c] = static_cast<float>(q[r * cols + c]) * scale[r];
-  if (qdtype_ == DType::f32) return f32;
-  Tensor out = Tensor::empty(qshape_, qdtype_);
-  ops::cast(f32, out);
-  return out;
+  return {before, qweight_.nbytes()};
 }
 
 void Linear::forward(const Tensor& x, Tensor& y) const {
-  ops::gemm(x, weight_rows(qweight_ ? dequantized() : weight_->value), y, {.trans_b = true});
+  if (qweight_.defined())
+    ops::gemm_int8(x, windowed_ ? qweight_.rows_slice(window_start_, window_start_ + local_out_) : qweight_,
+                   y);
+  else
+    ops::gemm(x, weight_rows(weight_->value), y, {.trans_b = true});
   if (bias_ && bias_here_) {
     // y += ones[rows, 1] @ b[1, out]: the bias broadcast over rows as a rank-1 product.
     Tensor ones = ones_column(x.size(0), x.dtype(), allocator_of(x));
@@ -112,7 +78,7 @@ void Linear::forward(const Tensor& x, Tensor& y) const {
 }
 
 void Linear::backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx) const {
-  STRATA_CHECK(!qweight_, "an int8-quantised linear runs forward only (inference)");
+  STRATA_CHECK(!qweight_.defined(), "an int8-quantised linear runs forward only (inference)");
   // dW[out, in] += dy^T[out, rows] @ x[rows, in]
   Tensor dw = weight_rows(weight_->grad);
   ops::gemm(dy, x, dw, {.trans_a = true, .beta = 1.0});

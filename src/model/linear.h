@@ -12,6 +12,7 @@
 #include <string>
 
 #include "core/tensor.h"
+#include "kernels/ops.h"
 #include "model/parameter.h"
 
 namespace strata {
@@ -49,17 +50,14 @@ class Linear {
   void backward(const Tensor& x, const Tensor& dy, Tensor& dx, bool accumulate_dx = false) const;
 
   // Inference, weight-only int8: the weight becomes int8 with one f32 scale per output row
-  // (max |w| / 127, values rounded to the nearest step) and the parameter's value is dropped;
-  // forward dequantises it into a temporary. Returns the weight's bytes at rest before and after.
+  // (max |w| / 127, values rounded to the nearest step; ops::Int8Weight), held on the weight's
+  // device, and the parameter's value is dropped; forward multiplies by it with ops::gemm_int8.
+  // Returns the weight's bytes at rest before and after.
   std::pair<int64_t, int64_t> quantize_int8();
-  bool quantized() const { return qweight_ != nullptr; }
+  bool quantized() const { return qweight_.defined(); }
 
  private:
-  Tensor dequantized() const;
-  std::shared_ptr<const std::vector<int8_t>> qweight_;
-  std::shared_ptr<const std::vector<float>> qscale_;
-  Shape qshape_;
-  DType qdtype_ = DType::f32;
+  ops::Int8Weight qweight_;
   // The rows of W (and b) this rank computes with: all of them, or the window.
   Tensor weight_rows(const Tensor& w) const;
   Tensor bias_rows(const Tensor& b) const;
