@@ -160,8 +160,24 @@ train_run() {
   echo "greedy on the device: $(cat "$work/gen_gpu.txt")"
   echo "greedy on the CPU:    $(cat "$work/gen_cpu.txt")"
   cmp -s "$work/gen_gpu.txt" "$work/gen_cpu.txt" || { echo "greedy texts differ"; return 1; }
+  # int8 weights, and speculative decoding with the half-way checkpoint as the draft: the same
+  # greedy text on both devices.
+  local half=$work/cpu_resume/checkpoints/step-$(printf %06d $((steps / 2)))
+  local variant name
+  for variant in "--quantize int8" "--draft $half --draft-tokens 3"; do
+    name=${variant%% *}; name=${name#--}
+    # shellcheck disable=SC2086  # the variant is two or four words
+    "$cuda_strata" generate --checkpoint "$ckpt" --device cuda --prompt "The jury said" --max-tokens 8 \
+      --tokenizer "$data/gpt2" $variant >"$work/gen_gpu_$name.txt" || return 1
+    # shellcheck disable=SC2086
+    "$strata" generate --checkpoint "$ckpt" --device cpu --prompt "The jury said" --max-tokens 8 \
+      --tokenizer "$data/gpt2" $variant >"$work/gen_cpu_$name.txt" || return 1
+    echo "greedy $name on the device: $(cat "$work/gen_gpu_$name.txt")"
+    echo "greedy $name on the CPU:    $(cat "$work/gen_cpu_$name.txt")"
+    cmp -s "$work/gen_gpu_$name.txt" "$work/gen_cpu_$name.txt" || { echo "greedy $name texts differ"; return 1; }
+  done
 }
-step train "tiny GPT-2 bf16 on cuda, resumed on the CPU, greedy text on both" train_run
+step train "tiny GPT-2 bf16 on cuda, resumed on the CPU, greedy text (plain, int8, speculative) on both" train_run
 
 # ---- benchmark ----
 if [[ $simulate -eq 0 ]]; then
