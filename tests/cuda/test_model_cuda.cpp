@@ -18,6 +18,10 @@
 #include "unit/model_testing.h"
 #include "unit/op_testing.h"
 
+#if STRATA_GPUSIM
+#include "gpusim/control.h"
+#endif
+
 using namespace strata;
 
 namespace {
@@ -179,6 +183,39 @@ TEST_F(ModelOnCuda, GreedyGenerationGivesTheCpusTokens) {
     EXPECT_EQ(generate(*gpu, prompts, options), generate(*cpu, prompts, options)) << arch;
   }
 }
+
+#if STRATA_GPUSIM
+// What crosses to the host while generating, counted by the simulated GPU's copy counters: greedy
+// decoding reads the chosen ids, top-k sampling the k best logits and ids, and only top-p (which
+// needs the whole distribution) reads whole logits rows. A vocabulary of 1000 (a row: 4000 bytes
+// of f32) keeps a leak of rows far above the bounds.
+TEST_F(ModelOnCuda, DecodingReadsAtMostTheChosenTokensToTheHost) {
+  ModelConfig c = small("llama");
+  c.vocab_size = 1000;
+  auto gpu = make(c, DType::f32, true);
+  randomize(*gpu);
+  const std::vector<std::vector<int32_t>> prompts = {{1, 2, 3}, {7, 30, 4, 4, 9}};
+  const int64_t tokens = 12, row_bytes = c.vocab_size * 4;
+  auto bytes_read = [&](const SamplingConfig& sampling) {
+    GenerateOptions options;
+    options.max_new_tokens = tokens;
+    options.stop_token = -1;
+    options.sampling = sampling;
+    gpusim::drain_all();
+    const uint64_t before = gpusim::counters().bytes_to_host;
+    generate(*gpu, prompts, options);
+    gpusim::drain_all();
+    return static_cast<int64_t>(gpusim::counters().bytes_to_host - before);
+  };
+  const int64_t choices = static_cast<int64_t>(prompts.size()) * tokens;  // rows a token is chosen for
+  const int64_t greedy = bytes_read({}), top_k = bytes_read({.temperature = 1.0, .top_k = 5, .seed = 3}),
+                top_p = bytes_read({.temperature = 1.0, .top_p = 0.9, .seed = 3});
+  // Per choice: greedy one i32 id; top-k 5 f32 logits and 5 i32 ids (measured: exactly these).
+  EXPECT_LE(greedy, choices * 4) << "greedy read " << greedy << " bytes";
+  EXPECT_LE(top_k, choices * 5 * 8) << "top-k read " << top_k << " bytes";
+  EXPECT_GE(top_p, choices * row_bytes) << "top-p reads whole rows: the counter must see them";
+}
+#endif
 
 TEST_F(ModelOnCuda, CheckpointsMoveBetweenDevices) {
   const ModelConfig c = small("llama");

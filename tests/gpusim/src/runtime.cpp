@@ -72,6 +72,12 @@ Side side_of(Engine& e, const void* p, size_t bytes, const char* call, const cha
   return Side::bad;
 }
 
+// The host-device traffic counters (control.h), for tests that bound what crosses.
+void count_transfer(Engine& e, Side dst, Side src, size_t bytes) {
+  if (src == Side::device && dst == Side::host) e.counters.bytes_to_host += bytes;
+  if (src == Side::host && dst == Side::device) e.counters.bytes_to_device += bytes;
+}
+
 cudaError_t check_copy(Engine& e, void* dst, const void* src, size_t bytes, cudaMemcpyKind kind, const char* call,
                        Side* dst_side, Side* src_side) {
   *dst_side = side_of(e, dst, bytes, call, "destination");
@@ -92,6 +98,7 @@ cudaError_t check_copy(Engine& e, void* dst, const void* src, size_t bytes, cuda
                        std::string(*dst_side == Side::device ? "device" : "host") + ")");
     return cudaErrorInvalidValue;
   }
+  count_transfer(e, *dst_side, *src_side, bytes);
   return cudaSuccess;
 }
 
@@ -593,6 +600,7 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dst_pitch, const void* src, size
   if (gpusim::side_of(engine, dst, dst_span, "cudaMemcpy2DAsync", "destination") == Side::bad ||
       gpusim::side_of(engine, src, src_span, "cudaMemcpy2DAsync", "source") == Side::bad)
     return result(cudaErrorInvalidValue);
+  gpusim::count_transfer(engine, dst_side, src_side, width * height);
   Op op;
   op.kind = Op::Kind::device;
   gpusim::Counters* counters = &engine.counters;
