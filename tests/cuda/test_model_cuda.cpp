@@ -214,6 +214,22 @@ TEST_F(ModelOnCuda, DecodingReadsAtMostTheChosenTokensToTheHost) {
   EXPECT_LE(greedy, choices * 4) << "greedy read " << greedy << " bytes";
   EXPECT_LE(top_k, choices * 5 * 8) << "top-k read " << top_k << " bytes";
   EXPECT_GE(top_p, choices * row_bytes) << "top-p reads whole rows: the counter must see them";
+
+  // Greedy speculative decoding (a draft of the same weights, 3 tokens a round): the draft's
+  // chosen ids and the target's draft_tokens + 1 ids a verification forward.
+  auto draft = make(c, DType::f32, true);
+  randomize(*draft);
+  GenerateOptions options;
+  options.max_new_tokens = tokens;
+  options.stop_token = -1;
+  SpeculativeStats stats;
+  gpusim::drain_all();
+  const uint64_t before = gpusim::counters().bytes_to_host;
+  generate_speculative(*gpu, *draft, prompts[1], options, 3, &stats);
+  gpusim::drain_all();
+  const auto speculative = static_cast<int64_t>(gpusim::counters().bytes_to_host - before);
+  EXPECT_LE(speculative, (stats.proposed + stats.target_forwards * (3 + 1)) * 4)
+      << "speculative read " << speculative << " bytes";
 }
 #endif
 
