@@ -23,7 +23,8 @@ struct Routing {
   int64_t rows, k, E;
 };
 
-Routing routing_args(const char* op, const Tensor& expert, const Tensor& slot, const Tensor& counts) {
+Routing routing_args(const char* op, const Tensor& expert, const Tensor& slot,
+                     const Tensor& counts) {
   check::usable(op, "expert", expert);
   check::usable(op, "slot", slot);
   check::usable(op, "counts", counts);
@@ -33,7 +34,8 @@ Routing routing_args(const char* op, const Tensor& expert, const Tensor& slot, c
   check::dtype_is(op, "slot", slot, DType::i32);
   check::dtype_is(op, "counts", counts, DType::i64);
   check::shape_is(op, "slot", slot, expert.shape());
-  STRATA_CHECK(counts.size(0) == 2, op, ": argument 'counts' ", counts.describe(), " must be [2, n_experts]");
+  STRATA_CHECK(counts.size(0) == 2, op, ": argument 'counts' ", counts.describe(),
+               " must be [2, n_experts]");
   return {expert.size(0), expert.size(1), counts.size(1)};
 }
 
@@ -41,7 +43,8 @@ Routing routing_args(const char* op, const Tensor& expert, const Tensor& slot, c
 void rows_arg(const char* op, const char* arg, const Tensor& t, int64_t d) {
   check::usable(op, arg, t);
   check::ndim_is(op, arg, t, 2);
-  STRATA_CHECK(t.size(1) == d, op, ": argument '", arg, "' ", t.describe(), " must have ", d, " columns");
+  STRATA_CHECK(t.size(1) == d, op, ": argument '", arg, "' ", t.describe(), " must have ", d,
+               " columns");
   if (!t.device().is_cpu()) check::dtype_in(op, arg, t, {DType::f32, DType::bf16, DType::f16});
 }
 
@@ -51,8 +54,8 @@ void packed_rows(const char* op, const char* arg, const Tensor& packed, const Te
   const int64_t E = counts.size(1);
   const int64_t* load = counts.data<int64_t>() + E;
   const int64_t kept = std::accumulate(load, load + E, int64_t{0});
-  STRATA_CHECK(packed.size(0) == kept, op, ": argument '", arg, "' ", packed.describe(), " must have ", kept,
-               " rows (the kept token-choices)");
+  STRATA_CHECK(packed.size(0) == kept, op, ": argument '", arg, "' ", packed.describe(),
+               " must have ", kept, " rows (the kept token-choices)");
 }
 
 // A token-row tensor [rows, d] and a packed one [kept, d] of its dtype; returns d.
@@ -69,13 +72,19 @@ int64_t token_and_packed(const char* op, const char* token_arg, const Tensor& to
 
 }  // namespace
 
-void moe_route(const Tensor& scores, int64_t k, Tensor& probs, Tensor& lse, Tensor& expert, Tensor& gate) {
+void moe_route(const Tensor& scores, int64_t k, Tensor& probs, Tensor& lse, Tensor& expert,
+               Tensor& gate) {
   constexpr const char* op = "moe_route";
   check::usable(op, "scores", scores);
-  check::same_device(op, {{"scores", &scores}, {"probs", &probs}, {"lse", &lse}, {"expert", &expert}, {"gate", &gate}});
+  check::same_device(op, {{"scores", &scores},
+                          {"probs", &probs},
+                          {"lse", &lse},
+                          {"expert", &expert},
+                          {"gate", &gate}});
   check::ndim_is(op, "scores", scores, 2);
   const int64_t rows = scores.size(0), E = scores.size(1);
-  STRATA_CHECK(k >= 1 && k <= E, op, ": k=", k, " must lie in [1, ", E, "] for scores ", scores.describe());
+  STRATA_CHECK(k >= 1 && k <= E, op, ": k=", k, " must lie in [1, ", E, "] for scores ",
+               scores.describe());
   for (const auto& [name, t, shape, dtype] :
        {std::tuple<const char*, Tensor*, Shape, DType>{"probs", &probs, {rows, E}, DType::f64},
         {"lse", &lse, {rows}, DType::f64},
@@ -88,19 +97,21 @@ void moe_route(const Tensor& scores, int64_t k, Tensor& probs, Tensor& lse, Tens
   if (dispatch::on_cuda(op, "scores", scores)) {
 #if STRATA_CUDA
     check::dtype_in(op, "scores", scores, {DType::f32, DType::bf16, DType::f16});
-    cuda::moe_route(scores.raw(), scores.dtype(), rows, E, k, probs.data<double>(), lse.data<double>(),
-                    expert.data<int32_t>(), gate.data<double>(), dispatch::stream_of(op, "scores", scores));
+    cuda::moe_route(scores.raw(), scores.dtype(), rows, E, k, probs.data<double>(),
+                    lse.data<double>(), expert.data<int32_t>(), gate.data<double>(),
+                    dispatch::stream_of(op, "scores", scores));
 #endif
     return;
   }
   dispatch::floating(op, "scores", scores, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_route<T>(scores.data<T>(), rows, E, k, probs.data<double>(), lse.data<double>(), expert.data<int32_t>(),
-                      gate.data<double>());
+    cpu::moe_route<T>(scores.data<T>(), rows, E, k, probs.data<double>(), lse.data<double>(),
+                      expert.data<int32_t>(), gate.data<double>());
   });
 }
 
-void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Tensor& slot, Tensor& counts) {
+void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Tensor& slot,
+                  Tensor& counts) {
   constexpr const char* op = "moe_capacity";
   check::same_device(op, {{"expert", &expert}, {"slot", &slot}, {"counts", &counts}});
   check::shape_is(op, "counts", counts, {2, n_experts});
@@ -110,23 +121,28 @@ void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Ten
                " token-choices are more than i32 slots can name");
   if (dispatch::on_cuda(op, "expert", expert)) {
 #if STRATA_CUDA
-    cuda::moe_capacity(expert.data<int32_t>(), rows, k, E, capacity, slot.data<int32_t>(), counts.data<int64_t>(),
-                       dispatch::stream_of(op, "expert", expert));
+    cuda::moe_capacity(expert.data<int32_t>(), rows, k, E, capacity, slot.data<int32_t>(),
+                       counts.data<int64_t>(), dispatch::stream_of(op, "expert", expert));
 #endif
     return;
   }
   const int32_t* ex = expert.data<int32_t>();
   for (int64_t c = 0; c < rows * k; ++c)
-    STRATA_CHECK(ex[c] >= 0 && ex[c] < E, op, ": token-choice ", c, " names expert ", ex[c], " of ", E);
+    STRATA_CHECK(ex[c] >= 0 && ex[c] < E, op, ": token-choice ", c, " names expert ", ex[c], " of ",
+                 E);
   cpu::moe_capacity(ex, rows, k, E, capacity, slot.data<int32_t>(), counts.data<int64_t>());
 }
 
-void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& counts, int64_t k, Tensor& losses) {
+void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& counts, int64_t k,
+                        Tensor& losses) {
   constexpr const char* op = "moe_routing_losses";
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"probs", &probs}, {"lse", &lse},
-                                {"counts", &counts}, {"losses", &losses}})
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"probs", &probs},
+                                {"lse", &lse},
+                                {"counts", &counts},
+                                {"losses", &losses}})
     check::usable(op, name, *t);
-  check::same_device(op, {{"probs", &probs}, {"lse", &lse}, {"counts", &counts}, {"losses", &losses}});
+  check::same_device(op,
+                     {{"probs", &probs}, {"lse", &lse}, {"counts", &counts}, {"losses", &losses}});
   check::ndim_is(op, "probs", probs, 2);
   const int64_t rows = probs.size(0), E = probs.size(1);
   check::dtype_is(op, "probs", probs, DType::f64);
@@ -136,43 +152,51 @@ void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& co
   check::shape_is(op, "lse", lse, {rows});
   check::shape_is(op, "counts", counts, {2, E});
   check::shape_is(op, "losses", losses, {2});
-  STRATA_CHECK(rows > 0 && k >= 1, op, ": ", rows, " tokens of ", k, " choices: nothing to average over");
+  STRATA_CHECK(rows > 0 && k >= 1, op, ": ", rows, " tokens of ", k,
+               " choices: nothing to average over");
   if (dispatch::on_cuda(op, "probs", probs)) {
 #if STRATA_CUDA
-    cuda::moe_routing_losses(probs.data<double>(), lse.data<double>(), counts.data<int64_t>(), rows, E, k,
-                             losses.data<double>(), dispatch::stream_of(op, "probs", probs));
+    cuda::moe_routing_losses(probs.data<double>(), lse.data<double>(), counts.data<int64_t>(), rows,
+                             E, k, losses.data<double>(), dispatch::stream_of(op, "probs", probs));
 #endif
     return;
   }
-  cpu::moe_routing_losses(probs.data<double>(), lse.data<double>(), counts.data<int64_t>(), rows, E, k,
-                          losses.data<double>());
+  cpu::moe_routing_losses(probs.data<double>(), lse.data<double>(), counts.data<int64_t>(), rows, E,
+                          k, losses.data<double>());
 }
 
 void moe_dispatch(const Tensor& x, const Tensor& expert, const Tensor& slot, const Tensor& counts,
                   Tensor& packed) {
   constexpr const char* op = "moe_dispatch";
-  check::same_device(op, {{"x", &x}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts}, {"packed", &packed}});
+  check::same_device(
+      op,
+      {{"x", &x}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts}, {"packed", &packed}});
   const auto [rows, k, E] = routing_args(op, expert, slot, counts);
   const int64_t d = token_and_packed(op, "x", x, rows, "packed", packed, counts);
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
-    cuda::moe_dispatch(x.raw(), x.dtype(), expert.data<int32_t>(), slot.data<int32_t>(), counts.data<int64_t>(), rows,
-                       k, E, d, packed.raw(), dispatch::stream_of(op, "x", x));
+    cuda::moe_dispatch(x.raw(), x.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
+                       counts.data<int64_t>(), rows, k, E, d, packed.raw(),
+                       dispatch::stream_of(op, "x", x));
 #endif
     return;
   }
   dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_dispatch<T>(x.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(), counts.data<int64_t>(), rows, k,
-                         E, d, packed.data<T>());
+    cpu::moe_dispatch<T>(x.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
+                         counts.data<int64_t>(), rows, k, E, d, packed.data<T>());
   });
 }
 
 void moe_combine(const Tensor& out, const Tensor& expert, const Tensor& slot, const Tensor& counts,
                  const Tensor& gate, Tensor& y) {
   constexpr const char* op = "moe_combine";
-  check::same_device(op, {{"out", &out}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts},
-                          {"gate", &gate}, {"y", &y}});
+  check::same_device(op, {{"out", &out},
+                          {"expert", &expert},
+                          {"slot", &slot},
+                          {"counts", &counts},
+                          {"gate", &gate},
+                          {"y", &y}});
   const auto [rows, k, E] = routing_args(op, expert, slot, counts);
   const int64_t d = token_and_packed(op, "y", y, rows, "out", out, counts);
   check::usable(op, "gate", gate);
@@ -180,44 +204,54 @@ void moe_combine(const Tensor& out, const Tensor& expert, const Tensor& slot, co
   check::dtype_is(op, "gate", gate, DType::f64);
   if (dispatch::on_cuda(op, "y", y)) {
 #if STRATA_CUDA
-    cuda::moe_combine(out.raw(), out.dtype(), expert.data<int32_t>(), slot.data<int32_t>(), counts.data<int64_t>(),
-                      gate.data<double>(), rows, k, E, d, y.raw(), dispatch::stream_of(op, "y", y));
+    cuda::moe_combine(out.raw(), out.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
+                      counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, y.raw(),
+                      dispatch::stream_of(op, "y", y));
 #endif
     return;
   }
   dispatch::floating(op, "y", y, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_combine<T>(out.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(), counts.data<int64_t>(),
-                        gate.data<double>(), rows, k, E, d, y.data<T>());
+    cpu::moe_combine<T>(out.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
+                        counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, y.data<T>());
   });
 }
 
-void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& expert, const Tensor& slot,
-                          const Tensor& counts, const Tensor& gate, Tensor& dout, Tensor& dgate) {
+void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& expert,
+                          const Tensor& slot, const Tensor& counts, const Tensor& gate,
+                          Tensor& dout, Tensor& dgate) {
   constexpr const char* op = "moe_combine_backward";
-  check::same_device(op, {{"dy", &dy}, {"out", &out}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts},
-                          {"gate", &gate}, {"dout", &dout}, {"dgate", &dgate}});
+  check::same_device(op, {{"dy", &dy},
+                          {"out", &out},
+                          {"expert", &expert},
+                          {"slot", &slot},
+                          {"counts", &counts},
+                          {"gate", &gate},
+                          {"dout", &dout},
+                          {"dgate", &dgate}});
   const auto [rows, k, E] = routing_args(op, expert, slot, counts);
   const int64_t d = token_and_packed(op, "dy", dy, rows, "out", out, counts);
   dispatch::like(op, "dout", dout, "out", out);
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"gate", &gate}, {"dgate", &dgate}}) {
+  for (const auto& [name, t] :
+       {std::pair<const char*, const Tensor*>{"gate", &gate}, {"dgate", &dgate}}) {
     check::usable(op, name, *t);
     check::shape_is(op, name, *t, {rows, k});
     check::dtype_is(op, name, *t, DType::f64);
   }
   if (dispatch::on_cuda(op, "dy", dy)) {
 #if STRATA_CUDA
-    cuda::moe_combine_backward(dy.raw(), out.raw(), dy.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
-                               counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, dout.raw(),
-                               dgate.data<double>(), dispatch::stream_of(op, "dy", dy));
+    cuda::moe_combine_backward(dy.raw(), out.raw(), dy.dtype(), expert.data<int32_t>(),
+                               slot.data<int32_t>(), counts.data<int64_t>(), gate.data<double>(),
+                               rows, k, E, d, dout.raw(), dgate.data<double>(),
+                               dispatch::stream_of(op, "dy", dy));
 #endif
     return;
   }
   dispatch::floating(op, "dy", dy, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_combine_backward<T>(dy.data<T>(), out.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
-                                 counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, dout.data<T>(),
-                                 dgate.data<double>());
+    cpu::moe_combine_backward<T>(dy.data<T>(), out.data<T>(), expert.data<int32_t>(),
+                                 slot.data<int32_t>(), counts.data<int64_t>(), gate.data<double>(),
+                                 rows, k, E, d, dout.data<T>(), dgate.data<double>());
   });
 }
 
@@ -226,45 +260,60 @@ void moe_dispatch_backward(const Tensor& din, const Tensor& expert, const Tensor
   constexpr const char* op = "moe_dispatch_backward";
   const Tensor none;
   const Tensor& addend = add ? *add : none;
-  check::same_device(op, {{"din", &din}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts},
-                          {"add", &addend}, {"dx", &dx}});
+  check::same_device(op, {{"din", &din},
+                          {"expert", &expert},
+                          {"slot", &slot},
+                          {"counts", &counts},
+                          {"add", &addend},
+                          {"dx", &dx}});
   const auto [rows, k, E] = routing_args(op, expert, slot, counts);
   const int64_t d = token_and_packed(op, "dx", dx, rows, "din", din, counts);
   if (add) dispatch::like(op, "add", *add, "dx", dx);
   if (dispatch::on_cuda(op, "dx", dx)) {
 #if STRATA_CUDA
     cuda::moe_dispatch_backward(din.raw(), dx.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
-                                counts.data<int64_t>(), add ? add->raw() : nullptr, rows, k, E, d, dx.raw(),
-                                dispatch::stream_of(op, "dx", dx));
+                                counts.data<int64_t>(), add ? add->raw() : nullptr, rows, k, E, d,
+                                dx.raw(), dispatch::stream_of(op, "dx", dx));
 #endif
     return;
   }
   dispatch::floating(op, "dx", dx, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_dispatch_backward<T>(din.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(), counts.data<int64_t>(),
-                                  add ? add->data<T>() : nullptr, rows, k, E, d, dx.data<T>());
+    cpu::moe_dispatch_backward<T>(din.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
+                                  counts.data<int64_t>(), add ? add->data<T>() : nullptr, rows, k,
+                                  E, d, dx.data<T>());
   });
 }
 
-void moe_router_backward(const Tensor& probs, const Tensor& lse, const Tensor& expert, const Tensor& gate,
-                         const Tensor& dgate, const Tensor& counts, MoeLossArgs args, Tensor& dscores) {
+void moe_router_backward(const Tensor& probs, const Tensor& lse, const Tensor& expert,
+                         const Tensor& gate, const Tensor& dgate, const Tensor& counts,
+                         MoeLossArgs args, Tensor& dscores) {
   constexpr const char* op = "moe_router_backward";
-  check::same_device(op, {{"probs", &probs}, {"lse", &lse}, {"expert", &expert}, {"gate", &gate}, {"dgate", &dgate},
-                          {"counts", &counts}, {"dscores", &dscores}});
-  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"probs", &probs}, {"lse", &lse},
-                                {"expert", &expert}, {"gate", &gate}, {"dgate", &dgate}, {"counts", &counts},
+  check::same_device(op, {{"probs", &probs},
+                          {"lse", &lse},
+                          {"expert", &expert},
+                          {"gate", &gate},
+                          {"dgate", &dgate},
+                          {"counts", &counts},
+                          {"dscores", &dscores}});
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"probs", &probs},
+                                {"lse", &lse},
+                                {"expert", &expert},
+                                {"gate", &gate},
+                                {"dgate", &dgate},
+                                {"counts", &counts},
                                 {"dscores", &dscores}})
     check::usable(op, name, *t);
   check::ndim_is(op, "probs", probs, 2);
   check::ndim_is(op, "expert", expert, 2);
   const int64_t rows = probs.size(0), E = probs.size(1), k = expert.size(1);
-  for (const auto& [name, t, shape, dtype] :
-       {std::tuple<const char*, const Tensor*, Shape, DType>{"probs", &probs, {rows, E}, DType::f64},
-        {"lse", &lse, {rows}, DType::f64},
-        {"expert", &expert, {rows, k}, DType::i32},
-        {"gate", &gate, {rows, k}, DType::f64},
-        {"dgate", &dgate, {rows, k}, DType::f64},
-        {"counts", &counts, {2, E}, DType::i64}}) {
+  for (const auto& [name, t, shape, dtype] : {std::tuple<const char*, const Tensor*, Shape, DType>{
+                                                  "probs", &probs, {rows, E}, DType::f64},
+                                              {"lse", &lse, {rows}, DType::f64},
+                                              {"expert", &expert, {rows, k}, DType::i32},
+                                              {"gate", &gate, {rows, k}, DType::f64},
+                                              {"dgate", &dgate, {rows, k}, DType::f64},
+                                              {"counts", &counts, {2, E}, DType::i64}}) {
     check::shape_is(op, name, *t, shape);
     check::dtype_is(op, name, *t, dtype);
   }
@@ -272,18 +321,19 @@ void moe_router_backward(const Tensor& probs, const Tensor& lse, const Tensor& e
   if (dispatch::on_cuda(op, "dscores", dscores)) {
 #if STRATA_CUDA
     check::dtype_in(op, "dscores", dscores, {DType::f32, DType::bf16, DType::f16});
-    cuda::moe_router_backward(probs.data<double>(), lse.data<double>(), expert.data<int32_t>(), gate.data<double>(),
-                              dgate.data<double>(), counts.data<int64_t>(), rows, E, k, args.loss_scale,
-                              args.aux_coef, args.z_coef, dscores.raw(), dscores.dtype(),
-                              dispatch::stream_of(op, "dscores", dscores));
+    cuda::moe_router_backward(
+        probs.data<double>(), lse.data<double>(), expert.data<int32_t>(), gate.data<double>(),
+        dgate.data<double>(), counts.data<int64_t>(), rows, E, k, args.loss_scale, args.aux_coef,
+        args.z_coef, dscores.raw(), dscores.dtype(), dispatch::stream_of(op, "dscores", dscores));
 #endif
     return;
   }
   dispatch::floating(op, "dscores", dscores, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_router_backward<T>(probs.data<double>(), lse.data<double>(), expert.data<int32_t>(), gate.data<double>(),
-                                dgate.data<double>(), counts.data<int64_t>(), rows, E, k, args.loss_scale,
-                                args.aux_coef, args.z_coef, dscores.data<T>());
+    cpu::moe_router_backward<T>(probs.data<double>(), lse.data<double>(), expert.data<int32_t>(),
+                                gate.data<double>(), dgate.data<double>(), counts.data<int64_t>(),
+                                rows, E, k, args.loss_scale, args.aux_coef, args.z_coef,
+                                dscores.data<T>());
   });
 }
 

@@ -14,7 +14,8 @@ namespace {
 // offset[e] = rows of the experts before e in the packed blocks.
 std::vector<int64_t> offsets(const int64_t* counts, int64_t E) {
   std::vector<int64_t> at(static_cast<size_t>(E), 0);
-  for (int64_t e = 1; e < E; ++e) at[static_cast<size_t>(e)] = at[static_cast<size_t>(e - 1)] + counts[E + e - 1];
+  for (int64_t e = 1; e < E; ++e)
+    at[static_cast<size_t>(e)] = at[static_cast<size_t>(e - 1)] + counts[E + e - 1];
   return at;
 }
 
@@ -83,7 +84,8 @@ void moe_dispatch(const T* x, const int32_t* expert, const int32_t* slot, const 
   const std::vector<int64_t> at = offsets(counts, E);
   for (int64_t c = 0; c < rows * k; ++c)
     if (slot[c] >= 0)
-      std::copy(x + (c / k) * d, x + (c / k + 1) * d, packed + (at[static_cast<size_t>(expert[c])] + slot[c]) * d);
+      std::copy(x + (c / k) * d, x + (c / k + 1) * d,
+                packed + (at[static_cast<size_t>(expert[c])] + slot[c]) * d);
 }
 
 namespace {
@@ -91,7 +93,8 @@ namespace {
 // y[r] = sum over r's kept choices c of w(c) rows[packed row of c] (+ add[r]), w = gate or 1.
 template <typename T>
 void gather_sum(const T* rows_in, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                const double* gate, const T* add, int64_t rows, int64_t k, int64_t E, int64_t d, T* y) {
+                const double* gate, const T* add, int64_t rows, int64_t k, int64_t E, int64_t d,
+                T* y) {
   const std::vector<int64_t> at = offsets(counts, E);
   std::vector<double> acc(static_cast<size_t>(d));
   for (int64_t r = 0; r < rows; ++r) {
@@ -100,7 +103,8 @@ void gather_sum(const T* rows_in, const int32_t* expert, const int32_t* slot, co
       const int64_t c = r * k + j;
       if (slot[c] < 0) continue;
       const T* o = rows_in + (at[static_cast<size_t>(expert[c])] + slot[c]) * d;
-      for (int64_t i = 0; i < d; ++i) acc[static_cast<size_t>(i)] += (gate ? gate[c] * widen(o[i]) : widen(o[i]));
+      for (int64_t i = 0; i < d; ++i)
+        acc[static_cast<size_t>(i)] += (gate ? gate[c] * widen(o[i]) : widen(o[i]));
     }
     for (int64_t i = 0; i < d; ++i)
       y[r * d + i] = narrow<T>(acc[static_cast<size_t>(i)] + (add ? widen(add[r * d + i]) : 0.0));
@@ -167,9 +171,10 @@ void moe_router_backward(const double* probs, const double* lse, const int32_t* 
     // Load balancing adds coef E f_e / rows to every dp[r, e].
     if (aux_coef > 0)
       for (int64_t e = 0; e < E; ++e)
-        dp[static_cast<size_t>(e)] += loss_scale * aux_coef * static_cast<double>(E) *
-                                      (static_cast<double>(counts[e]) / static_cast<double>(rows * k)) /
-                                      static_cast<double>(rows);
+        dp[static_cast<size_t>(e)] +=
+            loss_scale * aux_coef * static_cast<double>(E) *
+            (static_cast<double>(counts[e]) / static_cast<double>(rows * k)) /
+            static_cast<double>(rows);
     // Softmax: dscore = p (dp - sum_e p_e dp_e); the z-loss adds coef 2 lse p / rows.
     double inner = 0;
     for (int64_t e = 0; e < E; ++e) inner += p[e] * dp[static_cast<size_t>(e)];
@@ -179,20 +184,21 @@ void moe_router_backward(const double* probs, const double* lse, const int32_t* 
   }
 }
 
-#define STRATA_INSTANTIATE_MOE(T)                                                                    \
-  template void moe_route<T>(const T*, int64_t, int64_t, int64_t, double*, double*, int32_t*, double*); \
-  template void moe_dispatch<T>(const T*, const int32_t*, const int32_t*, const int64_t*, int64_t,    \
-                                int64_t, int64_t, int64_t, T*);                                       \
-  template void moe_combine<T>(const T*, const int32_t*, const int32_t*, const int64_t*, const double*, \
-                               int64_t, int64_t, int64_t, int64_t, T*);                                \
-  template void moe_combine_backward<T>(const T*, const T*, const int32_t*, const int32_t*,          \
-                                        const int64_t*, const double*, int64_t, int64_t, int64_t,    \
-                                        int64_t, T*, double*);                                        \
-  template void moe_dispatch_backward<T>(const T*, const int32_t*, const int32_t*, const int64_t*,   \
-                                         const T*, int64_t, int64_t, int64_t, int64_t, T*);           \
-  template void moe_router_backward<T>(const double*, const double*, const int32_t*, const double*,  \
-                                       const double*, const int64_t*, int64_t, int64_t, int64_t,     \
-                                       double, double, double, T*);
+#define STRATA_INSTANTIATE_MOE(T)                                                                  \
+  template void moe_route<T>(const T*, int64_t, int64_t, int64_t, double*, double*, int32_t*,      \
+                             double*);                                                             \
+  template void moe_dispatch<T>(const T*, const int32_t*, const int32_t*, const int64_t*, int64_t, \
+                                int64_t, int64_t, int64_t, T*);                                    \
+  template void moe_combine<T>(const T*, const int32_t*, const int32_t*, const int64_t*,           \
+                               const double*, int64_t, int64_t, int64_t, int64_t, T*);             \
+  template void moe_combine_backward<T>(const T*, const T*, const int32_t*, const int32_t*,        \
+                                        const int64_t*, const double*, int64_t, int64_t, int64_t,  \
+                                        int64_t, T*, double*);                                     \
+  template void moe_dispatch_backward<T>(const T*, const int32_t*, const int32_t*, const int64_t*, \
+                                         const T*, int64_t, int64_t, int64_t, int64_t, T*);        \
+  template void moe_router_backward<T>(const double*, const double*, const int32_t*,               \
+                                       const double*, const double*, const int64_t*, int64_t,      \
+                                       int64_t, int64_t, double, double, double, T*);
 STRATA_FOR_EACH_FLOATING(STRATA_INSTANTIATE_MOE)
 #undef STRATA_INSTANTIATE_MOE
 

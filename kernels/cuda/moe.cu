@@ -8,8 +8,8 @@
 //   shared memory, give each of the expert's choices its place; places past the capacity drop.
 // - dispatch and combine's backward: one block per token-choice; combine and dispatch's backward
 //   (one gather-sum kernel): one block per token. Threads run over the features in 16-byte
-//   vectors where the rows allow it; sums in f64 in choice order, rounded once. The packed row of a kept choice is offset(expert) + slot, offset(e) the kept rows of
-//   the experts before e.
+//   vectors where the rows allow it; sums in f64 in choice order, rounded once. The packed row
+//   of a kept choice is offset(expert) + slot, offset(e) the kept rows of the experts before e.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/moe.h"
 
@@ -21,7 +21,8 @@ constexpr unsigned kMaxThreads = 256;
 // Whole warps for `items` per block, at most kMaxThreads.
 unsigned threads_for(int64_t items) {
   const int64_t warps = (items + 31) / 32;
-  return static_cast<unsigned>(warps < 1 ? 32 : (warps > kMaxThreads / 32 ? kMaxThreads : warps * 32));
+  return static_cast<unsigned>(warps < 1 ? 32
+                                         : (warps > kMaxThreads / 32 ? kMaxThreads : warps * 32));
 }
 
 template <typename T>
@@ -38,7 +39,8 @@ __device__ __forceinline__ bool before(double a, int64_t ia, double b, int64_t i
 }
 
 // The packed row of a kept choice of expert e at place `slot`.
-__device__ __forceinline__ int64_t packed_row(const int64_t* counts, int64_t E, int32_t e, int32_t slot) {
+__device__ __forceinline__ int64_t packed_row(const int64_t* counts, int64_t E, int32_t e,
+                                              int32_t slot) {
   int64_t at = slot;
   for (int32_t i = 0; i < e; ++i) at += counts[E + i];
   return at;
@@ -72,8 +74,8 @@ __device__ __forceinline__ void store_chunk(T* p, const Chunk<T, W>& c) {
 }
 
 template <typename T>
-__global__ void route_kernel(const T* scores, int64_t rows, int64_t E, int64_t k, double* probs, double* lse,
-                             int32_t* expert, double* gate) {
+__global__ void route_kernel(const T* scores, int64_t rows, int64_t E, int64_t k, double* probs,
+                             double* lse, int32_t* expert, double* gate) {
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const T* s = scores + r * E;
@@ -93,7 +95,9 @@ __global__ void route_kernel(const T* scores, int64_t rows, int64_t E, int64_t k
     for (int64_t j = 0; j < k; ++j) {
       int64_t best = -1;
       for (int64_t e = 0; e < E; ++e)
-        if ((last < 0 || before(p[last], last, p[e], e)) && (best < 0 || before(p[e], e, p[best], best))) best = e;
+        if ((last < 0 || before(p[last], last, p[e], e)) &&
+            (best < 0 || before(p[e], e, p[best], best)))
+          best = e;
       expert[r * k + j] = static_cast<int32_t>(best);
       total += p[best];
       last = best;
@@ -103,8 +107,8 @@ __global__ void route_kernel(const T* scores, int64_t rows, int64_t E, int64_t k
   }
 }
 
-__global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, int64_t E, int64_t capacity,
-                                int32_t* slot, int64_t* counts) {
+__global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, int64_t E,
+                                int64_t capacity, int32_t* slot, int64_t* counts) {
   __shared__ int32_t warp_count[32];
   const int32_t e = static_cast<int32_t>(blockIdx.x);
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -133,8 +137,8 @@ __global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, 
   }
 }
 
-__global__ void losses_kernel(const double* probs, const double* lse, const int64_t* counts, int64_t rows,
-                              int64_t E, int64_t k, double* losses) {
+__global__ void losses_kernel(const double* probs, const double* lse, const int64_t* counts,
+                              int64_t rows, int64_t E, int64_t k, double* losses) {
   __shared__ double scratch[32];
   double aux = 0;
   for (int64_t e = 0; e < E; ++e) {
@@ -155,8 +159,8 @@ __global__ void losses_kernel(const double* probs, const double* lse, const int6
 
 // Block c: packed[row of c] = x[c / k].
 template <typename T, int W>
-__global__ void dispatch_kernel(const T* x, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                                int64_t k, int64_t E, int64_t d, T* packed) {
+__global__ void dispatch_kernel(const T* x, const int32_t* expert, const int32_t* slot,
+                                const int64_t* counts, int64_t k, int64_t E, int64_t d, T* packed) {
   const int64_t c = blockIdx.x;
   if (slot[c] < 0) return;
   const T* src = x + (c / k) * d;
@@ -168,15 +172,17 @@ __global__ void dispatch_kernel(const T* x, const int32_t* expert, const int32_t
 // Block r: y[r] = sum over r's kept choices c of w(c) rows[packed row of c] (+ add[r]), w = gate
 // or 1: combine (with the gates) and dispatch's backward (without, adding the router's dx).
 template <typename T, int W>
-__global__ void gather_sum_kernel(const T* rows_in, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                                  const double* gate, const T* add, int64_t k, int64_t E, int64_t d, T* y) {
+__global__ void gather_sum_kernel(const T* rows_in, const int32_t* expert, const int32_t* slot,
+                                  const int64_t* counts, const double* gate, const T* add,
+                                  int64_t k, int64_t E, int64_t d, T* y) {
   const int64_t r = blockIdx.x;
   for (int64_t g = threadIdx.x; g < d / W; g += blockDim.x) {
     double acc[W] = {};
     for (int64_t j = 0; j < k; ++j) {
       const int64_t c = r * k + j;
       if (slot[c] < 0) continue;
-      const Chunk<T, W> o = load_chunk<T, W>(rows_in + packed_row(counts, E, expert[c], slot[c]) * d + g * W);
+      const Chunk<T, W> o =
+          load_chunk<T, W>(rows_in + packed_row(counts, E, expert[c], slot[c]) * d + g * W);
       for (int i = 0; i < W; ++i) acc[i] += gate ? gate[c] * to_double(o.v[i]) : to_double(o.v[i]);
     }
     if (add) {
@@ -191,9 +197,10 @@ __global__ void gather_sum_kernel(const T* rows_in, const int32_t* expert, const
 
 // Block c: dout[row of c] = gate[c] dy[c / k], dgate[c] = dy[c / k] . out[row of c].
 template <typename T, int W>
-__global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t* expert, const int32_t* slot,
-                                        const int64_t* counts, const double* gate, int64_t k, int64_t E,
-                                        int64_t d, T* dout, double* dgate) {
+__global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t* expert,
+                                        const int32_t* slot, const int64_t* counts,
+                                        const double* gate, int64_t k, int64_t E, int64_t d,
+                                        T* dout, double* dgate) {
   __shared__ double scratch[32];
   const int64_t c = blockIdx.x;
   if (slot[c] < 0) {  // the whole block leaves
@@ -204,7 +211,8 @@ __global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t
   const T* dyr = dy + (c / k) * d;
   double dot = 0;
   for (int64_t g = threadIdx.x; g < d / W; g += blockDim.x) {
-    const Chunk<T, W> a = load_chunk<T, W>(dyr + g * W), o = load_chunk<T, W>(out + row * d + g * W);
+    const Chunk<T, W> a = load_chunk<T, W>(dyr + g * W),
+                      o = load_chunk<T, W>(out + row * d + g * W);
     Chunk<T, W> result;
     for (int i = 0; i < W; ++i) {
       result.v[i] = from_double<T>(gate[c] * to_double(a.v[i]));
@@ -216,9 +224,11 @@ __global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t
   if (threadIdx.x == 0) dgate[c] = dot;
 }
 
-// dp[r, e]: the gates' part (at most one of the token's distinct choices is e), then load balancing.
-__device__ __forceinline__ double router_dp(int64_t e, const int32_t* expert, const double* dgate, int64_t k,
-                                            double chosen_p, double weighted, double aux_term) {
+// dp[r, e]: the gates' part (at most one of the token's distinct choices is e), then load
+// balancing.
+__device__ __forceinline__ double router_dp(int64_t e, const int32_t* expert, const double* dgate,
+                                            int64_t k, double chosen_p, double weighted,
+                                            double aux_term) {
   double dp = 0;
   for (int64_t j = 0; j < k; ++j)
     if (expert[j] == e) dp += k == 1 ? dgate[j] : (dgate[j] - weighted) / chosen_p;
@@ -226,9 +236,10 @@ __device__ __forceinline__ double router_dp(int64_t e, const int32_t* expert, co
 }
 
 template <typename T>
-__global__ void router_backward_kernel(const double* probs, const double* lse, const int32_t* expert,
-                                       const double* gate, const double* dgate, const int64_t* counts,
-                                       int64_t rows, int64_t E, int64_t k, double loss_scale, double aux_coef,
+__global__ void router_backward_kernel(const double* probs, const double* lse,
+                                       const int32_t* expert, const double* gate,
+                                       const double* dgate, const int64_t* counts, int64_t rows,
+                                       int64_t E, int64_t k, double loss_scale, double aux_coef,
                                        double z_coef, T* dscores) {
   for (int64_t r = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; r < rows;
        r += static_cast<int64_t>(gridDim.x) * blockDim.x) {
@@ -247,7 +258,8 @@ __global__ void router_backward_kernel(const double* probs, const double* lse, c
                           : 0.0;
     };
     double inner = 0;
-    for (int64_t e = 0; e < E; ++e) inner += p[e] * router_dp(e, ex, dg, k, chosen_p, weighted, aux_term(e));
+    for (int64_t e = 0; e < E; ++e)
+      inner += p[e] * router_dp(e, ex, dg, k, chosen_p, weighted, aux_term(e));
     const double z = loss_scale * z_coef * 2.0 * lse[r] / static_cast<double>(rows);
     for (int64_t e = 0; e < E; ++e) {
       const double dp = router_dp(e, ex, dg, k, chosen_p, weighted, aux_term(e));
@@ -268,16 +280,16 @@ void with_width(int64_t d, F&& f, const P*... rows) {
 }
 
 // The gather-sum launch of combine and dispatch's backward (either of gate, add may be null).
-void gather_sum(const char* name, const void* rows_in, DType dtype, const int32_t* expert, const int32_t* slot,
-                const int64_t* counts, const double* gate, const void* add, int64_t rows, int64_t k, int64_t E,
-                int64_t d, void* y, cudaStream_t stream) {
+void gather_sum(const char* name, const void* rows_in, DType dtype, const int32_t* expert,
+                const int32_t* slot, const int64_t* counts, const double* gate, const void* add,
+                int64_t rows, int64_t k, int64_t E, int64_t d, void* y, cudaStream_t stream) {
   if (rows == 0 || d == 0) return;
   with_floating(dtype, name, [&](auto tag) {
     using T = decltype(tag);
     auto run = [&](auto width, unsigned threads) {
-      launch(name, &gather_sum_kernel<T, decltype(width)::value>, static_cast<unsigned>(rows), threads, 0, stream,
-             static_cast<const T*>(rows_in), expert, slot, counts, gate, static_cast<const T*>(add), k, E, d,
-             static_cast<T*>(y));
+      launch(name, &gather_sum_kernel<T, decltype(width)::value>, static_cast<unsigned>(rows),
+             threads, 0, stream, static_cast<const T*>(rows_in), expert, slot, counts, gate,
+             static_cast<const T*>(add), k, E, d, static_cast<T*>(y));
     };
     if (add)
       with_width<T>(d, run, rows_in, add, y);
@@ -293,33 +305,35 @@ void moe_route(const void* scores, DType dtype, int64_t rows, int64_t E, int64_t
   if (rows == 0) return;
   with_floating(dtype, "moe_route", [&](auto tag) {
     using T = decltype(tag);
-    launch("moe_route", &route_kernel<T>, stride_grid(rows), kStrideThreads, 0, stream, static_cast<const T*>(scores),
-           rows, E, k, probs, lse, expert, gate);
+    launch("moe_route", &route_kernel<T>, stride_grid(rows), kStrideThreads, 0, stream,
+           static_cast<const T*>(scores), rows, E, k, probs, lse, expert, gate);
   });
 }
 
 void moe_capacity(const int32_t* expert, int64_t rows, int64_t k, int64_t E, int64_t capacity,
                   int32_t* slot, int64_t* counts, cudaStream_t stream) {
-  launch("moe_capacity", &capacity_kernel, static_cast<unsigned>(E), kMaxThreads, 0, stream, expert, rows, k, E,
-         capacity, slot, counts);
+  launch("moe_capacity", &capacity_kernel, static_cast<unsigned>(E), kMaxThreads, 0, stream, expert,
+         rows, k, E, capacity, slot, counts);
 }
 
 void moe_routing_losses(const double* probs, const double* lse, const int64_t* counts, int64_t rows,
                         int64_t E, int64_t k, double* losses, cudaStream_t stream) {
-  launch("moe_routing_losses", &losses_kernel, 1u, kMaxThreads, 0, stream, probs, lse, counts, rows, E, k, losses);
+  launch("moe_routing_losses", &losses_kernel, 1u, kMaxThreads, 0, stream, probs, lse, counts, rows,
+         E, k, losses);
 }
 
 void moe_dispatch(const void* x, DType dtype, const int32_t* expert, const int32_t* slot,
-                  const int64_t* counts, int64_t rows, int64_t k, int64_t E, int64_t d, void* packed,
-                  cudaStream_t stream) {
+                  const int64_t* counts, int64_t rows, int64_t k, int64_t E, int64_t d,
+                  void* packed, cudaStream_t stream) {
   if (rows == 0 || d == 0) return;
   with_floating(dtype, "moe_dispatch", [&](auto tag) {
     using T = decltype(tag);
     with_width<T>(
         d,
         [&](auto width, unsigned threads) {
-          launch("moe_dispatch", &dispatch_kernel<T, decltype(width)::value>, static_cast<unsigned>(rows * k),
-                 threads, 0, stream, static_cast<const T*>(x), expert, slot, counts, k, E, d, static_cast<T*>(packed));
+          launch("moe_dispatch", &dispatch_kernel<T, decltype(width)::value>,
+                 static_cast<unsigned>(rows * k), threads, 0, stream, static_cast<const T*>(x),
+                 expert, slot, counts, k, E, d, static_cast<T*>(packed));
         },
         x, packed);
   });
@@ -328,7 +342,8 @@ void moe_dispatch(const void* x, DType dtype, const int32_t* expert, const int32
 void moe_combine(const void* out, DType dtype, const int32_t* expert, const int32_t* slot,
                  const int64_t* counts, const double* gate, int64_t rows, int64_t k, int64_t E,
                  int64_t d, void* y, cudaStream_t stream) {
-  gather_sum("moe_combine", out, dtype, expert, slot, counts, gate, nullptr, rows, k, E, d, y, stream);
+  gather_sum("moe_combine", out, dtype, expert, slot, counts, gate, nullptr, rows, k, E, d, y,
+             stream);
 }
 
 void moe_combine_backward(const void* dy, const void* out, DType dtype, const int32_t* expert,
@@ -343,7 +358,8 @@ void moe_combine_backward(const void* dy, const void* out, DType dtype, const in
         [&](auto width, unsigned threads) {
           launch("moe_combine_backward", &combine_backward_kernel<T, decltype(width)::value>,
                  static_cast<unsigned>(rows * k), threads, 0, stream, static_cast<const T*>(dy),
-                 static_cast<const T*>(out), expert, slot, counts, gate, k, E, d, static_cast<T*>(dout), dgate);
+                 static_cast<const T*>(out), expert, slot, counts, gate, k, E, d,
+                 static_cast<T*>(dout), dgate);
         },
         dy, out, dout);
   });
@@ -352,7 +368,8 @@ void moe_combine_backward(const void* dy, const void* out, DType dtype, const in
 void moe_dispatch_backward(const void* din, DType dtype, const int32_t* expert, const int32_t* slot,
                            const int64_t* counts, const void* add, int64_t rows, int64_t k,
                            int64_t E, int64_t d, void* dx, cudaStream_t stream) {
-  gather_sum("moe_dispatch_backward", din, dtype, expert, slot, counts, nullptr, add, rows, k, E, d, dx, stream);
+  gather_sum("moe_dispatch_backward", din, dtype, expert, slot, counts, nullptr, add, rows, k, E, d,
+             dx, stream);
 }
 
 void moe_router_backward(const double* probs, const double* lse, const int32_t* expert,
@@ -362,8 +379,9 @@ void moe_router_backward(const double* probs, const double* lse, const int32_t* 
   if (rows == 0) return;
   with_floating(dtype, "moe_router_backward", [&](auto tag) {
     using T = decltype(tag);
-    launch("moe_router_backward", &router_backward_kernel<T>, stride_grid(rows), kStrideThreads, 0, stream, probs,
-           lse, expert, gate, dgate, counts, rows, E, k, loss_scale, aux_coef, z_coef, static_cast<T*>(dscores));
+    launch("moe_router_backward", &router_backward_kernel<T>, stride_grid(rows), kStrideThreads, 0,
+           stream, probs, lse, expert, gate, dgate, counts, rows, E, k, loss_scale, aux_coef,
+           z_coef, static_cast<T*>(dscores));
   });
 }
 

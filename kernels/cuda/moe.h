@@ -20,8 +20,8 @@ void moe_routing_losses(const double* probs, const double* lse, const int64_t* c
                         int64_t E, int64_t k, double* losses, cudaStream_t stream);
 // x, packed, out, y, dy, dout, din, add, dx: rows of d elements of `dtype`.
 void moe_dispatch(const void* x, DType dtype, const int32_t* expert, const int32_t* slot,
-                  const int64_t* counts, int64_t rows, int64_t k, int64_t E, int64_t d, void* packed,
-                  cudaStream_t stream);
+                  const int64_t* counts, int64_t rows, int64_t k, int64_t E, int64_t d,
+                  void* packed, cudaStream_t stream);
 void moe_combine(const void* out, DType dtype, const int32_t* expert, const int32_t* slot,
                  const int64_t* counts, const double* gate, int64_t rows, int64_t k, int64_t E,
                  int64_t d, void* y, cudaStream_t stream);

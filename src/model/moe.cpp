@@ -236,9 +236,10 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
   s.arrived = exchange_counts(routing.load);
   s.local_inputs = dispatch(packed, routing.load, s.arrived, dt, d);
   s.local_saved.assign(static_cast<size_t>(local_experts_), MlpSaved{});
-  const Tensor local_out = packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& out) {
-    experts_[le].forward(s.local_inputs[le], out, s.local_saved[le]);
-  });
+  const Tensor local_out =
+      packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& out) {
+        experts_[le].forward(s.local_inputs[le], out, s.local_saved[le]);
+      });
   s.outputs = combine(local_out, s.arrived, routing.load, dt, d);
   ops::moe_combine(s.outputs, s.expert, s.slot, s.counts, s.gate, y);
 }
@@ -254,9 +255,10 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   Tensor dout = Tensor::empty(s.outputs.shape(), dt, alloc), dgate = Tensor::empty({rows, k}, DType::f64, alloc);
   ops::moe_combine_backward(dy, s.outputs, s.expert, s.slot, s.counts, s.gate, dout, dgate);
   const std::vector<Tensor> local_dout = dispatch(dout, s.routing.load, s.arrived, dt, d);
-  const Tensor local_din = packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& grad) {
-    experts_[le].backward(local_dout[le], s.local_inputs[le], s.local_saved[le], grad);
-  });
+  const Tensor local_din =
+      packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& grad) {
+        experts_[le].backward(local_dout[le], s.local_inputs[le], s.local_saved[le], grad);
+      });
   const Tensor din = combine(local_din, s.arrived, s.routing.load, dt, d);
   // Under tp each rank's expert outputs are partial sums: so are its gate gradients.
   if (tp_.active()) tp_.group->all_reduce(dgate, ReduceOp::sum);

@@ -19,8 +19,9 @@ struct MoeShape {
 };
 
 std::string tag(const MoeShape& s, DType d) {
-  return std::to_string(s.rows) + "x" + std::to_string(s.experts) + "_k" + std::to_string(s.k) + "_d" +
-         std::to_string(s.d) + "_cf" + std::to_string(static_cast<int>(s.capacity_factor * 100)) + "_" +
+  return std::to_string(s.rows) + "x" + std::to_string(s.experts) + "_k" + std::to_string(s.k) +
+         "_d" + std::to_string(s.d) + "_cf" +
+         std::to_string(static_cast<int>(s.capacity_factor * 100)) + "_" +
          std::string(dtype_name(d));
 }
 
@@ -28,14 +29,18 @@ std::string tag(const MoeShape& s, DType d) {
 std::vector<Tensor> run_moe(const MoeShape& s, std::vector<Tensor>& in, Allocator& a) {
   const Tensor &scores = in[0], &x = in[1], &dy = in[2];
   const int64_t rows = s.rows, E = s.experts, k = s.k, d = s.d;
-  Tensor probs = Tensor::empty({rows, E}, DType::f64, a), lse = Tensor::empty({rows}, DType::f64, a);
-  Tensor expert = Tensor::empty({rows, k}, DType::i32, a), gate = Tensor::empty({rows, k}, DType::f64, a);
+  Tensor probs = Tensor::empty({rows, E}, DType::f64, a),
+         lse = Tensor::empty({rows}, DType::f64, a);
+  Tensor expert = Tensor::empty({rows, k}, DType::i32, a),
+         gate = Tensor::empty({rows, k}, DType::f64, a);
   ops::moe_route(scores, k, probs, lse, expert, gate);
-  const int64_t capacity = s.capacity_factor > 0
-                               ? static_cast<int64_t>(std::ceil(s.capacity_factor * static_cast<double>(rows * k) /
-                                                                static_cast<double>(E)))
-                               : rows * k;
-  Tensor slot = Tensor::empty({rows, k}, DType::i32, a), counts = Tensor::empty({2, E}, DType::i64, a);
+  const int64_t capacity =
+      s.capacity_factor > 0
+          ? static_cast<int64_t>(std::ceil(s.capacity_factor * static_cast<double>(rows * k) /
+                                           static_cast<double>(E)))
+          : rows * k;
+  Tensor slot = Tensor::empty({rows, k}, DType::i32, a),
+         counts = Tensor::empty({2, E}, DType::i64, a);
   ops::moe_capacity(expert, E, capacity, slot, counts);
   Tensor losses = Tensor::empty({2}, DType::f64, a);
   ops::moe_routing_losses(probs, lse, counts, k, losses);
@@ -46,36 +51,43 @@ std::vector<Tensor> run_moe(const MoeShape& s, std::vector<Tensor>& in, Allocato
   ops::moe_dispatch(x, expert, slot, counts, packed);
   Tensor y = Tensor::empty({rows, d}, x.dtype(), a);
   ops::moe_combine(packed, expert, slot, counts, gate, y);
-  Tensor dout = Tensor::empty({kept, d}, x.dtype(), a), dgate = Tensor::empty({rows, k}, DType::f64, a);
+  Tensor dout = Tensor::empty({kept, d}, x.dtype(), a),
+         dgate = Tensor::empty({rows, k}, DType::f64, a);
   ops::moe_combine_backward(dy, packed, expert, slot, counts, gate, dout, dgate);
-  Tensor dx = Tensor::empty({rows, d}, x.dtype(), a), dx_alone = Tensor::empty({rows, d}, x.dtype(), a);
+  Tensor dx = Tensor::empty({rows, d}, x.dtype(), a),
+         dx_alone = Tensor::empty({rows, d}, x.dtype(), a);
   ops::moe_dispatch_backward(dout, expert, slot, counts, &x, dx);
   ops::moe_dispatch_backward(dout, expert, slot, counts, nullptr, dx_alone);
   Tensor dscores = Tensor::empty({rows, E}, x.dtype(), a);
   ops::moe_router_backward(probs, lse, expert, gate, dgate, counts,
                            {.loss_scale = 2.0, .aux_coef = 0.01, .z_coef = 0.001}, dscores);
-  return {probs, lse, expert, gate, slot, counts, losses, packed, y, dout, dgate, dx, dx_alone, dscores};
+  return {probs,  lse, expert, gate,  slot, counts,   losses,
+          packed, y,   dout,   dgate, dx,   dx_alone, dscores};
 }
 
 std::vector<OpCase> cases() {
-  const std::vector<MoeShape> shapes = {{1, 1, 1, 1, 0.0},     {3, 4, 2, 17, 0.0},   {37, 8, 2, 64, 0.5},
-                                        {29, 5, 3, 131, 1.0},  {64, 16, 1, 8, 1.25}, {7, 3, 3, 1000, 0.0},
-                                        {300, 4, 2, 24, 0.75}};
+  const std::vector<MoeShape> shapes = {
+      {1, 1, 1, 1, 0.0},    {3, 4, 2, 17, 0.0},   {37, 8, 2, 64, 0.5},  {29, 5, 3, 131, 1.0},
+      {64, 16, 1, 8, 1.25}, {7, 3, 3, 1000, 0.0}, {300, 4, 2, 24, 0.75}};
   std::vector<OpCase> out;
   for (const MoeShape& s : shapes)
     for (DType dt : cuda_dtypes()) {
       const double rows_tol = dtype_tolerance(dt), f64_tol = 1e-12;
       out.push_back({"moe_" + tag(s, dt),
-                     {{"scores", {s.rows, s.experts}, dt, -3, 3}, {"x", {s.rows, s.d}, dt}, {"dy", {s.rows, s.d}, dt}},
+                     {{"scores", {s.rows, s.experts}, dt, -3, 3},
+                      {"x", {s.rows, s.d}, dt},
+                      {"dy", {s.rows, s.d}, dt}},
                      [s](std::vector<Tensor>& in, Allocator& a) { return run_moe(s, in, a); },
-                     {f64_tol, f64_tol, 0.0, f64_tol, 0.0, 0.0, f64_tol, 0.0, rows_tol, rows_tol, f64_tol, rows_tol,
-                      rows_tol, rows_tol}});
+                     {f64_tol, f64_tol, 0.0, f64_tol, 0.0, 0.0, f64_tol, 0.0, rows_tol, rows_tol,
+                      f64_tol, rows_tol, rows_tol, rows_tol}});
     }
   return out;
 }
 
 class MoeParity : public ::testing::TestWithParam<OpCase> {};
-TEST_P(MoeParity, MatchesCpu) { expect_parity(GetParam()); }
+TEST_P(MoeParity, MatchesCpu) {
+  expect_parity(GetParam());
+}
 INSTANTIATE_TEST_SUITE_P(Cuda, MoeParity, ::testing::ValuesIn(cases()), CaseName());
 
 // f64 rows have no CUDA kernel: refused by name, before anything runs.
@@ -83,9 +95,12 @@ TEST(MoeCuda, RefusesF64Scores) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device";
   CudaDevice device(0);
   const Tensor scores = Tensor::zeros({2, 4}, DType::f64, device);
-  Tensor probs = Tensor::empty({2, 4}, DType::f64, device), lse = Tensor::empty({2}, DType::f64, device);
-  Tensor expert = Tensor::empty({2, 1}, DType::i32, device), gate = Tensor::empty({2, 1}, DType::f64, device);
-  expect_error([&] { ops::moe_route(scores, 1, probs, lse, expert, gate); }, {"moe_route", "'scores'", "f64"});
+  Tensor probs = Tensor::empty({2, 4}, DType::f64, device),
+         lse = Tensor::empty({2}, DType::f64, device);
+  Tensor expert = Tensor::empty({2, 1}, DType::i32, device),
+         gate = Tensor::empty({2, 1}, DType::f64, device);
+  expect_error([&] { ops::moe_route(scores, 1, probs, lse, expert, gate); },
+               {"moe_route", "'scores'", "f64"});
 }
 
 }  // namespace
