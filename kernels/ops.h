@@ -83,7 +83,9 @@ void add_rmsnorm_forward(const Tensor& x, const Tensor& residual_in, const Tenso
 // dx = dresidual + the norm's dx, the gradient of residual_out (and so of both x and residual_in).
 // x is the norm's input (the forward's residual_out); dy the gradient of y. The result is that of
 // layernorm_backward / rmsnorm_backward followed by ops::add(dx, dresidual), bit for bit, in one
-// pass. dx, dy, dresidual: [rows, d]; dx may alias dresidual; dweight, dbias as for the plain ops.
+// pass (on CUDA when dresidual is 16-byte aligned like the other rows, as the allocator's tensors
+// are: a misaligned one sends the row sums down the scalar path, whose order differs).
+// dx, dy, dresidual: [rows, d]; dx may alias dresidual; dweight, dbias as for the plain ops.
 void add_layernorm_backward(const Tensor& dy, const Tensor& dresidual, const Tensor& x,
                             const Tensor& weight, const Tensor& mean, const Tensor& rstd,
                             Tensor& dx, Tensor& dweight, Tensor& dbias);

@@ -312,6 +312,7 @@ void moe_route(const void* scores, DType dtype, int64_t rows, int64_t E, int64_t
 
 void moe_capacity(const int32_t* expert, int64_t rows, int64_t k, int64_t E, int64_t capacity,
                   int32_t* slot, int64_t* counts, cudaStream_t stream) {
+  if (E == 0) return;  // no experts: nothing to count (a grid of 0 blocks is not a launch)
   launch("moe_capacity", &capacity_kernel, static_cast<unsigned>(E), kMaxThreads, 0, stream, expert,
          rows, k, E, capacity, slot, counts);
 }

@@ -83,6 +83,8 @@ void gemv_int8(const void* x, DType dtype, int64_t m, int64_t cols, const int8_t
                " rows of x; the GEMV takes at most ", kInt8GemvMaxRows);
   STRATA_CHECK(row_bytes % 4 == 0 && row_bytes >= cols, "gemv_int8: rows of ", row_bytes,
                " bytes cannot hold ", cols, " codes in whole words");
+  STRATA_CHECK(reinterpret_cast<uintptr_t>(q) % 4 == 0, "gemv_int8: the codes at ",
+               static_cast<const void*>(q), " are not 4-byte aligned (the kernel reads whole words)");
   if (m == 0 || n == 0) return;
   const unsigned blocks = blocks_for(n, kGemvThreads / 32);
   const bool wide = row_bytes % 16 == 0 && aligned16(q);
