@@ -8,14 +8,6 @@
 namespace strata {
 namespace {
 
-// t itself on the host, else a host copy of it (a blocking read).
-Tensor on_host(const Tensor& t) {
-  if (t.device().is_cpu()) return t;
-  Tensor h = Tensor::empty(t.shape(), t.dtype());
-  h.copy_from(t);
-  return h;
-}
-
 // A tensor [sum of rows, d] packed by local expert (expert le's rows[le] rows in order), and
 // f(le, its rows) for each local expert that has any.
 template <typename F>
@@ -215,7 +207,7 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
 
   // The forward's one read from the device: the experts' row counts size their matrix products
   // (and the all-to-all), and they and the auxiliary losses go to the metrics.
-  const Tensor counts = on_host(s.counts), loss = on_host(losses);
+  const Tensor counts = s.counts.to_cpu(), loss = losses.to_cpu();
   MoeRouting& routing = s.routing;
   routing = MoeRouting{};
   routing.chosen.assign(counts.data<int64_t>(), counts.data<int64_t>() + E);
