@@ -253,33 +253,39 @@ void topk(const Tensor& x, int64_t k, Tensor& values, Tensor& indices);
 
 // ---- mixture-of-experts routing (src/model/moe.h has the math) ----
 // rows tokens, E experts, k choices a token, d features; a token-choice c = r k + j. `expert`,
-// `slot` [rows, k] i32; `gate`, `dgate` [rows, k] f64; `counts` [2, E] i64 (chosen, then load);
-// row tensors [*, d] f32/bf16/f16 (and f64 on the CPU), all of one dtype. Kept choices (slot >= 0)
-// are packed by expert: expert e's rows from offset(e) = sum of load before e, in slot order.
-// Sums run in f64 and round once.
+// `row` [rows, k] i32; `gate`, `dgate` [rows, k] f64; `counts` [2, E] i64 (chosen, then load);
+// row tensors [*, d] f32/bf16/f16 (and f64 on the CPU), all of one dtype. A kept choice's `row`
+// is its row in the packed expert blocks (-1 when dropped): expert e's block holds its kept
+// choices in fill order. Sums run in f64 and round once.
 //
 // scores [rows, E] -> probs [rows, E] f64 (softmax), lse [rows] f64, expert (the k most probable,
 // larger first, ties to the lower index), gate (p / the sum of the k chosen p; k = 1: p).
 void moe_route(const Tensor& scores, int64_t k, Tensor& probs, Tensor& lse, Tensor& expert, Tensor& gate);
-// Capacity: a choice's slot is its place among its expert's choices counted in fill order
-// (every token's first choice, then every second, ...), or -1 at `capacity` and past it.
-void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Tensor& slot, Tensor& counts);
+// Capacity: a choice's place is its rank among its expert's choices counted in fill order
+// (every token's first choice, then every second, ...); at `capacity` and past it, the choice is
+// dropped (row -1). The blocks: with rows_per_expert > 0 (at least `capacity`), expert e's block
+// starts at row e * rows_per_expert, a fixed layout whose unused rows are padding (so sizes never
+// depend on the routing and need no read of the counts); with 0, right after the load of the
+// experts before e (no padding: sum of load rows in all).
+void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, int64_t rows_per_expert,
+                  Tensor& row, Tensor& counts);
 // losses [2] f64 = {E sum_e f_e P_e, mean lse^2}: f_e = chosen_e / (rows k), P_e = mean p[:, e].
 void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& counts, int64_t k, Tensor& losses);
-// packed [sum of load, d]: each kept choice's token row x [rows, d], at its packed row.
-void moe_dispatch(const Tensor& x, const Tensor& expert, const Tensor& slot, const Tensor& counts,
-                  Tensor& packed);
-// y [rows, d] = sum over the token's kept choices of gate x out[packed row] (0 when none).
-void moe_combine(const Tensor& out, const Tensor& expert, const Tensor& slot, const Tensor& counts,
-                 const Tensor& gate, Tensor& y);
-// combine's backward: dout[packed row] = gate dy[token]; dgate = dy[token] . out[packed row]
-// (0 for a dropped choice).
-void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& expert, const Tensor& slot,
-                          const Tensor& counts, const Tensor& gate, Tensor& dout, Tensor& dgate);
-// dispatch's backward: dx [rows, d] = sum over the token's kept choices of din[packed row],
-// plus add [rows, d] when it is given.
-void moe_dispatch_backward(const Tensor& din, const Tensor& expert, const Tensor& slot,
-                           const Tensor& counts, const Tensor* add, Tensor& dx);
+// sum [2 E + 2] f64 += {chosen, load, losses} (counts as f64): a forward's routing added to a
+// running total on the device, read once when the metrics want it.
+void moe_routing_accumulate(const Tensor& counts, const Tensor& losses, Tensor& sum);
+// packed [n, d]: packed[row[c]] = x[c / k] for each kept choice; rows no choice names are left
+// as they were (padding is the caller's to clear).
+void moe_dispatch(const Tensor& x, const Tensor& row, Tensor& packed);
+// y [rows, d] = sum over the token's kept choices of gate x out[row] (0 when none).
+void moe_combine(const Tensor& out, const Tensor& row, const Tensor& gate, Tensor& y);
+// combine's backward: dout[row[c]] = gate dy[token]; dgate = dy[token] . out[row[c]] (0 for a
+// dropped choice); dout's rows no choice names are left as they were.
+void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& row, const Tensor& gate,
+                          Tensor& dout, Tensor& dgate);
+// dispatch's backward: dx [rows, d] = sum over the token's kept choices of din[row], plus add
+// [rows, d] when it is given.
+void moe_dispatch_backward(const Tensor& din, const Tensor& row, const Tensor* add, Tensor& dx);
 // The router scores' gradient dscores [rows, E] from the gates' and the auxiliary losses'
 // (their coefficients and the loss scale; f_e from counts' chosen row).
 struct MoeLossArgs {

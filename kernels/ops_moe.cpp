@@ -1,9 +1,8 @@
 // The mixture-of-experts routing ops' front ends (kernels/ops.h): the checks are the same for both
-// backends; the kernels are kernels/cpu/moe.h and kernels/cuda/moe.h. On the CPU the packed
-// tensors' row counts are checked against the counts; on CUDA the counts are on the device, so
-// the caller sizes packed tensors from the counts it read (src/model/moe.cpp does).
+// backends; the kernels are kernels/cpu/moe.h and kernels/cuda/moe.h. On the CPU every kept
+// choice's row is checked against the packed tensor's rows; on CUDA the rows are on the device,
+// so the caller sizes packed tensors from the layout it chose (src/model/moe.cpp does).
 #include <limits>
-#include <numeric>
 #include <tuple>
 #include <utility>
 
@@ -18,25 +17,16 @@
 namespace strata::ops {
 namespace {
 
-// The routing tensors of one forward: expert and slot [rows, k] i32, counts [2, E] i64.
+// The routing tensor of one forward: row [rows, k] i32 (each choice's packed row, -1 dropped).
 struct Routing {
-  int64_t rows, k, E;
+  int64_t rows, k;
 };
 
-Routing routing_args(const char* op, const Tensor& expert, const Tensor& slot,
-                     const Tensor& counts) {
-  check::usable(op, "expert", expert);
-  check::usable(op, "slot", slot);
-  check::usable(op, "counts", counts);
-  check::ndim_is(op, "expert", expert, 2);
-  check::ndim_is(op, "counts", counts, 2);
-  check::dtype_is(op, "expert", expert, DType::i32);
-  check::dtype_is(op, "slot", slot, DType::i32);
-  check::dtype_is(op, "counts", counts, DType::i64);
-  check::shape_is(op, "slot", slot, expert.shape());
-  STRATA_CHECK(counts.size(0) == 2, op, ": argument 'counts' ", counts.describe(),
-               " must be [2, n_experts]");
-  return {expert.size(0), expert.size(1), counts.size(1)};
+Routing routing_args(const char* op, const Tensor& row) {
+  check::usable(op, "row", row);
+  check::ndim_is(op, "row", row, 2);
+  check::dtype_is(op, "row", row, DType::i32);
+  return {row.size(0), row.size(1)};
 }
 
 // A [n, d] row tensor of a dtype the op takes (f32/bf16/f16, and f64 on the CPU).
@@ -48,25 +38,24 @@ void rows_arg(const char* op, const char* arg, const Tensor& t, int64_t d) {
   if (!t.device().is_cpu()) check::dtype_in(op, arg, t, {DType::f32, DType::bf16, DType::f16});
 }
 
-// On the CPU: the packed tensor holds exactly the kept choices.
-void packed_rows(const char* op, const char* arg, const Tensor& packed, const Tensor& counts) {
-  if (!counts.device().is_cpu()) return;
-  const int64_t E = counts.size(1);
-  const int64_t* load = counts.data<int64_t>() + E;
-  const int64_t kept = std::accumulate(load, load + E, int64_t{0});
-  STRATA_CHECK(packed.size(0) == kept, op, ": argument '", arg, "' ", packed.describe(),
-               " must have ", kept, " rows (the kept token-choices)");
+// On the CPU: every kept choice names a row of the packed tensor.
+void packed_rows(const char* op, const char* arg, const Tensor& packed, const Tensor& row) {
+  if (!row.device().is_cpu()) return;
+  const int32_t* r = row.data<int32_t>();
+  for (int64_t c = 0; c < row.numel(); ++c)
+    STRATA_CHECK(r[c] >= -1 && r[c] < packed.size(0), op, ": token-choice ", c, " names row ", r[c],
+                 " of argument '", arg, "' ", packed.describe());
 }
 
-// A token-row tensor [rows, d] and a packed one [kept, d] of its dtype; returns d.
+// A token-row tensor [rows, d] and a packed one [n, d] of its dtype; returns d.
 int64_t token_and_packed(const char* op, const char* token_arg, const Tensor& token, int64_t rows,
-                         const char* packed_arg, const Tensor& packed, const Tensor& counts) {
+                         const char* packed_arg, const Tensor& packed, const Tensor& row) {
   rows_arg(op, token_arg, token, token.ndim() == 2 ? token.size(1) : -1);
   const int64_t d = token.size(1);
   check::shape_is(op, token_arg, token, {rows, d});
   rows_arg(op, packed_arg, packed, d);
   dispatch::dtype_like(op, packed_arg, packed, token_arg, token);
-  packed_rows(op, packed_arg, packed, counts);
+  packed_rows(op, packed_arg, packed, row);
   return d;
 }
 
@@ -110,19 +99,31 @@ void moe_route(const Tensor& scores, int64_t k, Tensor& probs, Tensor& lse, Tens
   });
 }
 
-void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Tensor& slot,
-                  Tensor& counts) {
+void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, int64_t rows_per_expert,
+                  Tensor& row, Tensor& counts) {
   constexpr const char* op = "moe_capacity";
-  check::same_device(op, {{"expert", &expert}, {"slot", &slot}, {"counts", &counts}});
+  check::same_device(op, {{"expert", &expert}, {"row", &row}, {"counts", &counts}});
+  check::usable(op, "expert", expert);
+  check::usable(op, "counts", counts);
+  check::ndim_is(op, "expert", expert, 2);
+  check::dtype_is(op, "expert", expert, DType::i32);
+  check::dtype_is(op, "counts", counts, DType::i64);
   check::shape_is(op, "counts", counts, {2, n_experts});
-  const auto [rows, k, E] = routing_args(op, expert, slot, counts);
+  const auto [rows, k] = routing_args(op, row);
+  check::shape_is(op, "row", row, expert.shape());
+  const int64_t E = n_experts;
   STRATA_CHECK(capacity >= 0, op, ": capacity ", capacity, " must not be negative");
-  STRATA_CHECK(rows * k <= std::numeric_limits<int32_t>::max(), op, ": ", rows * k,
-               " token-choices are more than i32 slots can name");
+  STRATA_CHECK(rows_per_expert == 0 || rows_per_expert >= capacity, op, ": ", rows_per_expert,
+               " rows an expert cannot hold a capacity of ", capacity);
+  STRATA_CHECK(rows * k <= std::numeric_limits<int32_t>::max() &&
+                   E * rows_per_expert <= std::numeric_limits<int32_t>::max(),
+               op, ": ", rows * k, " token-choices in ", E * rows_per_expert,
+               " fixed rows are more than i32 rows can name");
   if (dispatch::on_cuda(op, "expert", expert)) {
 #if STRATA_CUDA
-    cuda::moe_capacity(expert.data<int32_t>(), rows, k, E, capacity, slot.data<int32_t>(),
-                       counts.data<int64_t>(), dispatch::stream_of(op, "expert", expert));
+    cuda::moe_capacity(expert.data<int32_t>(), rows, k, E, capacity, rows_per_expert,
+                       row.data<int32_t>(), counts.data<int64_t>(),
+                       dispatch::stream_of(op, "expert", expert));
 #endif
     return;
   }
@@ -130,7 +131,8 @@ void moe_capacity(const Tensor& expert, int64_t n_experts, int64_t capacity, Ten
   for (int64_t c = 0; c < rows * k; ++c)
     STRATA_CHECK(ex[c] >= 0 && ex[c] < E, op, ": token-choice ", c, " names expert ", ex[c], " of ",
                  E);
-  cpu::moe_capacity(ex, rows, k, E, capacity, slot.data<int32_t>(), counts.data<int64_t>());
+  cpu::moe_capacity(ex, rows, k, E, capacity, rows_per_expert, row.data<int32_t>(),
+                    counts.data<int64_t>());
 }
 
 void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& counts, int64_t k,
@@ -165,72 +167,83 @@ void moe_routing_losses(const Tensor& probs, const Tensor& lse, const Tensor& co
                           k, losses.data<double>());
 }
 
-void moe_dispatch(const Tensor& x, const Tensor& expert, const Tensor& slot, const Tensor& counts,
-                  Tensor& packed) {
+void moe_routing_accumulate(const Tensor& counts, const Tensor& losses, Tensor& sum) {
+  constexpr const char* op = "moe_routing_accumulate";
+  for (const auto& [name, t] : {std::pair<const char*, const Tensor*>{"counts", &counts},
+                                {"losses", &losses},
+                                {"sum", &sum}})
+    check::usable(op, name, *t);
+  check::same_device(op, {{"counts", &counts}, {"losses", &losses}, {"sum", &sum}});
+  check::ndim_is(op, "counts", counts, 2);
+  check::dtype_is(op, "counts", counts, DType::i64);
+  check::dtype_is(op, "losses", losses, DType::f64);
+  check::dtype_is(op, "sum", sum, DType::f64);
+  STRATA_CHECK(counts.size(0) == 2, op, ": argument 'counts' ", counts.describe(),
+               " must be [2, n_experts]");
+  const int64_t E = counts.size(1);
+  check::shape_is(op, "losses", losses, {2});
+  check::shape_is(op, "sum", sum, {2 * E + 2});
+  if (dispatch::on_cuda(op, "sum", sum)) {
+#if STRATA_CUDA
+    cuda::moe_routing_accumulate(counts.data<int64_t>(), losses.data<double>(), E,
+                                 sum.data<double>(), dispatch::stream_of(op, "sum", sum));
+#endif
+    return;
+  }
+  cpu::moe_routing_accumulate(counts.data<int64_t>(), losses.data<double>(), E, sum.data<double>());
+}
+
+void moe_dispatch(const Tensor& x, const Tensor& row, Tensor& packed) {
   constexpr const char* op = "moe_dispatch";
-  check::same_device(
-      op,
-      {{"x", &x}, {"expert", &expert}, {"slot", &slot}, {"counts", &counts}, {"packed", &packed}});
-  const auto [rows, k, E] = routing_args(op, expert, slot, counts);
-  const int64_t d = token_and_packed(op, "x", x, rows, "packed", packed, counts);
+  check::same_device(op, {{"x", &x}, {"row", &row}, {"packed", &packed}});
+  const auto [rows, k] = routing_args(op, row);
+  const int64_t d = token_and_packed(op, "x", x, rows, "packed", packed, row);
   if (dispatch::on_cuda(op, "x", x)) {
 #if STRATA_CUDA
-    cuda::moe_dispatch(x.raw(), x.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
-                       counts.data<int64_t>(), rows, k, E, d, packed.raw(),
+    cuda::moe_dispatch(x.raw(), x.dtype(), row.data<int32_t>(), rows, k, d, packed.raw(),
                        dispatch::stream_of(op, "x", x));
 #endif
     return;
   }
   dispatch::floating(op, "x", x, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_dispatch<T>(x.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
-                         counts.data<int64_t>(), rows, k, E, d, packed.data<T>());
+    cpu::moe_dispatch<T>(x.data<T>(), row.data<int32_t>(), rows, k, d, packed.data<T>());
   });
 }
 
-void moe_combine(const Tensor& out, const Tensor& expert, const Tensor& slot, const Tensor& counts,
-                 const Tensor& gate, Tensor& y) {
+void moe_combine(const Tensor& out, const Tensor& row, const Tensor& gate, Tensor& y) {
   constexpr const char* op = "moe_combine";
-  check::same_device(op, {{"out", &out},
-                          {"expert", &expert},
-                          {"slot", &slot},
-                          {"counts", &counts},
-                          {"gate", &gate},
-                          {"y", &y}});
-  const auto [rows, k, E] = routing_args(op, expert, slot, counts);
-  const int64_t d = token_and_packed(op, "y", y, rows, "out", out, counts);
+  check::same_device(op, {{"out", &out}, {"row", &row}, {"gate", &gate}, {"y", &y}});
+  const auto [rows, k] = routing_args(op, row);
+  const int64_t d = token_and_packed(op, "y", y, rows, "out", out, row);
   check::usable(op, "gate", gate);
   check::shape_is(op, "gate", gate, {rows, k});
   check::dtype_is(op, "gate", gate, DType::f64);
   if (dispatch::on_cuda(op, "y", y)) {
 #if STRATA_CUDA
-    cuda::moe_combine(out.raw(), out.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
-                      counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, y.raw(),
-                      dispatch::stream_of(op, "y", y));
+    cuda::moe_combine(out.raw(), out.dtype(), row.data<int32_t>(), gate.data<double>(), rows, k, d,
+                      y.raw(), dispatch::stream_of(op, "y", y));
 #endif
     return;
   }
   dispatch::floating(op, "y", y, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_combine<T>(out.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
-                        counts.data<int64_t>(), gate.data<double>(), rows, k, E, d, y.data<T>());
+    cpu::moe_combine<T>(out.data<T>(), row.data<int32_t>(), gate.data<double>(), rows, k, d,
+                        y.data<T>());
   });
 }
 
-void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& expert,
-                          const Tensor& slot, const Tensor& counts, const Tensor& gate,
+void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& row, const Tensor& gate,
                           Tensor& dout, Tensor& dgate) {
   constexpr const char* op = "moe_combine_backward";
   check::same_device(op, {{"dy", &dy},
                           {"out", &out},
-                          {"expert", &expert},
-                          {"slot", &slot},
-                          {"counts", &counts},
+                          {"row", &row},
                           {"gate", &gate},
                           {"dout", &dout},
                           {"dgate", &dgate}});
-  const auto [rows, k, E] = routing_args(op, expert, slot, counts);
-  const int64_t d = token_and_packed(op, "dy", dy, rows, "out", out, counts);
+  const auto [rows, k] = routing_args(op, row);
+  const int64_t d = token_and_packed(op, "dy", dy, rows, "out", out, row);
   dispatch::like(op, "dout", dout, "out", out);
   for (const auto& [name, t] :
        {std::pair<const char*, const Tensor*>{"gate", &gate}, {"dgate", &dgate}}) {
@@ -240,48 +253,40 @@ void moe_combine_backward(const Tensor& dy, const Tensor& out, const Tensor& exp
   }
   if (dispatch::on_cuda(op, "dy", dy)) {
 #if STRATA_CUDA
-    cuda::moe_combine_backward(dy.raw(), out.raw(), dy.dtype(), expert.data<int32_t>(),
-                               slot.data<int32_t>(), counts.data<int64_t>(), gate.data<double>(),
-                               rows, k, E, d, dout.raw(), dgate.data<double>(),
+    cuda::moe_combine_backward(dy.raw(), out.raw(), dy.dtype(), row.data<int32_t>(),
+                               gate.data<double>(), rows, k, d, dout.raw(), dgate.data<double>(),
                                dispatch::stream_of(op, "dy", dy));
 #endif
     return;
   }
   dispatch::floating(op, "dy", dy, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_combine_backward<T>(dy.data<T>(), out.data<T>(), expert.data<int32_t>(),
-                                 slot.data<int32_t>(), counts.data<int64_t>(), gate.data<double>(),
-                                 rows, k, E, d, dout.data<T>(), dgate.data<double>());
+    cpu::moe_combine_backward<T>(dy.data<T>(), out.data<T>(), row.data<int32_t>(),
+                                 gate.data<double>(), rows, k, d, dout.data<T>(),
+                                 dgate.data<double>());
   });
 }
 
-void moe_dispatch_backward(const Tensor& din, const Tensor& expert, const Tensor& slot,
-                           const Tensor& counts, const Tensor* add, Tensor& dx) {
+void moe_dispatch_backward(const Tensor& din, const Tensor& row, const Tensor* add, Tensor& dx) {
   constexpr const char* op = "moe_dispatch_backward";
   const Tensor none;
   const Tensor& addend = add ? *add : none;
-  check::same_device(op, {{"din", &din},
-                          {"expert", &expert},
-                          {"slot", &slot},
-                          {"counts", &counts},
-                          {"add", &addend},
-                          {"dx", &dx}});
-  const auto [rows, k, E] = routing_args(op, expert, slot, counts);
-  const int64_t d = token_and_packed(op, "dx", dx, rows, "din", din, counts);
+  check::same_device(op, {{"din", &din}, {"row", &row}, {"add", &addend}, {"dx", &dx}});
+  const auto [rows, k] = routing_args(op, row);
+  const int64_t d = token_and_packed(op, "dx", dx, rows, "din", din, row);
   if (add) dispatch::like(op, "add", *add, "dx", dx);
   if (dispatch::on_cuda(op, "dx", dx)) {
 #if STRATA_CUDA
-    cuda::moe_dispatch_backward(din.raw(), dx.dtype(), expert.data<int32_t>(), slot.data<int32_t>(),
-                                counts.data<int64_t>(), add ? add->raw() : nullptr, rows, k, E, d,
-                                dx.raw(), dispatch::stream_of(op, "dx", dx));
+    cuda::moe_dispatch_backward(din.raw(), dx.dtype(), row.data<int32_t>(),
+                                add ? add->raw() : nullptr, rows, k, d, dx.raw(),
+                                dispatch::stream_of(op, "dx", dx));
 #endif
     return;
   }
   dispatch::floating(op, "dx", dx, [&](auto tag) {
     using T = decltype(tag);
-    cpu::moe_dispatch_backward<T>(din.data<T>(), expert.data<int32_t>(), slot.data<int32_t>(),
-                                  counts.data<int64_t>(), add ? add->data<T>() : nullptr, rows, k,
-                                  E, d, dx.data<T>());
+    cpu::moe_dispatch_backward<T>(din.data<T>(), row.data<int32_t>(), add ? add->data<T>() : nullptr,
+                                  rows, k, d, dx.data<T>());
   });
 }
 

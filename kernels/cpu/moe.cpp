@@ -9,18 +9,6 @@
 #include "kernels/cpu/element.h"
 
 namespace strata::cpu {
-namespace {
-
-// offset[e] = rows of the experts before e in the packed blocks.
-std::vector<int64_t> offsets(const int64_t* counts, int64_t E) {
-  std::vector<int64_t> at(static_cast<size_t>(E), 0);
-  for (int64_t e = 1; e < E; ++e)
-    at[static_cast<size_t>(e)] = at[static_cast<size_t>(e - 1)] + counts[E + e - 1];
-  return at;
-}
-
-}  // namespace
-
 template <typename T>
 void moe_route(const T* scores, int64_t rows, int64_t E, int64_t k, double* probs, double* lse,
                int32_t* expert, double* gate) {
@@ -53,15 +41,23 @@ void moe_route(const T* scores, int64_t rows, int64_t E, int64_t k, double* prob
 }
 
 void moe_capacity(const int32_t* expert, int64_t rows, int64_t k, int64_t E, int64_t capacity,
-                  int32_t* slot, int64_t* counts) {
+                  int64_t rows_per_expert, int32_t* row, int64_t* counts) {
   std::fill(counts, counts + 2 * E, 0);
   for (int64_t j = 0; j < k; ++j)
     for (int64_t r = 0; r < rows; ++r) {
       const int64_t c = r * k + j, e = expert[c];
       const int64_t place = counts[e]++;
-      slot[c] = place < capacity ? static_cast<int32_t>(place) : -1;
+      row[c] = place < capacity ? static_cast<int32_t>(place) : -1;
     }
-  for (int64_t e = 0; e < E; ++e) counts[E + e] = std::min(counts[e], capacity);
+  std::vector<int64_t> start(static_cast<size_t>(E), 0);
+  for (int64_t e = 0; e < E; ++e) {
+    counts[E + e] = std::min(counts[e], capacity);
+    if (e > 0)
+      start[static_cast<size_t>(e)] = rows_per_expert > 0 ? e * rows_per_expert
+                                                          : start[static_cast<size_t>(e - 1)] + counts[E + e - 1];
+  }
+  for (int64_t c = 0; c < rows * k; ++c)
+    if (row[c] >= 0) row[c] += static_cast<int32_t>(start[static_cast<size_t>(expert[c])]);
 }
 
 void moe_routing_losses(const double* probs, const double* lse, const int64_t* counts, int64_t rows,
@@ -78,31 +74,31 @@ void moe_routing_losses(const double* probs, const double* lse, const int64_t* c
   losses[1] /= static_cast<double>(rows);
 }
 
+void moe_routing_accumulate(const int64_t* counts, const double* losses, int64_t E, double* sum) {
+  for (int64_t i = 0; i < 2 * E; ++i) sum[i] += static_cast<double>(counts[i]);
+  sum[2 * E] += losses[0];
+  sum[2 * E + 1] += losses[1];
+}
+
 template <typename T>
-void moe_dispatch(const T* x, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                  int64_t rows, int64_t k, int64_t E, int64_t d, T* packed) {
-  const std::vector<int64_t> at = offsets(counts, E);
+void moe_dispatch(const T* x, const int32_t* row, int64_t rows, int64_t k, int64_t d, T* packed) {
   for (int64_t c = 0; c < rows * k; ++c)
-    if (slot[c] >= 0)
-      std::copy(x + (c / k) * d, x + (c / k + 1) * d,
-                packed + (at[static_cast<size_t>(expert[c])] + slot[c]) * d);
+    if (row[c] >= 0) std::copy(x + (c / k) * d, x + (c / k + 1) * d, packed + row[c] * d);
 }
 
 namespace {
 
-// y[r] = sum over r's kept choices c of w(c) rows[packed row of c] (+ add[r]), w = gate or 1.
+// y[r] = sum over r's kept choices c of w(c) rows_in[row[c]] (+ add[r]), w = gate or 1.
 template <typename T>
-void gather_sum(const T* rows_in, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                const double* gate, const T* add, int64_t rows, int64_t k, int64_t E, int64_t d,
-                T* y) {
-  const std::vector<int64_t> at = offsets(counts, E);
+void gather_sum(const T* rows_in, const int32_t* row, const double* gate, const T* add, int64_t rows,
+                int64_t k, int64_t d, T* y) {
   std::vector<double> acc(static_cast<size_t>(d));
   for (int64_t r = 0; r < rows; ++r) {
     std::fill(acc.begin(), acc.end(), 0.0);
     for (int64_t j = 0; j < k; ++j) {
       const int64_t c = r * k + j;
-      if (slot[c] < 0) continue;
-      const T* o = rows_in + (at[static_cast<size_t>(expert[c])] + slot[c]) * d;
+      if (row[c] < 0) continue;
+      const T* o = rows_in + row[c] * d;
       for (int64_t i = 0; i < d; ++i)
         acc[static_cast<size_t>(i)] += (gate ? gate[c] * widen(o[i]) : widen(o[i]));
     }
@@ -114,20 +110,18 @@ void gather_sum(const T* rows_in, const int32_t* expert, const int32_t* slot, co
 }  // namespace
 
 template <typename T>
-void moe_combine(const T* out, const int32_t* expert, const int32_t* slot, const int64_t* counts,
-                 const double* gate, int64_t rows, int64_t k, int64_t E, int64_t d, T* y) {
-  gather_sum<T>(out, expert, slot, counts, gate, nullptr, rows, k, E, d, y);
+void moe_combine(const T* out, const int32_t* row, const double* gate, int64_t rows, int64_t k,
+                 int64_t d, T* y) {
+  gather_sum<T>(out, row, gate, nullptr, rows, k, d, y);
 }
 
 template <typename T>
-void moe_combine_backward(const T* dy, const T* out, const int32_t* expert, const int32_t* slot,
-                          const int64_t* counts, const double* gate, int64_t rows, int64_t k,
-                          int64_t E, int64_t d, T* dout, double* dgate) {
-  const std::vector<int64_t> at = offsets(counts, E);
+void moe_combine_backward(const T* dy, const T* out, const int32_t* row, const double* gate,
+                          int64_t rows, int64_t k, int64_t d, T* dout, double* dgate) {
   for (int64_t c = 0; c < rows * k; ++c) {
     dgate[c] = 0;
-    if (slot[c] < 0) continue;
-    const int64_t dest = at[static_cast<size_t>(expert[c])] + slot[c];
+    if (row[c] < 0) continue;
+    const int64_t dest = row[c];
     const T* dyr = dy + (c / k) * d;
     const T* o = out + dest * d;
     double dot = 0;
@@ -140,10 +134,9 @@ void moe_combine_backward(const T* dy, const T* out, const int32_t* expert, cons
 }
 
 template <typename T>
-void moe_dispatch_backward(const T* din, const int32_t* expert, const int32_t* slot,
-                           const int64_t* counts, const T* add, int64_t rows, int64_t k, int64_t E,
+void moe_dispatch_backward(const T* din, const int32_t* row, const T* add, int64_t rows, int64_t k,
                            int64_t d, T* dx) {
-  gather_sum<T>(din, expert, slot, counts, nullptr, add, rows, k, E, d, dx);
+  gather_sum<T>(din, row, nullptr, add, rows, k, d, dx);
 }
 
 template <typename T>
@@ -187,15 +180,13 @@ void moe_router_backward(const double* probs, const double* lse, const int32_t* 
 #define STRATA_INSTANTIATE_MOE(T)                                                                  \
   template void moe_route<T>(const T*, int64_t, int64_t, int64_t, double*, double*, int32_t*,      \
                              double*);                                                             \
-  template void moe_dispatch<T>(const T*, const int32_t*, const int32_t*, const int64_t*, int64_t, \
-                                int64_t, int64_t, int64_t, T*);                                    \
-  template void moe_combine<T>(const T*, const int32_t*, const int32_t*, const int64_t*,           \
-                               const double*, int64_t, int64_t, int64_t, int64_t, T*);             \
-  template void moe_combine_backward<T>(const T*, const T*, const int32_t*, const int32_t*,        \
-                                        const int64_t*, const double*, int64_t, int64_t, int64_t,  \
-                                        int64_t, T*, double*);                                     \
-  template void moe_dispatch_backward<T>(const T*, const int32_t*, const int32_t*, const int64_t*, \
-                                         const T*, int64_t, int64_t, int64_t, int64_t, T*);        \
+  template void moe_dispatch<T>(const T*, const int32_t*, int64_t, int64_t, int64_t, T*);          \
+  template void moe_combine<T>(const T*, const int32_t*, const double*, int64_t, int64_t, int64_t, \
+                               T*);                                                                \
+  template void moe_combine_backward<T>(const T*, const T*, const int32_t*, const double*,         \
+                                        int64_t, int64_t, int64_t, T*, double*);                   \
+  template void moe_dispatch_backward<T>(const T*, const int32_t*, const T*, int64_t, int64_t,     \
+                                         int64_t, T*);                                             \
   template void moe_router_backward<T>(const double*, const double*, const int32_t*,               \
                                        const double*, const double*, const int64_t*, int64_t,      \
                                        int64_t, int64_t, double, double, double, T*);

@@ -6,10 +6,12 @@
 // - capacity: one block per expert scans the token-choices in fill order (every token's first
 //   choice, then every second, ...): a ballot and a popcount per warp, the warps' counts in
 //   shared memory, give each of the expert's choices its place; places past the capacity drop.
+//   In the fixed layout the block writes the packed row e * rows_per_expert + place at once;
+//   packed by load, a second kernel adds the load of the experts before e once every block's
+//   count is known.
 // - dispatch and combine's backward: one block per token-choice; combine and dispatch's backward
 //   (one gather-sum kernel): one block per token. Threads run over the features in 16-byte
-//   vectors where the rows allow it; sums in f64 in choice order, rounded once. The packed row
-//   of a kept choice is offset(expert) + slot, offset(e) the kept rows of the experts before e.
+//   vectors where the rows allow it; sums in f64 in choice order, rounded once.
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/moe.h"
 
@@ -36,14 +38,6 @@ __device__ __forceinline__ bool before(double a, int64_t ia, double b, int64_t i
   if (nan_a != nan_b) return nan_a;
   if (!nan_a && a != b) return a > b;
   return ia < ib;
-}
-
-// The packed row of a kept choice of expert e at place `slot`.
-__device__ __forceinline__ int64_t packed_row(const int64_t* counts, int64_t E, int32_t e,
-                                              int32_t slot) {
-  int64_t at = slot;
-  for (int32_t i = 0; i < e; ++i) at += counts[E + i];
-  return at;
 }
 
 // W consecutive elements of a row: one 16-byte access when W = kVec<T>, else W scalar ones.
@@ -108,7 +102,8 @@ __global__ void route_kernel(const T* scores, int64_t rows, int64_t E, int64_t k
 }
 
 __global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, int64_t E,
-                                int64_t capacity, int32_t* slot, int64_t* counts) {
+                                int64_t capacity, int64_t rows_per_expert, int32_t* row,
+                                int64_t* counts) {
   __shared__ int32_t warp_count[32];
   const int32_t e = static_cast<int32_t>(blockIdx.x);
   const unsigned lane = threadIdx.x % 32, warp = threadIdx.x / 32, warps = blockDim.x / 32;
@@ -127,7 +122,7 @@ __global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, 
       if (w < warp) place += warp_count[w];
       chunk += warp_count[w];
     }
-    if (mine) slot[c] = place < capacity ? static_cast<int32_t>(place) : -1;
+    if (mine) row[c] = place < capacity ? static_cast<int32_t>(e * rows_per_expert + place) : -1;
     base += chunk;
     __syncthreads();  // every thread has read warp_count before the next chunk writes it
   }
@@ -135,6 +130,25 @@ __global__ void capacity_kernel(const int32_t* expert, int64_t rows, int64_t k, 
     counts[e] = base;
     counts[E + e] = base < capacity ? base : capacity;
   }
+}
+
+// Packed by load: a kept choice's place plus the load of the experts before its own.
+__global__ void pack_by_load_kernel(const int32_t* expert, const int64_t* counts, int64_t n,
+                                    int64_t E, int32_t* row) {
+  for (int64_t c = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; c < n;
+       c += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if (row[c] < 0) continue;
+    int64_t at = row[c];
+    for (int32_t e = 0; e < expert[c]; ++e) at += counts[E + e];
+    row[c] = static_cast<int32_t>(at);
+  }
+}
+
+__global__ void accumulate_kernel(const int64_t* counts, const double* losses, int64_t E,
+                                  double* sum) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < 2 * E + 2;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x)
+    sum[i] += i < 2 * E ? static_cast<double>(counts[i]) : losses[i - 2 * E];
 }
 
 __global__ void losses_kernel(const double* probs, const double* lse, const int64_t* counts,
@@ -157,32 +171,29 @@ __global__ void losses_kernel(const double* probs, const double* lse, const int6
   }
 }
 
-// Block c: packed[row of c] = x[c / k].
+// Block c: packed[row[c]] = x[c / k].
 template <typename T, int W>
-__global__ void dispatch_kernel(const T* x, const int32_t* expert, const int32_t* slot,
-                                const int64_t* counts, int64_t k, int64_t E, int64_t d, T* packed) {
+__global__ void dispatch_kernel(const T* x, const int32_t* row, int64_t k, int64_t d, T* packed) {
   const int64_t c = blockIdx.x;
-  if (slot[c] < 0) return;
+  if (row[c] < 0) return;
   const T* src = x + (c / k) * d;
-  T* dst = packed + packed_row(counts, E, expert[c], slot[c]) * d;
+  T* dst = packed + static_cast<int64_t>(row[c]) * d;
   for (int64_t g = threadIdx.x; g < d / W; g += blockDim.x)
     store_chunk<T, W>(dst + g * W, load_chunk<T, W>(src + g * W));
 }
 
-// Block r: y[r] = sum over r's kept choices c of w(c) rows[packed row of c] (+ add[r]), w = gate
-// or 1: combine (with the gates) and dispatch's backward (without, adding the router's dx).
+// Block r: y[r] = sum over r's kept choices c of w(c) rows_in[row[c]] (+ add[r]), w = gate or 1:
+// combine (with the gates) and dispatch's backward (without, adding the router's dx).
 template <typename T, int W>
-__global__ void gather_sum_kernel(const T* rows_in, const int32_t* expert, const int32_t* slot,
-                                  const int64_t* counts, const double* gate, const T* add,
-                                  int64_t k, int64_t E, int64_t d, T* y) {
+__global__ void gather_sum_kernel(const T* rows_in, const int32_t* row, const double* gate,
+                                  const T* add, int64_t k, int64_t d, T* y) {
   const int64_t r = blockIdx.x;
   for (int64_t g = threadIdx.x; g < d / W; g += blockDim.x) {
     double acc[W] = {};
     for (int64_t j = 0; j < k; ++j) {
       const int64_t c = r * k + j;
-      if (slot[c] < 0) continue;
-      const Chunk<T, W> o =
-          load_chunk<T, W>(rows_in + packed_row(counts, E, expert[c], slot[c]) * d + g * W);
+      if (row[c] < 0) continue;
+      const Chunk<T, W> o = load_chunk<T, W>(rows_in + static_cast<int64_t>(row[c]) * d + g * W);
       for (int i = 0; i < W; ++i) acc[i] += gate ? gate[c] * to_double(o.v[i]) : to_double(o.v[i]);
     }
     if (add) {
@@ -195,19 +206,18 @@ __global__ void gather_sum_kernel(const T* rows_in, const int32_t* expert, const
   }
 }
 
-// Block c: dout[row of c] = gate[c] dy[c / k], dgate[c] = dy[c / k] . out[row of c].
+// Block c: dout[row[c]] = gate[c] dy[c / k], dgate[c] = dy[c / k] . out[row[c]].
 template <typename T, int W>
-__global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t* expert,
-                                        const int32_t* slot, const int64_t* counts,
-                                        const double* gate, int64_t k, int64_t E, int64_t d,
-                                        T* dout, double* dgate) {
+__global__ void combine_backward_kernel(const T* dy, const T* out, const int32_t* rows_of,
+                                        const double* gate, int64_t k, int64_t d, T* dout,
+                                        double* dgate) {
   __shared__ double scratch[32];
   const int64_t c = blockIdx.x;
-  if (slot[c] < 0) {  // the whole block leaves
+  if (rows_of[c] < 0) {  // the whole block leaves
     if (threadIdx.x == 0) dgate[c] = 0;
     return;
   }
-  const int64_t row = packed_row(counts, E, expert[c], slot[c]);
+  const int64_t row = rows_of[c];
   const T* dyr = dy + (c / k) * d;
   double dot = 0;
   for (int64_t g = threadIdx.x; g < d / W; g += blockDim.x) {
@@ -280,16 +290,16 @@ void with_width(int64_t d, F&& f, const P*... rows) {
 }
 
 // The gather-sum launch of combine and dispatch's backward (either of gate, add may be null).
-void gather_sum(const char* name, const void* rows_in, DType dtype, const int32_t* expert,
-                const int32_t* slot, const int64_t* counts, const double* gate, const void* add,
-                int64_t rows, int64_t k, int64_t E, int64_t d, void* y, cudaStream_t stream) {
+void gather_sum(const char* name, const void* rows_in, DType dtype, const int32_t* row,
+                const double* gate, const void* add, int64_t rows, int64_t k, int64_t d, void* y,
+                cudaStream_t stream) {
   if (rows == 0 || d == 0) return;
   with_floating(dtype, name, [&](auto tag) {
     using T = decltype(tag);
     auto run = [&](auto width, unsigned threads) {
       launch(name, &gather_sum_kernel<T, decltype(width)::value>, static_cast<unsigned>(rows),
-             threads, 0, stream, static_cast<const T*>(rows_in), expert, slot, counts, gate,
-             static_cast<const T*>(add), k, E, d, static_cast<T*>(y));
+             threads, 0, stream, static_cast<const T*>(rows_in), row, gate,
+             static_cast<const T*>(add), k, d, static_cast<T*>(y));
     };
     if (add)
       with_width<T>(d, run, rows_in, add, y);
@@ -311,10 +321,13 @@ void moe_route(const void* scores, DType dtype, int64_t rows, int64_t E, int64_t
 }
 
 void moe_capacity(const int32_t* expert, int64_t rows, int64_t k, int64_t E, int64_t capacity,
-                  int32_t* slot, int64_t* counts, cudaStream_t stream) {
+                  int64_t rows_per_expert, int32_t* row, int64_t* counts, cudaStream_t stream) {
   if (E == 0) return;  // no experts: nothing to count (a grid of 0 blocks is not a launch)
   launch("moe_capacity", &capacity_kernel, static_cast<unsigned>(E), kMaxThreads, 0, stream, expert,
-         rows, k, E, capacity, slot, counts);
+         rows, k, E, capacity, rows_per_expert, row, counts);
+  if (rows_per_expert == 0 && rows * k > 0)
+    launch("moe_capacity", &pack_by_load_kernel, stride_grid(rows * k), kStrideThreads, 0, stream,
+           expert, counts, rows * k, E, row);
 }
 
 void moe_routing_losses(const double* probs, const double* lse, const int64_t* counts, int64_t rows,
@@ -323,8 +336,13 @@ void moe_routing_losses(const double* probs, const double* lse, const int64_t* c
          E, k, losses);
 }
 
-void moe_dispatch(const void* x, DType dtype, const int32_t* expert, const int32_t* slot,
-                  const int64_t* counts, int64_t rows, int64_t k, int64_t E, int64_t d,
+void moe_routing_accumulate(const int64_t* counts, const double* losses, int64_t E, double* sum,
+                            cudaStream_t stream) {
+  launch("moe_routing_accumulate", &accumulate_kernel, stride_grid(2 * E + 2), kStrideThreads, 0,
+         stream, counts, losses, E, sum);
+}
+
+void moe_dispatch(const void* x, DType dtype, const int32_t* row, int64_t rows, int64_t k, int64_t d,
                   void* packed, cudaStream_t stream) {
   if (rows == 0 || d == 0) return;
   with_floating(dtype, "moe_dispatch", [&](auto tag) {
@@ -333,24 +351,21 @@ void moe_dispatch(const void* x, DType dtype, const int32_t* expert, const int32
         d,
         [&](auto width, unsigned threads) {
           launch("moe_dispatch", &dispatch_kernel<T, decltype(width)::value>,
-                 static_cast<unsigned>(rows * k), threads, 0, stream, static_cast<const T*>(x),
-                 expert, slot, counts, k, E, d, static_cast<T*>(packed));
+                 static_cast<unsigned>(rows * k), threads, 0, stream, static_cast<const T*>(x), row,
+                 k, d, static_cast<T*>(packed));
         },
         x, packed);
   });
 }
 
-void moe_combine(const void* out, DType dtype, const int32_t* expert, const int32_t* slot,
-                 const int64_t* counts, const double* gate, int64_t rows, int64_t k, int64_t E,
-                 int64_t d, void* y, cudaStream_t stream) {
-  gather_sum("moe_combine", out, dtype, expert, slot, counts, gate, nullptr, rows, k, E, d, y,
-             stream);
+void moe_combine(const void* out, DType dtype, const int32_t* row, const double* gate, int64_t rows,
+                 int64_t k, int64_t d, void* y, cudaStream_t stream) {
+  gather_sum("moe_combine", out, dtype, row, gate, nullptr, rows, k, d, y, stream);
 }
 
-void moe_combine_backward(const void* dy, const void* out, DType dtype, const int32_t* expert,
-                          const int32_t* slot, const int64_t* counts, const double* gate,
-                          int64_t rows, int64_t k, int64_t E, int64_t d, void* dout, double* dgate,
-                          cudaStream_t stream) {
+void moe_combine_backward(const void* dy, const void* out, DType dtype, const int32_t* row,
+                          const double* gate, int64_t rows, int64_t k, int64_t d, void* dout,
+                          double* dgate, cudaStream_t stream) {
   if (rows == 0) return;
   with_floating(dtype, "moe_combine_backward", [&](auto tag) {
     using T = decltype(tag);
@@ -359,18 +374,15 @@ void moe_combine_backward(const void* dy, const void* out, DType dtype, const in
         [&](auto width, unsigned threads) {
           launch("moe_combine_backward", &combine_backward_kernel<T, decltype(width)::value>,
                  static_cast<unsigned>(rows * k), threads, 0, stream, static_cast<const T*>(dy),
-                 static_cast<const T*>(out), expert, slot, counts, gate, k, E, d,
-                 static_cast<T*>(dout), dgate);
+                 static_cast<const T*>(out), row, gate, k, d, static_cast<T*>(dout), dgate);
         },
         dy, out, dout);
   });
 }
 
-void moe_dispatch_backward(const void* din, DType dtype, const int32_t* expert, const int32_t* slot,
-                           const int64_t* counts, const void* add, int64_t rows, int64_t k,
-                           int64_t E, int64_t d, void* dx, cudaStream_t stream) {
-  gather_sum("moe_dispatch_backward", din, dtype, expert, slot, counts, nullptr, add, rows, k, E, d,
-             dx, stream);
+void moe_dispatch_backward(const void* din, DType dtype, const int32_t* row, const void* add,
+                           int64_t rows, int64_t k, int64_t d, void* dx, cudaStream_t stream) {
+  gather_sum("moe_dispatch_backward", din, dtype, row, nullptr, add, rows, k, d, dx, stream);
 }
 
 void moe_router_backward(const double* probs, const double* lse, const int32_t* expert,

@@ -204,6 +204,30 @@ Tensor Tensor::to_cpu() const {
   return out;
 }
 
+std::vector<Tensor> to_cpu_together(std::initializer_list<const Tensor*> tensors) {
+  std::vector<Tensor> out;
+  out.reserve(tensors.size());
+#if STRATA_CUDA
+  // The tensors of the first CudaDevice among them, in one download.
+  CudaDevice* device = nullptr;
+  std::vector<const Tensor*> on_device;
+  for (const Tensor* t : tensors)
+    if (CudaDevice* d = cuda_device_of(*t); d && (!device || d == device)) {
+      device = d;
+      on_device.push_back(t);
+    }
+  std::vector<Tensor> read = device ? device->download(on_device) : std::vector<Tensor>{};
+  size_t next = 0;
+  for (const Tensor* t : tensors)
+    out.push_back(next < on_device.size() && on_device[next] == t ? std::move(read[next++])
+                  : t->defined()                                   ? t->to_cpu()
+                                                                   : Tensor());
+#else
+  for (const Tensor* t : tensors) out.push_back(t->defined() ? t->to_cpu() : Tensor());
+#endif
+  return out;
+}
+
 Tensor Tensor::placed(Allocator& allocator) const {
   if (!defined() || allocator.device() == device_) return *this;
 #if STRATA_CUDA

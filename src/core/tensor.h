@@ -114,6 +114,11 @@ Allocator& allocator_of(const Tensor& t);
 // Row-major strides for a shape.
 std::vector<int64_t> contiguous_strides(const Shape& shape);
 
+// Contiguous CPU copies of several tensors. Those on one CUDA device are read with one wait for
+// its stream (through page-locked memory), where a to_cpu() each would wait once each. An
+// undefined tensor gives an undefined one.
+std::vector<Tensor> to_cpu_together(std::initializer_list<const Tensor*> tensors);
+
 template <typename T>
 Tensor Tensor::from_vector(const std::vector<T>& values, const Shape& shape) {
   STRATA_CHECK(static_cast<int64_t>(values.size()) == shape_numel(shape), "from_vector: ",

@@ -92,7 +92,8 @@ void Block::forward(const Tensor& x, Tensor& y, BlockSaved& s, Recompute recompu
     kept.batch = s.batch;
     kept.seq = s.seq;
     kept.x = s.x;
-    kept.moe.routing = s.moe.routing;  // what the forward routed, for the metrics
+    kept.moe.counts = s.moe.counts;  // what the forward routed, for the metrics
+    kept.moe.losses = s.moe.losses;
     s = kept;
   }
 }

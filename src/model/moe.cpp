@@ -193,47 +193,46 @@ void MoeLayer::forward(const Tensor& x, Tensor& y, MoeSaved& s) const {
   s.gate = Tensor::empty({rows, k}, DType::f64, alloc);
   ops::moe_route(scores, k, s.probs, s.lse, s.expert, s.gate);
 
-  // Capacity: first choices of every token before second choices, then token order.
+  // Capacity: first choices of every token before second choices, then token order. On a GPU,
+  // with a capacity and every expert here, the fixed layout (src/model/moe.h).
   const int64_t capacity =
       capacity_factor_ > 0
           ? static_cast<int64_t>(std::ceil(capacity_factor_ * static_cast<double>(rows * k) /
                                            static_cast<double>(E)))
           : rows * k;
-  s.slot = Tensor::empty({rows, k}, DType::i32, alloc);
+  s.padded = capacity_factor_ > 0 && !ep_.active() && !x.device().is_cpu();
+  s.row = Tensor::empty({rows, k}, DType::i32, alloc);
   s.counts = Tensor::empty({2, E}, DType::i64, alloc);
-  ops::moe_capacity(s.expert, E, capacity, s.slot, s.counts);
-  Tensor losses = Tensor::empty({2}, DType::f64, alloc);
-  ops::moe_routing_losses(s.probs, s.lse, s.counts, k, losses);
+  ops::moe_capacity(s.expert, E, capacity, s.padded ? capacity : 0, s.row, s.counts);
+  s.losses = Tensor::empty({2}, DType::f64, alloc);
+  ops::moe_routing_losses(s.probs, s.lse, s.counts, k, s.losses);
 
-  // The forward's one read from the device: the experts' row counts size their matrix products
-  // (and the all-to-all), and they and the auxiliary losses go to the metrics.
-  const Tensor counts = s.counts.to_cpu(), loss = losses.to_cpu();
-  MoeRouting& routing = s.routing;
-  routing = MoeRouting{};
-  routing.chosen.assign(counts.data<int64_t>(), counts.data<int64_t>() + E);
-  routing.load.assign(counts.data<int64_t>() + E, counts.data<int64_t>() + 2 * E);
-  int64_t kept = 0;
-  for (int64_t e = 0; e < E; ++e) {
-    routing.dropped += routing.chosen[static_cast<size_t>(e)] - routing.load[static_cast<size_t>(e)];
-    kept += routing.load[static_cast<size_t>(e)];
+  if (s.padded) {
+    s.block_rows.assign(static_cast<size_t>(E), capacity);
+  } else {
+    // Packed by load: the forward's one read from the device, the experts' row counts, which size
+    // their matrix products (and the all-to-all).
+    const Tensor counts = s.counts.to_cpu();
+    s.block_rows.assign(counts.data<int64_t>() + E, counts.data<int64_t>() + 2 * E);
   }
-  routing.aux_loss = loss.data<double>()[0];
-  routing.z_loss = loss.data<double>()[1];
+  int64_t block_total = 0;
+  for (int64_t n : s.block_rows) block_total += n;
 
   // Each expert's tokens, packed, to the experts' owners; each local expert once on its rows;
   // the outputs back; y = sum over kept choices of gate x expert output.
-  Tensor packed = Tensor::empty({kept, d}, dt, alloc);
-  ops::moe_dispatch(x, s.expert, s.slot, s.counts, packed);
-  // The counts (routing.load) go first, once: backward moves the same rows the other way.
-  s.arrived = exchange_counts(routing.load);
-  s.local_inputs = dispatch(packed, routing.load, s.arrived, dt, d);
+  Tensor packed = Tensor::empty({block_total, d}, dt, alloc);
+  if (s.padded) ops::fill(packed, 0.0);
+  ops::moe_dispatch(x, s.row, packed);
+  // The counts go first, once: backward moves the same rows the other way.
+  s.arrived = exchange_counts(s.block_rows);
+  s.local_inputs = dispatch(packed, s.block_rows, s.arrived, dt, d);
   s.local_saved.assign(static_cast<size_t>(local_experts_), MlpSaved{});
   const Tensor local_out =
       packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& out) {
         experts_[le].forward(s.local_inputs[le], out, s.local_saved[le]);
       });
-  s.outputs = combine(local_out, s.arrived, routing.load, dt, d);
-  ops::moe_combine(s.outputs, s.expert, s.slot, s.counts, s.gate, y);
+  s.outputs = combine(local_out, s.arrived, s.block_rows, dt, d);
+  ops::moe_combine(s.outputs, s.row, s.gate, y);
 }
 
 void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, double loss_scale,
@@ -243,15 +242,16 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   Allocator& alloc = allocator_of(x);
 
   // Through the experts: d(expert input) = expert'(gate x dy), computed by the experts' owners;
-  // d gate = dy . expert output.
+  // d gate = dy . expert output. Padding rows get a zero gradient.
   Tensor dout = Tensor::empty(s.outputs.shape(), dt, alloc), dgate = Tensor::empty({rows, k}, DType::f64, alloc);
-  ops::moe_combine_backward(dy, s.outputs, s.expert, s.slot, s.counts, s.gate, dout, dgate);
-  const std::vector<Tensor> local_dout = dispatch(dout, s.routing.load, s.arrived, dt, d);
+  if (s.padded) ops::fill(dout, 0.0);
+  ops::moe_combine_backward(dy, s.outputs, s.row, s.gate, dout, dgate);
+  const std::vector<Tensor> local_dout = dispatch(dout, s.block_rows, s.arrived, dt, d);
   const Tensor local_din =
       packed_by_local_expert(rows_per_local_expert(s.arrived), d, dt, alloc, [&](size_t le, Tensor& grad) {
         experts_[le].backward(local_dout[le], s.local_inputs[le], s.local_saved[le], grad);
       });
-  const Tensor din = combine(local_din, s.arrived, s.routing.load, dt, d);
+  const Tensor din = combine(local_din, s.arrived, s.block_rows, dt, d);
   // Under tp each rank's expert outputs are partial sums: so are its gate gradients.
   if (tp_.active()) tp_.group->all_reduce(dgate, ReduceOp::sum);
 
@@ -263,7 +263,7 @@ void MoeLayer::backward(const Tensor& dy, const Tensor& x, const MoeSaved& s, do
   // Router: its weight gradient on every tp rank (replicated, identical), its input gradient once.
   Tensor dxr = tp_.rank == 0 ? Tensor::empty({rows, d}, dt, alloc) : Tensor();
   router_.backward(x, dscores, dxr);
-  ops::moe_dispatch_backward(din, s.expert, s.slot, s.counts, dxr.defined() ? &dxr : nullptr, dx);
+  ops::moe_dispatch_backward(din, s.row, dxr.defined() ? &dxr : nullptr, dx);
 }
 
 }  // namespace strata

@@ -14,6 +14,13 @@
 // then by token order, and those past C are dropped: the token gets nothing from that expert
 // (its residual carries it on). capacity_factor 0 is dropless.
 //
+// Layout of the experts' rows: packed by load (each expert's kept rows, back to back), which
+// sizes the experts' matrix products from the counts, so the forward reads them from the device
+// once; or, on a GPU with a capacity and without expert parallelism, a fixed layout: C rows for
+// every expert, the unused ones zero padding, so no shape depends on the routing and a step
+// reads nothing from the device until its metrics. Padding rows change no result: they are
+// never combined, and their output gradients are zero, so they add nothing to any gradient.
+//
 // Auxiliary losses, added to the training loss with their coefficients:
 //   load balancing (Switch): L_aux = n_experts * sum_e f_e P_e, f_e = share of the token-choices
 //     routed to e (before dropping), P_e = mean router probability of e over the tokens;
@@ -47,13 +54,13 @@ namespace strata {
 // Whether layer `layer` (0-based) has an MoE FFN: every `every`-th layer, the last of each group.
 bool is_moe_layer(const ModelConfig& config, int64_t layer);
 
-// What one forward routed: counted per expert, before and after capacity.
+// What the forwards routed, on the host: counted per expert, before and after capacity.
 struct MoeRouting {
   std::vector<int64_t> chosen;  // token-choices per expert, before capacity: [n_experts]
   std::vector<int64_t> load;    // token-choices each expert processed: [n_experts]
   int64_t dropped = 0;          // token-choices past capacity
-  double aux_loss = 0;          // L_aux of this forward (before its coefficient)
-  double z_loss = 0;            // L_z of this forward (before its coefficient)
+  double aux_loss = 0;          // L_aux (before its coefficient)
+  double z_loss = 0;            // L_z (before its coefficient)
 };
 
 // The expert-parallel group (ranks of one dp x sp block that split the experts among them).
@@ -73,17 +80,21 @@ struct MoeSaved {
   Tensor lse;     // [rows] f64: logsumexp of the router scores
   Tensor expert;  // [rows, top_k] i32: the expert of each token-choice
   Tensor gate;    // [rows, top_k] f64: its weight
-  Tensor slot;    // [rows, top_k] i32: its place in its expert's rows, -1 when dropped
+  Tensor row;     // [rows, top_k] i32: its row in the packed expert blocks, -1 when dropped
   Tensor counts;  // [2, n_experts] i64: token-choices per expert before capacity, then kept
-  Tensor outputs; // [kept, d_model]: every kept choice's expert output, packed by expert
-                  // (this rank's partial sum under tp)
+  Tensor losses;  // [2] f64: L_aux and L_z of this forward, before their coefficients
+  Tensor outputs; // every expert block's outputs, packed like the inputs (this rank's partial
+                  // sum under tp)
+  // Rows of each expert's block: its load (read from the device), or in the fixed layout the
+  // capacity for every expert (padding included; nothing read).
+  std::vector<int64_t> block_rows;
+  bool padded = false;  // the fixed layout: the blocks' unused rows are zero padding
   // This rank's own experts (all of them without expert parallelism): their tokens from every
   // rank [m_e, d_model], what their MLP saved, and how many rows came from each rank:
   // arrived[source][local expert].
   std::vector<Tensor> local_inputs;
   std::vector<MlpSaved> local_saved;
   std::vector<std::vector<int64_t>> arrived;
-  MoeRouting routing;  // on the host: the counts and losses, read once per forward
 };
 
 class MoeLayer {

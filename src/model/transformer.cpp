@@ -1,6 +1,7 @@
 #include "model/transformer.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "core/random.h"
 #include "kernels/ops.h"
@@ -46,6 +47,8 @@ Transformer::Transformer(const ModelConfig& config, DType dtype, const TensorPar
       const size_t first = params_.all().size();
       blocks_.emplace_back(params_, i, config, dtype, tp, sp, ep);
       layer_of_.push_back(i);
+      moe_row_.push_back(blocks_.back().is_moe() ? static_cast<int64_t>(moe_layers_.size()) : -1);
+      if (blocks_.back().is_moe()) moe_layers_.push_back(i);
       g.layers.push_back(registered_since(first));
     }
     if (spec.head) {
@@ -135,8 +138,58 @@ double Transformer::forward(const Tensor& ids, const Tensor& targets, Recompute 
   if (whole_.logits.defined()) spare_logits_ = whole_.logits;
   whole_ = ChunkActivations{};
   forward_chunk(0, ids, targets, Tensor(), whole_, recompute, &loss);
-  last_aux_loss_ = whole_.aux_loss;
+  if (!moe_layers_.empty()) {  // this forward's routing alone, for aux_loss()
+    if (!last_routing_.defined()) last_routing_ = Tensor::empty(routing_sums_.shape(), DType::f64, device());
+    ops::fill(last_routing_, 0.0);
+    for (size_t i = 0; i < blocks_.size(); ++i)
+      if (blocks_[i].is_moe()) accumulate_routing(whole_.blocks[i].moe, moe_row_[i], last_routing_);
+  }
   return loss;
+}
+
+void Transformer::accumulate_routing(const MoeSaved& s, int64_t row, Tensor& sums) {
+  Tensor mine = sums.slice(0, row, row + 1).view({sums.size(1)});
+  ops::moe_routing_accumulate(s.counts, s.losses, mine);
+}
+
+double Transformer::aux_loss() const {
+  return last_routing_.defined() ? weighted_aux_loss(routing_log_of(last_routing_)) : 0.0;
+}
+
+void Transformer::clear_routing_log() {
+  if (routing_sums_.defined()) ops::fill(routing_sums_, 0.0);
+}
+
+std::map<int64_t, MoeRouting> Transformer::routing_log() const {
+  return routing_sums_.defined() ? routing_log_of(routing_sums_) : std::map<int64_t, MoeRouting>{};
+}
+
+std::map<int64_t, MoeRouting> Transformer::routing_log_of(const Tensor& any_sums) const {
+  std::map<int64_t, MoeRouting> log;
+  if (!any_sums.defined()) return log;
+  const Tensor sums = any_sums.to_cpu();
+  const int64_t E = config_.moe.n_experts, width = sums.size(1);
+  for (size_t i = 0; i < moe_layers_.size(); ++i) {
+    const double* row = sums.data<double>() + static_cast<int64_t>(i) * width;
+    MoeRouting r;
+    for (int64_t e = 0; e < E; ++e) {
+      r.chosen.push_back(static_cast<int64_t>(row[e]));
+      r.load.push_back(static_cast<int64_t>(row[E + e]));
+      r.dropped += r.chosen.back() - r.load.back();
+    }
+    if (std::accumulate(r.chosen.begin(), r.chosen.end(), int64_t{0}) == 0) continue;  // not run
+    r.aux_loss = row[2 * E];
+    r.z_loss = row[2 * E + 1];
+    log.emplace(moe_layers_[i], std::move(r));
+  }
+  return log;
+}
+
+double Transformer::weighted_aux_loss(const std::map<int64_t, MoeRouting>& log) const {
+  double total = 0;
+  for (const auto& [layer, r] : log)
+    total += config_.moe.aux_loss_coef * r.aux_loss + config_.moe.z_loss_coef * r.z_loss;
+  return total;
 }
 
 void Transformer::backward(double scale) {
@@ -214,20 +267,11 @@ Tensor Transformer::forward_chunk(size_t chunk, const Tensor& ids, const Tensor&
     block.forward(x, y, a.blocks[i], recompute);
     close_group(groups.layers[i]);
     if (block.is_moe()) {
-      const MoeRouting& r = a.blocks[i].moe.routing;
-      a.aux_loss += block.moe().aux_loss_coef() * r.aux_loss + block.moe().z_loss_coef() * r.z_loss;
-      MoeRouting& log = routing_log_[layer_of_[first + i]];
-      if (log.chosen.empty()) {
-        log.chosen.assign(r.chosen.size(), 0);
-        log.load.assign(r.load.size(), 0);
-      }
-      for (size_t e = 0; e < r.chosen.size(); ++e) {
-        log.chosen[e] += r.chosen[e];
-        log.load[e] += r.load[e];
-      }
-      log.dropped += r.dropped;
-      log.aux_loss += r.aux_loss;
-      log.z_loss += r.z_loss;
+      // What it routed, added to the layer's running sums on the device.
+      if (!routing_sums_.defined())
+        routing_sums_ = Tensor::zeros({static_cast<int64_t>(moe_layers_.size()), 2 * config_.moe.n_experts + 2},
+                                      DType::f64, device());
+      accumulate_routing(a.blocks[i].moe, moe_row_[first + i], routing_sums_);
     }
     x = y;
   }

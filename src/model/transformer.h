@@ -34,9 +34,6 @@ struct ChunkActivations {
   Tensor xf, xn, logits, lse;  // the head chunk's: last block output, normed rows, logits, lse
   NormSaved final_saved;
   int64_t n_valid = 0;  // targets that count (>= 0)
-  // The chunk's MoE auxiliary losses with their coefficients (part of the training objective; the
-  // loss the forward returns is the cross-entropy alone).
-  double aux_loss = 0;
   bool live = false;    // forward ran and backward has not yet released it
 };
 
@@ -96,13 +93,22 @@ class Transformer {
   // on the device, so a step reads it once rather than once per micro-batch. nullptr: returned.
   void set_loss_sink(Tensor* acc) { loss_sink_ = acc; }
   // The MoE auxiliary losses (with their coefficients) of the last forward(); 0 without MoE.
-  double aux_loss() const { return last_aux_loss_; }
+  // Part of the training objective (the loss forward returns is the cross-entropy alone); kept
+  // on the model's device, so this reads it.
+  double aux_loss() const;
 
   // What the MoE layers routed in the forwards since clear_routing_log(), summed over them: per
-  // MoE layer (by global index), token-choices per expert before and after capacity, drops, and
-  // the auxiliary losses (before their coefficients).
-  const std::map<int64_t, MoeRouting>& routing_log() const { return routing_log_; }
-  void clear_routing_log() { routing_log_.clear(); }
+  // MoE layer that routed (by global index), token-choices per expert before and after capacity,
+  // drops, and the auxiliary losses (before their coefficients). The sums stay on the model's
+  // device; this reads them, once.
+  std::map<int64_t, MoeRouting> routing_log() const;
+  void clear_routing_log();
+  // The same from the sums themselves (undefined without MoE or before the first forward), for a
+  // caller that reads them together with other results: routing_log_of(its CPU copy).
+  const Tensor& routing_sums() const { return routing_sums_; }
+  std::map<int64_t, MoeRouting> routing_log_of(const Tensor& sums) const;
+  // The auxiliary losses of a routing log with their coefficients (the training objective's part).
+  double weighted_aux_loss(const std::map<int64_t, MoeRouting>& log) const;
 
   // One chunk, one micro-batch. ids, targets: [batch, seq] (the embedding chunk reads ids, the head
   // chunk targets; both are kept). x: the chunk's input [rows, d_model] (this rank's rows under
@@ -186,8 +192,12 @@ class Transformer {
   std::vector<PositionRun> position_runs(int64_t seq) const;
 
   ChunkActivations whole_;
-  double last_aux_loss_ = 0;
-  std::map<int64_t, MoeRouting> routing_log_;  // forward()/backward()'s micro-batch
+  // On the device, per MoE layer here (row moe_row_[block], layer moe_layers_[row]), its counts
+  // and losses [MoE layers, 2 n_experts + 2] f64 (ops::moe_routing_accumulate's layout): summed
+  // since clear_routing_log(), and of the last forward() alone.
+  Tensor routing_sums_, last_routing_;
+  std::vector<int64_t> moe_row_, moe_layers_;
+  static void accumulate_routing(const MoeSaved& s, int64_t row, Tensor& sums);
   Tensor spare_logits_;     // the last backward's dlogits buffer, reused as the next logits
 };
 

@@ -164,7 +164,6 @@ double PipelineEngine::execute(const std::vector<PipeAction>& actions, std::span
         Tensor y = model_.forward_chunk(static_cast<size_t>(a.chunk), b.input, b.target, x, acts,
                                         train ? recompute : Recompute::full, &loss);
         stats_.compute_ms += ms_since(t0);
-        stats_.aux_loss += acts.aux_loss;
         if (chunk.head) loss_sum += train ? loss : loss * static_cast<double>(b.n_rows());
         if (!chunk.head) outputs.emplace(key, y);
         if (!train) {

@@ -35,7 +35,6 @@ struct PipelineStats {
   // bubble) and for transfers.
   double bubble() const { return step_ms > 0 ? 1.0 - compute_ms / step_ms : 0.0; }
   int max_live = 0;  // most micro-batch activations (summed over chunks) held at once
-  double aux_loss = 0;  // sum over the step's forwards of this rank's MoE auxiliary losses
   std::vector<int> max_live_by_chunk;
 };
 

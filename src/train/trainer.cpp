@@ -399,10 +399,15 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
                    {.max_norm = config_.train.grad_clip, .loss_scale = loss_scale}, step_grad_scale_,
                    step_skip_, step_norm_);
   optimizer_->step_on_device(lr, step_grad_scale_, step_skip_);
+  // The step's one wait: its decision and (MoE) the routing sums the metrics log.
+  const Tensor none;
+  const Tensor& routing = model_->routing_sums();
+  const std::vector<Tensor> read = to_cpu_together({&loss_sum_, &step_norm_, &step_skip_, routing.defined() ? &routing : &none});
   DeviceDecision d;
-  d.loss_sum = loss_sum_.to_cpu().data<double>()[0];
-  d.norm = step_norm_.to_cpu().data<double>()[0];
-  d.skipped = step_skip_.to_cpu().data<int32_t>()[0] != 0;
+  d.loss_sum = read[0].data<double>()[0];
+  d.norm = read[1].data<double>()[0];
+  d.skipped = read[2].data<int32_t>()[0] != 0;
+  d.routing_sums = read[3];
   return d;
 }
 
@@ -534,7 +539,6 @@ TrainSummary Trainer::run() {
                                    }) /
              static_cast<double>(accumulation);
       loss = pp_sum(loss);  // only the last stage has it
-      aux_loss = pp_sum(pipeline_->last_stats().aux_loss / static_cast<double>(accumulation));
     } else {
       // On a GPU the micro-batches' losses add up on the device, read once below.
       if (device_) {
@@ -548,7 +552,6 @@ TrainSummary Trainer::run() {
         if (reducer_) reducer_->begin_backward(k == accumulation - 1);
         if (expert_reducer_) expert_reducer_->begin_backward(k == accumulation - 1);
         loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
-        aux_loss += model_->aux_loss() / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
       }
       if (device_) model_->set_loss_sink(nullptr);  // read with the step's decision below
@@ -560,22 +563,28 @@ TrainSummary Trainer::run() {
     reduce_partial_grads();
     sum_tied_grads();
     loss = dp_mean(loss);
-    aux_loss = dp_mean(aux_loss);
     if (options_.after_backward) options_.after_backward(step, params);
 
     const double lr = schedule_.at(step);
     double norm = 0;
     bool apply = false;
+    std::map<int64_t, MoeRouting> routing;  // what the MoE layers routed over the step
     if (device_) {
       const DeviceDecision d = decide_and_update_on_device(lr, scale);
       loss = d.loss_sum / static_cast<double>(accumulation);
       norm = d.norm;
       apply = scaler_.update(norm) && !d.skipped;
       if (apply) optimizer_->count_step();
+      routing = model_->routing_log_of(d.routing_sums);
     } else {
       norm = global_grad_norm() / scale;
       apply = scaler_.update(norm);
+      routing = model_->routing_log();
     }
+    // Their auxiliary losses: each pipeline stage has its own layers'.
+    aux_loss = model_->weighted_aux_loss(routing) / static_cast<double>(accumulation);
+    if (pipeline_) aux_loss = pp_sum(aux_loss);
+    aux_loss = dp_mean(aux_loss);
     // A non-finite loss or gradient: the update is skipped (parameters and optimizer state stay as
     // they were, so nothing corrupt reaches a checkpoint); too many in a row end the run.
     if (!std::isfinite(loss) || !std::isfinite(norm)) {
@@ -655,12 +664,12 @@ TrainSummary Trainer::run() {
         if (is_moe_layer(config_.model, layer)) moe_layers.push_back(layer);
       const auto width = static_cast<size_t>(experts + 2);
       std::vector<double> counts(moe_layers.size() * width, 0.0);
-      for (const auto& [layer, routing] : model_->routing_log()) {
+      for (const auto& [layer, r] : routing) {
         const auto at = static_cast<size_t>(
             std::find(moe_layers.begin(), moe_layers.end(), layer) - moe_layers.begin()) * width;
-        for (size_t e = 0; e < routing.load.size(); ++e) counts[at + e] = static_cast<double>(routing.load[e]);
-        counts[at + width - 2] = static_cast<double>(routing.dropped);
-        for (int64_t c : routing.chosen) counts[at + width - 1] += static_cast<double>(c);
+        for (size_t e = 0; e < r.load.size(); ++e) counts[at + e] = static_cast<double>(r.load[e]);
+        counts[at + width - 2] = static_cast<double>(r.dropped);
+        for (int64_t c : r.chosen) counts[at + width - 1] += static_cast<double>(c);
       }
       Tensor totals = Tensor::from_vector(counts, {static_cast<int64_t>(counts.size())});
       if (groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(totals, ReduceOp::sum);

@@ -110,6 +110,7 @@ class Trainer {
     double loss_sum = 0;  // the micro-batches' mean losses, summed
     double norm = 0;      // the gradient norm (unscaled)
     bool skipped = false; // non-finite loss or gradient: the update was not made
+    Tensor routing_sums;  // the MoE routing sums (Transformer::routing_sums), on the CPU
   };
   DeviceDecision decide_and_update_on_device(double lr, double loss_scale);
   CheckpointGroup checkpoint_group() const;

@@ -5,6 +5,7 @@
 // the test binary was started with.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <memory>
 
@@ -185,6 +186,65 @@ TEST_F(ModelOnCuda, GreedyGenerationGivesTheCpusTokens) {
 }
 
 #if STRATA_GPUSIM
+// A training forward and backward on the device makes the host wait for nothing and reads
+// nothing back (the loss goes to a device sink, as the trainer's does): counted by the simulated
+// GPU over a second step (the first creates buffers and caches). That holds for dense models and
+// for MoE with a capacity (the fixed layout); dropless MoE sizes its experts' products from the
+// counts, so its forward reads them, once per MoE layer (and again where full recompute reruns
+// that forward).
+TEST_F(ModelOnCuda, TrainingForwardAndBackwardNeverWaitForTheDevice) {
+  struct WaitCase {
+    std::string arch;
+    double capacity_factor;  // < 0: dense
+    Recompute recompute;
+    int64_t waits;           // expected host waits (dropless MoE: its layers' reads)
+  };
+  const ModelConfig dense = small("llama");
+  const int64_t moe_layers = dense.n_layers / 2;
+  const std::vector<WaitCase> cases = {{"gpt2", -1, Recompute::none, 0},
+                                       {"llama", -1, Recompute::full, 0},
+                                       {"llama", 1.0, Recompute::none, 0},
+                                       {"gpt2", 1.25, Recompute::full, 0},
+                                       {"llama", 0.0, Recompute::none, moe_layers},
+                                       {"llama", 0.0, Recompute::full, 2 * moe_layers}};
+  for (const WaitCase& w : cases) {
+    ModelConfig c = small(w.arch);
+    if (w.capacity_factor >= 0) {
+      c = case_config({w.arch, w.recompute, true});
+      c.moe.capacity_factor = w.capacity_factor;
+    }
+    auto gpu = make(c, DType::f32, true);
+    randomize(*gpu);
+    Tensor ids, targets;
+    batch(c, 2, 19, 5, ids, targets);
+    Tensor loss_sum = Tensor::zeros({1}, DType::f64, *device_);
+    gpu->set_loss_sink(&loss_sum);
+    auto step = [&] {
+      gpu->params().zero_grads();
+      gpu->forward(ids, targets, w.recompute);
+      gpu->backward(1.0);
+    };
+    step();
+    gpusim::drain_all();
+    const gpusim::Counters before = gpusim::counters();
+    step();
+    const gpusim::Counters after = gpusim::counters();
+    const std::string what = w.arch + (w.capacity_factor < 0 ? " dense" : " MoE cf " + std::to_string(w.capacity_factor)) +
+                             (w.recompute == Recompute::full ? ", full recompute" : "");
+    EXPECT_EQ(after.host_waits - before.host_waits, static_cast<uint64_t>(w.waits)) << what;
+    if (w.waits == 0) {
+      EXPECT_EQ(after.bytes_to_host - before.bytes_to_host, 0u) << what;
+    }
+    EXPECT_GT(after.pending_ops, 0u) << what << ": the step's work is still queued, not run";
+    gpu->set_loss_sink(nullptr);
+    // What the step computed is there: a finite loss, and (MoE) the routing of both steps.
+    EXPECT_TRUE(std::isfinite(loss_sum.to_cpu().data<double>()[0])) << what;
+    if (w.capacity_factor >= 0) {
+      EXPECT_EQ(gpu->routing_log().size(), static_cast<size_t>(moe_layers)) << what;
+    }
+  }
+}
+
 // What crosses to the host while generating, counted by the simulated GPU's copy counters: greedy
 // decoding reads the chosen ids, top-k sampling the k best logits and ids, and only top-p (which
 // needs the whole distribution) reads whole logits rows. A vocabulary of 1000 (a row: 4000 bytes

@@ -11,6 +11,10 @@
 #include "synthetic_corpus.h"
 #include "train/trainer.h"
 
+#if STRATA_GPUSIM
+#include "gpusim/control.h"
+#endif
+
 using namespace strata;
 namespace fs = std::filesystem;
 
@@ -94,6 +98,39 @@ TEST(TrainerOnCuda, MoeRunFollowsTheCpu) {
     EXPECT_NEAR(got.losses[i], want.losses[i], 2e-2 * want.losses[i]) << "step " << i + 1;
   EXPECT_LT(got.losses.back(), got.losses.front());
 }
+
+#if STRATA_GPUSIM
+// How often a training step on the device makes the host wait, counted by the simulated GPU as
+// the difference between a 6-step and a 3-step run (start-up, evaluation and the final save
+// cancel out): once, for the step's decision (loss, gradient norm, overflow flag) and, with MoE,
+// the routing sums the metrics log, all in one read. Dense and MoE with a capacity (the fixed
+// layout), each with gradient accumulation (2 micro-batches a step).
+TEST(TrainerOnCuda, AStepWaitsForTheDeviceOnlyToReadItsResults) {
+  if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";
+  const Corpus corpus;
+  for (const bool moe : {false, true}) {
+    auto waits = [&](int64_t steps) {
+      Config c = run_config(corpus, "waits_" + std::to_string(steps) + (moe ? "_moe" : ""), "cuda", "bf16");
+      c.train.steps = steps;
+      c.train.log_every = 100;
+      if (moe) {
+        c.model.moe.n_experts = 4;
+        c.model.moe.top_k = 2;
+        c.model.moe.capacity_factor = 1.0;
+      }
+      gpusim::drain_all();
+      const uint64_t before = gpusim::counters().host_waits;
+      {
+        Trainer trainer(c, quiet());
+        trainer.run();
+      }
+      return static_cast<int64_t>(gpusim::counters().host_waits - before);
+    };
+    const int64_t per_step = (waits(6) - waits(3)) / 3;
+    EXPECT_EQ(per_step, 1) << (moe ? "MoE" : "dense") << ": host waits a step";
+  }
+}
+#endif
 
 TEST(TrainerOnCuda, Fp16SkipsAPlantedOverflowOnTheDevice) {
   if (cuda_device_count() == 0) GTEST_SKIP() << "no GPU";

@@ -12,6 +12,7 @@
 #include "model/transformer.h"
 #include "model_testing.h"
 #include "op_testing.h"
+#include "unit/op_harness.h"
 
 using namespace strata;
 
@@ -137,11 +138,13 @@ TEST(Moe, LoadBalancingLossOnAHandMadeRouting) {
   const double e = std::exp(1.0), e2 = std::exp(2.0);
   const double p0 = (2 * e2 / (e2 + 1) + 1 / (1 + e)) / 3, p1 = (2 / (e2 + 1) + e / (1 + e)) / 3;
   const double expected = 2 * (2.0 / 3 * p0 + 1.0 / 3 * p1);
-  EXPECT_NEAR(saved.routing.aux_loss, expected, 1e-14);
+  const double* losses = saved.losses.data<double>();
+  EXPECT_NEAR(losses[0], expected, 1e-14);
   // z-loss: mean of lse^2 with lse = log(e^2 + 1), log(e^2 + 1), log(1 + e).
   const double l1 = std::log(e2 + 1), l3 = std::log(1 + e);
-  EXPECT_NEAR(saved.routing.z_loss, (2 * l1 * l1 + l3 * l3) / 3, 1e-14);
-  EXPECT_EQ(saved.routing.chosen, (std::vector<int64_t>{2, 1}));
+  EXPECT_NEAR(losses[1], (2 * l1 * l1 + l3 * l3) / 3, 1e-14);
+  const int64_t* counts = saved.counts.data<int64_t>();
+  EXPECT_EQ(std::vector<int64_t>(counts, counts + 2), (std::vector<int64_t>{2, 1}));
 }
 
 TEST(Moe, EveryKeptTokenChoiceIsProcessedOnceAndDropsMatchAnIndependentCount) {
@@ -162,7 +165,7 @@ TEST(Moe, EveryKeptTokenChoiceIsProcessedOnceAndDropsMatchAnIndependentCount) {
   // choice 1, in token order, from the saved choices.
   const int64_t capacity = 10;
   const int32_t* expert = s.expert.data<int32_t>();
-  const int32_t* slot = s.slot.data<int32_t>();
+  const int32_t* row = s.row.data<int32_t>();
   const double* gate = s.gate.data<double>();
   std::vector<int64_t> count(4, 0);
   int64_t dropped = 0;
@@ -175,13 +178,92 @@ TEST(Moe, EveryKeptTokenChoiceIsProcessedOnceAndDropsMatchAnIndependentCount) {
       else
         ++dropped;
     }
-  EXPECT_EQ(s.routing.dropped, dropped);
-  EXPECT_EQ(s.routing.load, count);
-  // Each kept token-choice has its own place among its expert's rows, in fill order.
-  EXPECT_EQ(std::vector<int32_t>(slot, slot + rows * 2), place);
+  const int64_t* counts = s.counts.data<int64_t>();
+  int64_t kept = 0;
+  for (int64_t e = 0; e < 4; ++e) kept += counts[4 + e];
+  EXPECT_EQ(rows * 2 - kept, dropped);
+  EXPECT_EQ(std::vector<int64_t>(counts + 4, counts + 8), count);
+  // Each kept token-choice has its own place among its expert's rows, in fill order: packed by
+  // load on the CPU, so its row is its place after the loads of the experts before its own.
+  std::vector<int64_t> start(4, 0);
+  for (int64_t e = 1; e < 4; ++e) start[static_cast<size_t>(e)] = start[static_cast<size_t>(e - 1)] + count[static_cast<size_t>(e - 1)];
+  for (int64_t choice = 0; choice < rows * 2; ++choice) {
+    const auto at = static_cast<size_t>(choice);
+    if (place[at] >= 0) place[at] += static_cast<int32_t>(start[static_cast<size_t>(expert[choice])]);
+  }
+  EXPECT_EQ(std::vector<int32_t>(row, row + rows * 2), place);
+  EXPECT_FALSE(s.padded) << "the CPU packs by load";
   // A token's two choices are distinct experts, and its gates sum to 1.
   for (int64_t r = 0; r < rows; ++r) {
     EXPECT_NE(expert[r * 2], expert[r * 2 + 1]);
     EXPECT_NEAR(gate[r * 2] + gate[r * 2 + 1], 1.0, 1e-15);
   }
+}
+
+// The fixed layout (capacity rows an expert, zero padding) moves the same rows as the layout
+// packed by load, so combine, combine's backward and dispatch's backward give the same results
+// bit for bit: each token's sum takes the same rows in the same order.
+TEST(Moe, TheFixedLayoutGivesWhatPackingByLoadGives) {
+  const int64_t rows = 41, E = 5, k = 2, d = 7, capacity = 12;  // 82 choices, 60 places: drops
+  Tensor scores = Tensor::empty({rows, E}, DType::f64), x = Tensor::empty({rows, d}, DType::f64),
+         dy = Tensor::empty({rows, d}, DType::f64);
+  fill_uniform(scores, 3, 1, -2, 2);
+  fill_uniform(x, 3, 2, -1, 1);
+  fill_uniform(dy, 3, 3, -1, 1);
+  Tensor probs = Tensor::empty({rows, E}, DType::f64), lse = Tensor::empty({rows}, DType::f64),
+         expert = Tensor::empty({rows, k}, DType::i32), gate = Tensor::empty({rows, k}, DType::f64);
+  ops::moe_route(scores, k, probs, lse, expert, gate);
+  struct Out {
+    Tensor row, counts, y, dgate, dx;
+  };
+  auto run = [&](bool fixed) {
+    Out o{Tensor::empty({rows, k}, DType::i32), Tensor::empty({2, E}, DType::i64),
+          Tensor::empty({rows, d}, DType::f64), Tensor::empty({rows, k}, DType::f64),
+          Tensor::empty({rows, d}, DType::f64)};
+    ops::moe_capacity(expert, E, capacity, fixed ? capacity : 0, o.row, o.counts);
+    int64_t n = fixed ? E * capacity : 0;
+    for (int64_t e = 0; e < E && !fixed; ++e) n += o.counts.data<int64_t>()[E + e];
+    Tensor packed = Tensor::zeros({n, d}, DType::f64), dout = Tensor::zeros({n, d}, DType::f64);
+    ops::moe_dispatch(x, o.row, packed);
+    // The identity as every expert, times 2 so the rows differ from the inputs.
+    ops::scale(packed, 2.0);
+    ops::moe_combine(packed, o.row, gate, o.y);
+    ops::moe_combine_backward(dy, packed, o.row, gate, dout, o.dgate);
+    ops::moe_dispatch_backward(dout, o.row, nullptr, o.dx);
+    return o;
+  };
+  const Out packed = run(false), fixed = run(true);
+  const int32_t *rp = packed.row.data<int32_t>(), *rf = fixed.row.data<int32_t>();
+  const int32_t* ex = expert.data<int32_t>();
+  int64_t dropped = 0;
+  std::vector<int64_t> start(E, 0);
+  for (int64_t e = 1; e < E; ++e) start[e] = start[e - 1] + packed.counts.data<int64_t>()[E + e - 1];
+  for (int64_t c = 0; c < rows * k; ++c) {
+    ASSERT_EQ(rp[c] < 0, rf[c] < 0) << "choice " << c << " dropped in one layout only";
+    if (rp[c] < 0) {
+      ++dropped;
+      continue;
+    }
+    // The same place within the expert's block, the block at e * capacity.
+    EXPECT_EQ(rf[c] - ex[c] * capacity, rp[c] - start[ex[c]]) << "choice " << c;
+  }
+  EXPECT_GT(dropped, 0) << "the capacity drops some choices";
+  EXPECT_EQ(strata::testing::values(packed.counts), strata::testing::values(fixed.counts));
+  EXPECT_EQ(strata::testing::values(packed.y), strata::testing::values(fixed.y));
+  EXPECT_EQ(strata::testing::values(packed.dgate), strata::testing::values(fixed.dgate));
+  EXPECT_EQ(strata::testing::values(packed.dx), strata::testing::values(fixed.dx));
+}
+
+// The routing sums add each forward's counts and losses: the layout of the metrics' one read.
+TEST(Moe, RoutingAccumulateAddsCountsAndLosses) {
+  Tensor counts = Tensor::from_vector(std::vector<int64_t>{3, 1, 2, 1}, {2, 2}),
+         losses = Tensor::from_vector(std::vector<double>{0.5, 0.25}, {2});
+  Tensor sum = Tensor::zeros({6}, DType::f64);
+  ops::moe_routing_accumulate(counts, losses, sum);
+  ops::moe_routing_accumulate(counts, losses, sum);
+  const double* s = sum.data<double>();
+  EXPECT_EQ(std::vector<double>(s, s + 6), (std::vector<double>{6, 2, 4, 2, 1.0, 0.5}));
+  Tensor wrong = Tensor::zeros({5}, DType::f64);
+  strata::testing::expect_error([&] { ops::moe_routing_accumulate(counts, losses, wrong); },
+                                {"moe_routing_accumulate", "'sum'"});
 }

@@ -25,6 +25,7 @@ CudaDevice::~CudaDevice() {
     cudaEventDestroy(st.copied);
     pinned_.deallocate(st.host, st.bytes);
   }
+  if (download_block_) pinned_.deallocate(download_block_, download_bytes_);
   rc = cudaStreamDestroy(stream_);
   if (rc != cudaSuccess) log::error("cuda:", index_, ": cudaStreamDestroy failed: ", detail::cuda_error_string(rc));
 }
@@ -58,6 +59,35 @@ Tensor CudaDevice::upload(const Tensor& host) {
   std::memcpy(slot->host, host.raw(), bytes);
   STRATA_CUDA_CHECK(cudaMemcpyAsync(out.raw(), slot->host, bytes, cudaMemcpyHostToDevice, stream_));
   STRATA_CUDA_CHECK(cudaEventRecord(slot->copied, stream_));
+  return out;
+}
+
+std::vector<Tensor> CudaDevice::download(const std::vector<const Tensor*>& tensors) {
+  std::vector<size_t> at;
+  size_t total = 0;
+  for (const Tensor* t : tensors) {
+    STRATA_CHECK(cuda_device_of(*t) == this && t->is_contiguous(), "download: needs contiguous tensors of ",
+                 device().name(), ", got ", t->describe());
+    at.push_back(total);
+    total += (t->nbytes() + 15) / 16 * 16;
+  }
+  std::lock_guard<std::mutex> lock(staging_mutex_);
+  if (total > download_bytes_) {
+    if (download_block_) pinned_.deallocate(download_block_, download_bytes_);
+    download_block_ = pinned_.allocate(total);
+    download_bytes_ = total;
+  }
+  char* block = static_cast<char*>(download_block_);
+  for (size_t i = 0; i < tensors.size(); ++i)
+    if (tensors[i]->nbytes() > 0)
+      STRATA_CUDA_CHECK(cudaMemcpyAsync(block + at[i], tensors[i]->raw(), tensors[i]->nbytes(),
+                                        cudaMemcpyDeviceToHost, stream_));
+  synchronize();
+  std::vector<Tensor> out;
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    out.push_back(Tensor::empty(tensors[i]->shape(), tensors[i]->dtype()));
+    if (tensors[i]->nbytes() > 0) std::memcpy(out.back().raw(), block + at[i], tensors[i]->nbytes());
+  }
   return out;
 }
 

@@ -45,6 +45,9 @@ class CudaDevice final : public Allocator {
   // page-locked staging block (so the copy is asynchronous and `host` may change as soon as this
   // returns), which is reused only after an event says its copy has run.
   Tensor upload(const Tensor& host);
+  // CPU copies of tensors on this device, read with one wait: each copied on the compute stream
+  // into one page-locked block, then one synchronisation.
+  std::vector<Tensor> download(const std::vector<const Tensor*>& tensors);
 
   // The backend's state of type T for this device, made as T(*this) on first use and kept until
   // the device goes.
@@ -68,6 +71,8 @@ class CudaDevice final : public Allocator {
   };
   std::vector<Staging> staging_;
   std::mutex staging_mutex_;
+  void* download_block_ = nullptr;  // page-locked, download_bytes_ long; reused (under the mutex)
+  size_t download_bytes_ = 0;
   std::mutex state_mutex_;
   std::unordered_map<std::type_index, std::shared_ptr<void>> state_;  // destroyed first
 };

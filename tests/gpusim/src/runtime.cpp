@@ -454,6 +454,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, enum cudaDeviceAttr attr, int dev
 
 cudaError_t cudaDeviceSynchronize() {
   GPUSIM_ENTER();
+  ++engine.counters.host_waits;
   engine.drain_all();
   return engine.faulted() ? result(cudaErrorLaunchFailure) : cudaSuccess;
 }
@@ -568,7 +569,10 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, enum cudaMemcpy
     return cudaSuccess;
   }
   const uint64_t seq = engine.enqueue(engine.legacy, gpusim::copy_op(dst, src, bytes, &engine.counters));
-  if (!(dst_side == Side::device && src_side == Side::device)) engine.drain(*engine.legacy, seq);
+  if (!(dst_side == Side::device && src_side == Side::device)) {
+    ++engine.counters.host_waits;
+    engine.drain(*engine.legacy, seq);
+  }
   return engine.faulted() ? result(cudaErrorLaunchFailure) : cudaSuccess;
 }
 
@@ -681,13 +685,25 @@ cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   GPUSIM_ENTER();
   auto s = engine.stream(stream);
   if (!s) return result(cudaErrorInvalidResourceHandle);
+  ++engine.counters.host_waits;
   engine.drain(*s, s->submitted);
   return engine.faulted() ? result(cudaErrorLaunchFailure) : cudaSuccess;
 }
 
 // Work observed as finished must have run, so a query runs it: a polling loop terminates, and
-// what it then reads is really there.
-cudaError_t cudaStreamQuery(cudaStream_t stream) { return cudaStreamSynchronize(stream); }
+// what it then reads is really there. A real query never waits, so it is not counted as a wait.
+template <typename Sync>
+static cudaError_t as_query(Sync&& sync) {
+  GPUSIM_ENTER();
+  const uint64_t waits = engine.counters.host_waits;
+  const cudaError_t rc = sync();
+  engine.counters.host_waits = waits;
+  return rc;
+}
+
+cudaError_t cudaStreamQuery(cudaStream_t stream) {
+  return as_query([stream] { return cudaStreamSynchronize(stream); });
+}
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int) {
   GPUSIM_ENTER();
@@ -748,11 +764,14 @@ cudaError_t cudaEventSynchronize(cudaEvent_t event) {
   GPUSIM_ENTER();
   if (!event) return result(cudaErrorInvalidResourceHandle);
   auto& e = gpusim::event_of(event)->state;
+  ++engine.counters.host_waits;
   if (e->stream) engine.drain(*e->stream, e->seq);
   return engine.faulted() ? result(cudaErrorLaunchFailure) : cudaSuccess;
 }
 
-cudaError_t cudaEventQuery(cudaEvent_t event) { return cudaEventSynchronize(event); }
+cudaError_t cudaEventQuery(cudaEvent_t event) {
+  return as_query([event] { return cudaEventSynchronize(event); });
+}
 
 cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) {
   GPUSIM_ENTER();

@@ -36,6 +36,9 @@ struct Counters {
   uint64_t copies = 0;          // memcpy/memset operations executed
   uint64_t bytes_to_host = 0;   // bytes copies were asked to move device -> host (at the call)
   uint64_t bytes_to_device = 0; // bytes copies were asked to move host -> device (at the call)
+  // Calls that made the host wait for device work: device, stream and event synchronisation
+  // (and their queries, which run what they observe), and blocking copies to or from the host.
+  uint64_t host_waits = 0;
   uint64_t pending_ops = 0;     // queued on some stream and not yet run
   uint64_t device_bytes_in_use = 0;
 };
