@@ -3,8 +3,13 @@
 // from the device before the operation and copied back after it. This is the MPI backend's path
 // for CUDA tensors (ranks sharing a GPU, or no NCCL); NCCL is the fast one.
 //
-// Copies use cudaMemcpy, which orders after work on the legacy default stream; work on other
-// streams must be finished (or waited for) by the caller before the collective.
+// A tensor of a CudaDevice is copied on the device's copy stream, ordered by events against its
+// compute stream: the copy in after the work queued there (it waits, since MPI reads the host
+// buffer next), the copy back after the work queued by the time the operation finishes, and the
+// compute stream's later work after the copy back (no host wait). The buffers go back to the
+// pool with an event after the copy back and are reused only once it has run. Device memory from
+// a bare allocator (no CudaDevice, so no stream) is copied with cudaMemcpy, which orders after
+// the legacy default stream only.
 #pragma once
 
 #include <cstddef>
@@ -29,12 +34,18 @@ class PinnedPool {
 
   // At least `bytes` of pinned memory: the smallest free buffer that fits, else a new one.
   void* acquire(size_t bytes);
-  void release(void* ptr);
+  // `pending`, when given, holds a cudaEvent_t after the last copy that reads the buffer: the
+  // pool waits for it before handing the buffer out again.
+  void release(void* ptr, std::shared_ptr<void> pending = nullptr);
 
  private:
+  struct Free {
+    void* ptr;
+    std::shared_ptr<void> pending;
+  };
   std::mutex mutex_;
-  std::multimap<size_t, void*> free_;  // capacity -> buffer
-  std::map<void*, size_t> capacity_;   // every buffer the pool made
+  std::multimap<size_t, Free> free_;  // capacity -> buffer
+  std::map<void*, size_t> capacity_;  // every buffer the pool made
 };
 
 // The host side of one MPI operation.
@@ -61,6 +72,7 @@ class HostStage {
   };
   std::shared_ptr<PinnedPool> pool_;
   std::vector<void*> pinned_;    // buffers from the pool, returned on destruction
+  std::shared_ptr<void> copied_back_;  // an event after finish()'s copies on a copy stream
   std::vector<Tensor> scratch_;  // CPU scratch buffers
   std::vector<Output> outputs_;
   std::vector<Tensor> touched_;  // every tensor handed to host(), kept alive with the operation

@@ -11,9 +11,13 @@
 
 #include "comm/launch_env.h"
 #include "comm/mpi_communicator.h"
-#include "comm/nccl/nccl_communicator.h"
 #include "comm/process_groups.h"
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/cuda_device.h"
+#include "kernels/ops.h"
+#if STRATA_HAVE_NCCL
+#include "comm/nccl/nccl_communicator.h"
+#endif
 #endif
 
 using namespace strata;
@@ -85,6 +89,7 @@ void run_table(Communicator& comm, Allocator& allocator, const std::vector<DType
 
 }  // namespace
 
+#if STRATA_HAVE_NCCL
 TEST(Nccl, CollectiveTable) {
   const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
   if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
@@ -141,12 +146,49 @@ TEST(Nccl, ProcessGroups) {
   check_all_reduce(groups.tp(), gpu, {DType::f32, ReduceOp::sum, 1000, true, false}, 43);
 }
 
+#endif  // STRATA_HAVE_NCCL
+
 // The MPI backend on CUDA tensors stages through pinned host memory; ranks may share a GPU.
 TEST(MpiStaged, CollectiveTable) {
   const int device = device_for_this_rank(/*one_gpu_per_rank=*/false);
   if (device < 0) GTEST_SKIP() << "needs a GPU";
   TestCudaAllocator gpu(device);
   run_table(world(), gpu, {DType::f32, DType::bf16, DType::f16, DType::i64, DType::u16});
+}
+
+// Tensors of a CudaDevice, whose ops run on its non-blocking compute stream: the staging copies
+// must come after the work queued there (the input is written by an op just before), and the
+// ops queued after the collective must see its result (read by an op just after), with no
+// synchronisation by the caller. On the simulated GPU a copy that is not ordered so reads or
+// leaves stale values, since stream work runs only when something waits for it.
+TEST(MpiStaged, OrderedWithTheComputeStream) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/false);
+  if (device < 0) GTEST_SKIP() << "needs a GPU";
+  CudaDevice gpu(device);
+  Communicator& comm = world();
+  const int p = comm.size(), r = comm.rank();
+  const int64_t n = 1000;
+  for (int round = 0; round < 3; ++round) {
+    Tensor x = Tensor::zeros({n}, DType::f32, gpu);  // zero, then (queued) rank + 1 + round
+    ops::fill(x, r + 1 + round);
+    if (round == 1) {
+      comm.all_reduce_async(x, ReduceOp::sum).wait();
+    } else {
+      comm.all_reduce(x, ReduceOp::sum);
+    }
+    ops::scale(x, 2.0);  // queued after the collective: must see the sum
+    const double want = 2.0 * (p * (p + 1) / 2.0 + p * round);
+    const Tensor got = x.to_cpu();
+    for (int64_t i = 0; i < n; i += 111)
+      ASSERT_EQ(got.data<float>()[i], want) << "round " << round << " element " << i;
+    // Out of place, and a gather whose input is written just before.
+    Tensor part = Tensor::empty({7}, DType::f32, gpu), all = Tensor::empty({7 * p}, DType::f32, gpu);
+    ops::fill(part, 10 * r + round);
+    comm.all_gather(part, all);
+    const Tensor gathered = all.to_cpu();
+    for (int q = 0; q < p; ++q)
+      ASSERT_EQ(gathered.data<float>()[q * 7 + 3], 10 * q + round) << "round " << round << " from rank " << q;
+  }
 }
 
 #else

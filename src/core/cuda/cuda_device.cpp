@@ -13,6 +13,7 @@ CudaDevice::CudaDevice(int index) : index_(index), pool_(index) {
   STRATA_CUDA_CHECK(cudaGetDevice(&previous));
   STRATA_CUDA_CHECK(cudaSetDevice(index));
   STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
   STRATA_CUDA_CHECK(cudaSetDevice(previous));
 }
 
@@ -20,12 +21,15 @@ CudaDevice::~CudaDevice() {
   // The state (handles, workspaces) may still have work queued: finish it before freeing anything.
   cudaError_t rc = cudaStreamSynchronize(stream_);
   if (rc != cudaSuccess) log::error("cuda:", index_, ": synchronising the compute stream failed: ", detail::cuda_error_string(rc));
+  rc = cudaStreamSynchronize(copy_stream_);
+  if (rc != cudaSuccess) log::error("cuda:", index_, ": synchronising the copy stream failed: ", detail::cuda_error_string(rc));
   state_.clear();
   for (Staging& st : staging_) {
     cudaEventDestroy(st.copied);
     pinned_.deallocate(st.host, st.bytes);
   }
   if (download_block_) pinned_.deallocate(download_block_, download_bytes_);
+  cudaStreamDestroy(copy_stream_);
   rc = cudaStreamDestroy(stream_);
   if (rc != cudaSuccess) log::error("cuda:", index_, ": cudaStreamDestroy failed: ", detail::cuda_error_string(rc));
 }

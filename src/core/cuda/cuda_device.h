@@ -36,6 +36,9 @@ class CudaDevice final : public Allocator {
 
   int index() const { return index_; }
   cudaStream_t stream() const { return stream_; }
+  // A second non-blocking stream for copies between the host and this device that should not
+  // sit in the compute stream's queue (MPI host staging); ordered against it by events.
+  cudaStream_t copy_stream() const { return copy_stream_; }
   // Waits for everything queued on the compute stream.
   void synchronize();
   PoolStats memory_stats() const { return pool_.stats(); }
@@ -63,6 +66,7 @@ class CudaDevice final : public Allocator {
   int index_;
   CudaCachingAllocator pool_;
   cudaStream_t stream_ = nullptr;
+  cudaStream_t copy_stream_ = nullptr;
   PinnedHostAllocator pinned_;
   struct Staging {
     void* host = nullptr;
