@@ -10,7 +10,7 @@
 namespace strata {
 
 std::shared_ptr<Allocator> select_device(std::string_view setting, const std::string& want,
-                                         const std::string& not_covered) {
+                                         const std::string& not_covered, int local_rank) {
   STRATA_CHECK(want == "cpu" || want == "cuda" || want == "auto", setting, ": '", want,
                "' is not a device (cpu, cuda or auto)");
   const int gpus = cuda_device_count();
@@ -24,7 +24,7 @@ std::shared_ptr<Allocator> select_device(std::string_view setting, const std::st
   STRATA_CHECK(gpus > 0, setting, ": cuda, but ",
                STRATA_CUDA ? "no GPU is visible to this process" : "this build has no CUDA backend");
 #if STRATA_CUDA
-  return std::make_shared<CudaDevice>(0);
+  return std::make_shared<CudaDevice>(local_rank % gpus);
 #else
   return nullptr;
 #endif

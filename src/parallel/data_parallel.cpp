@@ -40,7 +40,8 @@ GradientReducer::GradientReducer(std::span<Parameter* const> order, Communicator
     int64_t n = 0;
     for (Parameter* p : bucket.params) n += p->accum().numel();
     const MemoryScope scope(MemoryKind::grads);
-    bucket.flat = Tensor::zeros({n}, bucket.params.front()->accum().dtype(), cpu_allocator());
+    // Where the gradients are (a CUDA device's memory for a run on a GPU).
+    bucket.flat = Tensor::zeros({n}, bucket.params.front()->accum().dtype(), allocator_of(bucket.params.front()->accum()));
     int64_t offset = 0;
     for (Parameter* p : bucket.params) {
       // The gradient becomes a view of the bucket; its values (zeros at construction) come along.

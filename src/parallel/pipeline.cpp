@@ -112,7 +112,8 @@ double PipelineEngine::execute(const std::vector<PipeAction>& actions, std::span
   auto receive = [&](std::map<Key, Incoming>& into, Key key, Communicator* group, int peer) {
     const Batch& b = micro[static_cast<size_t>(key.first)];
     Incoming in;
-    in.tensor = Tensor::empty(model_.activation_shape(b.input.size(0), b.input.size(1)), dtype);
+    in.tensor = Tensor::empty(model_.activation_shape(b.input.size(0), b.input.size(1)), dtype,
+                              model_.params().allocator());
     in.handle = group->recv_async(in.tensor, peer);
     STRATA_CHECK(into.emplace(key, std::move(in)).second, "pipeline: a second receive for micro-batch ",
                  key.first, " chunk ", key.second);

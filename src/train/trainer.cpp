@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "comm/launch_env.h"
 #include "comm/watchdog.h"
 #include "core/allocator.h"
 #include "core/log.h"
@@ -113,13 +114,16 @@ void check_layout(const Config& config) {
 }
 
 std::shared_ptr<Allocator> training_device(const Config& config, int world) {
-  // What one-GPU training does not cover yet: several ranks (each would need its own GPU and NCCL)
-  // and the layouts that only make sense with them, and the host-memory optimizer of offload.
+  // What training on CUDA does not cover yet: of the layouts over several ranks, data, tensor and
+  // pipeline parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
+  // others, and the host-memory optimizer of offload, do not.
   const ParallelConfig& par = config.parallel;
   std::string missing;
-  if (world > 1) missing = std::to_string(world) + " processes (one-GPU training is one process)";
-  else if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  return select_device("key 'train.device'", config.train.device, missing);
+  if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
+  else if (world > 1 && par.sp > 1) missing = "parallel.sp > 1 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
+  else if (world > 1 && par.ep > 1) missing = "parallel.ep > 1 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
+  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
+  return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 
 Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
@@ -329,7 +333,7 @@ void Trainer::sum_tied_grads() {
   // The first stage's table and the last stage's mirror: each adds the other's gradient. a + b and
   // b + a are the same float, so both copies take bit-identical updates and stay equal.
   Tensor& mine = model_->params().get("embed.tokens.weight").accum();
-  Tensor theirs = Tensor::empty(mine.shape(), mine.dtype());
+  Tensor theirs = Tensor::empty(mine.shape(), mine.dtype(), allocator_of(mine));
   const int peer = stage == 0 ? last : 0;
   groups_->pp().send_recv(mine.contiguous(), peer, theirs, peer);
   ops::add(mine, theirs, mine);
@@ -385,26 +389,46 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
   // queued on the device; then the step's one wait, for the loss, the norm and the skip flag.
   Allocator& device = *device_;
   if (!step_norm_.defined()) {
-    step_sum_squares_ = Tensor::empty({1}, DType::f64, device);
+    step_sum_squares_ = Tensor::empty({2}, DType::f64, device);
     step_nonfinite_ = Tensor::empty({1}, DType::i32, device);
     step_grad_scale_ = Tensor::empty({1}, DType::f32, device);
     step_skip_ = Tensor::empty({1}, DType::i32, device);
     step_norm_ = Tensor::empty({1}, DType::f64, device);
   }
-  std::vector<const Tensor*> grads;
+  // The sums of squares of the replicated gradients (identical over dp and tp), then of the
+  // tp-sharded ones, summed over tp; both summed over the pipeline's stages (each holds its own
+  // layers; a tied head's mirror is left out, its owner counts it). The overflow flag and the
+  // loss agree over the layout (the losses are the dp mean), so every rank takes the same
+  // decision. Under a pipeline the loss is the engine's, on the host: a non-finite one comes with
+  // non-finite gradients on the last stage, which the flag carries to every stage.
+  std::vector<const Tensor*> replicated, sharded;
   for (auto& p : model_->params().all())
-    if (!p->mirror) grads.push_back(&p->accum());
-  ops::grad_norm_and_check(grads, step_sum_squares_, step_nonfinite_);
-  ops::clip_factor(step_sum_squares_, step_nonfinite_, loss_sum_,
+    if (!p->mirror) (p->shard.replicated() ? replicated : sharded).push_back(&p->accum());
+  Tensor replicated_sum = step_sum_squares_.slice(0, 0, 1), sharded_sum = step_sum_squares_.slice(0, 1, 2);
+  ops::grad_norm_and_check(replicated, replicated_sum, step_nonfinite_);
+  ops::fill(sharded_sum, 0.0);  // accumulate: the flag ORs in, the sum adds to this
+  ops::grad_norm_and_check(sharded, sharded_sum, step_nonfinite_, /*accumulate=*/true);
+  if (groups_ && groups_->tp().size() > 1) {
+    groups_->tp().all_reduce(sharded_sum, ReduceOp::sum);
+    groups_->tp().all_reduce(step_nonfinite_, ReduceOp::max);
+  }
+  if (pipeline_) {
+    groups_->pp().all_reduce(step_sum_squares_, ReduceOp::sum);
+    groups_->pp().all_reduce(step_nonfinite_, ReduceOp::max);
+  }
+  const Tensor no_loss;
+  const Tensor& loss = pipeline_ ? no_loss : loss_sum_;
+  if (!pipeline_ && groups_ && groups_->dp().size() > 1) groups_->dp().all_reduce(loss_sum_, ReduceOp::avg);
+  ops::clip_factor(step_sum_squares_, step_nonfinite_, loss,
                    {.max_norm = config_.train.grad_clip, .loss_scale = loss_scale}, step_grad_scale_,
                    step_skip_, step_norm_);
   optimizer_->step_on_device(lr, step_grad_scale_, step_skip_);
   // The step's one wait: its decision and (MoE) the routing sums the metrics log.
   const Tensor none;
   const Tensor& routing = model_->routing_sums();
-  const std::vector<Tensor> read = to_cpu_together({&loss_sum_, &step_norm_, &step_skip_, routing.defined() ? &routing : &none});
+  const std::vector<Tensor> read = to_cpu_together({&loss, &step_norm_, &step_skip_, routing.defined() ? &routing : &none});
   DeviceDecision d;
-  d.loss_sum = read[0].data<double>()[0];
+  d.loss_sum = read[0].defined() ? read[0].data<double>()[0] : 0.0;
   d.norm = read[1].data<double>()[0];
   d.skipped = read[2].data<int32_t>()[0] != 0;
   d.routing_sums = read[3];
@@ -571,7 +595,7 @@ TrainSummary Trainer::run() {
     std::map<int64_t, MoeRouting> routing;  // what the MoE layers routed over the step
     if (device_) {
       const DeviceDecision d = decide_and_update_on_device(lr, scale);
-      loss = d.loss_sum / static_cast<double>(accumulation);
+      if (!pipeline_) loss = d.loss_sum / static_cast<double>(accumulation);
       norm = d.norm;
       apply = scaler_.update(norm) && !d.skipped;
       if (apply) optimizer_->count_step();
