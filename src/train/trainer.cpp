@@ -1,6 +1,7 @@
 #include "train/trainer.h"
 
 #include <algorithm>
+#include <array>
 #include <csignal>
 #include <chrono>
 #include <cmath>
@@ -114,15 +115,14 @@ void check_layout(const Config& config) {
 }
 
 std::shared_ptr<Allocator> training_device(const Config& config, int world) {
-  // What training on CUDA does not cover yet: of the layouts over several ranks, data, tensor and
-  // pipeline parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
+  // What training on CUDA does not cover yet: of the layouts over several ranks, data, tensor,
+  // pipeline and expert parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
   // others, and the host-memory optimizer of offload, do not.
   const ParallelConfig& par = config.parallel;
   std::string missing;
   if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  else if (world > 1 && par.sp > 1) missing = "parallel.sp > 1 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
-  else if (world > 1 && par.ep > 1) missing = "parallel.ep > 1 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
-  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp and pp so far)";
+  else if (world > 1 && par.sp > 1) missing = "parallel.sp > 1 (of the multi-rank layouts, CUDA runs dp, tp, pp and ep so far)";
+  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp, pp and ep so far)";
   return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 
@@ -389,28 +389,38 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
   // queued on the device; then the step's one wait, for the loss, the norm and the skip flag.
   Allocator& device = *device_;
   if (!step_norm_.defined()) {
-    step_sum_squares_ = Tensor::empty({2}, DType::f64, device);
+    step_sum_squares_ = Tensor::empty({4}, DType::f64, device);
     step_nonfinite_ = Tensor::empty({1}, DType::i32, device);
     step_grad_scale_ = Tensor::empty({1}, DType::f32, device);
     step_skip_ = Tensor::empty({1}, DType::i32, device);
     step_norm_ = Tensor::empty({1}, DType::f64, device);
   }
-  // The sums of squares of the replicated gradients (identical over dp and tp), then of the
-  // tp-sharded ones, summed over tp; both summed over the pipeline's stages (each holds its own
-  // layers; a tied head's mirror is left out, its owner counts it). The overflow flag and the
-  // loss agree over the layout (the losses are the dp mean), so every rank takes the same
+  // Sums of squares in four parts, [replicated, tp-sharded, tp-sharded experts, replicated
+  // experts]: replicated gradients are identical over dp and tp; the sharded ones (1, 2) sum over
+  // tp; experts split over ep (2, 3) sum over ep; all four over the pipeline's stages (each holds
+  // its own layers; a tied head's mirror is left out, its owner counts it). The overflow flag and
+  // the loss agree over the layout (the losses are the dp mean), so every rank takes the same
   // decision. Under a pipeline the loss is the engine's, on the host: a non-finite one comes with
   // non-finite gradients on the last stage, which the flag carries to every stage.
-  std::vector<const Tensor*> replicated, sharded;
+  std::array<std::vector<const Tensor*>, 4> parts;
   for (auto& p : model_->params().all())
-    if (!p->mirror) (p->shard.replicated() ? replicated : sharded).push_back(&p->accum());
-  Tensor replicated_sum = step_sum_squares_.slice(0, 0, 1), sharded_sum = step_sum_squares_.slice(0, 1, 2);
-  ops::grad_norm_and_check(replicated, replicated_sum, step_nonfinite_);
-  ops::fill(sharded_sum, 0.0);  // accumulate: the flag ORs in, the sum adds to this
-  ops::grad_norm_and_check(sharded, sharded_sum, step_nonfinite_, /*accumulate=*/true);
+    if (!p->mirror) parts[p->expert ? (p->shard.replicated() ? 3 : 2) : (p->shard.replicated() ? 0 : 1)].push_back(&p->accum());
+  // The first part sets the flag; the others accumulate (the flag ORs in, each sum adds to its
+  // part, cleared first).
+  ops::fill(step_sum_squares_, 0.0);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Tensor part = step_sum_squares_.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
+    ops::grad_norm_and_check(parts[i], part, step_nonfinite_, /*accumulate=*/i > 0);
+  }
   if (groups_ && groups_->tp().size() > 1) {
-    groups_->tp().all_reduce(sharded_sum, ReduceOp::sum);
+    Tensor sharded = step_sum_squares_.slice(0, 1, 3);
+    groups_->tp().all_reduce(sharded, ReduceOp::sum);
     groups_->tp().all_reduce(step_nonfinite_, ReduceOp::max);
+  }
+  if (groups_ && config_.parallel.ep > 1) {
+    Tensor experts = step_sum_squares_.slice(0, 2, 4);
+    groups_->ep().all_reduce(experts, ReduceOp::sum);
+    groups_->ep().all_reduce(step_nonfinite_, ReduceOp::max);
   }
   if (pipeline_) {
     groups_->pp().all_reduce(step_sum_squares_, ReduceOp::sum);
