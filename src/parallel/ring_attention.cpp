@@ -64,7 +64,7 @@ Tensor pack_block(const Tensor& k, const Tensor& v, int64_t c) {
   Shape shape = k.shape();
   shape[1] = c;
   shape.insert(shape.begin(), 4);
-  Tensor block = Tensor::empty(shape, k.dtype());
+  Tensor block = Tensor::empty(shape, k.dtype(), allocator_of(k));
   for (int h = 0; h < 2; ++h) {
     Tensor k_slot = slot(block, kKeySlot + h), v_slot = slot(block, kValueSlot + h);
     copy_rows(k, h * c, k_slot, 0, c, 1);
@@ -88,14 +88,15 @@ struct RingShape {
   Shape lse_shape() const { return {batch, n_heads, 2 * chunk}; }
 };
 
-// Defined, contiguous, on the CPU, of the expected shape and dtype.
+// Defined, contiguous, of the expected shape and dtype (on the CPU or a CUDA device: the ops it
+// runs check that q, k, v and the outputs share one device).
 void check_tensor(std::string_view op, const Communicator& group, std::string_view name,
                   const Tensor& t, const Shape& shape, DType dtype) {
   STRATA_CHECK(t.defined(), op, " on ", group.where(), ": ", name, " is undefined");
   STRATA_CHECK(t.shape() == shape && t.dtype() == dtype, op, " on ", group.where(), ": ", name,
                " is ", t.describe(), ", expected ", dtype_name(dtype), shape_string(shape));
-  STRATA_CHECK(t.is_contiguous() && t.device().is_cpu(), op, " on ", group.where(), ": ", name, " ",
-               t.describe(), " must be a contiguous CPU tensor");
+  STRATA_CHECK(t.is_contiguous(), op, " on ", group.where(), ": ", name, " ", t.describe(),
+               " must be contiguous");
 }
 
 // Reads the sizes from q [batch, 2c, n_heads, head_dim] and k [batch, 2c, n_kv_heads, head_dim]
@@ -189,7 +190,7 @@ Tensor zigzag_local(const Tensor& full, int rank, int sp, int dim) {
   const int64_t c = zigzag_chunk_len(full.size(dim), sp);
   Shape shape = full.shape();
   shape[static_cast<size_t>(dim)] = 2 * c;
-  Tensor local = Tensor::empty(shape, full.dtype());
+  Tensor local = Tensor::empty(shape, full.dtype(), allocator_of(full));
   const std::array<int64_t, 2> pos = zigzag_offsets(rank, sp, c);
   for (int h = 0; h < 2; ++h) copy_rows(full, pos[static_cast<size_t>(h)], local, h * c, c, dim);
   return local;
@@ -216,17 +217,17 @@ void ring_attention_forward(Communicator& group, const Tensor& q, const Tensor& 
   const Shape chunk_lse_shape{s.batch, s.n_heads, c};
   const DType stats = ops::stats_dtype(s.dtype);
   for (size_t h = 0; h < 2; ++h) {
-    out_chunk[h] = Tensor::empty(chunk_q_shape, s.dtype);
-    lse_chunk[h] = Tensor::empty(chunk_lse_shape, stats);
+    out_chunk[h] = Tensor::empty(chunk_q_shape, s.dtype, allocator_of(q));
+    lse_chunk[h] = Tensor::empty(chunk_lse_shape, stats, allocator_of(q));
   }
-  Tensor part_out = Tensor::empty(chunk_q_shape, s.dtype);  // one pair's partial result
-  Tensor part_lse = Tensor::empty(chunk_lse_shape, stats);
+  Tensor part_out = Tensor::empty(chunk_q_shape, s.dtype, allocator_of(q));  // one pair's partial result
+  Tensor part_lse = Tensor::empty(chunk_lse_shape, stats, allocator_of(q));
   // Each query chunk's first partial is written in place of the merge from (0, -inf). Every chunk
   // has one at step 0, its diagonal pair.
   std::array<bool, 2> started{false, false};
 
   Tensor block = pack_block(k, v, c);  // the block attended this step: [4, batch, c, kv, hd]
-  Tensor incoming = sp > 1 ? Tensor::empty(block.shape(), s.dtype) : Tensor();
+  Tensor incoming = sp > 1 ? Tensor::empty(block.shape(), s.dtype, allocator_of(q)) : Tensor();
   for (int step = 0; step < sp; ++step) {
     CommHandle transfer;
     if (step + 1 < sp)
@@ -295,21 +296,21 @@ void ring_attention_backward(Communicator& group, const Tensor& dout, const Tens
   const std::array<Tensor, 2> out_chunk = split_chunks(out, 1), lse_chunk = split_chunks(lse, 2);
   const Shape chunk_q_shape{s.batch, c, s.n_heads, s.head_dim};
   const Shape chunk_kv_shape{s.batch, c, s.n_kv_heads, s.head_dim};
-  std::array<Tensor, 2> dq_chunk{Tensor::empty(chunk_q_shape, s.dtype),
-                                 Tensor::empty(chunk_q_shape, s.dtype)};
+  std::array<Tensor, 2> dq_chunk{Tensor::empty(chunk_q_shape, s.dtype, allocator_of(q)),
+                                 Tensor::empty(chunk_q_shape, s.dtype, allocator_of(q))};
   std::array<bool, 2> dq_written{false, false};  // both become true at step 0 (diagonal pairs)
   // A pair whose target already holds a contribution writes here and is added in.
-  const Tensor pair_dq = Tensor::empty(chunk_q_shape, s.dtype);
-  const Tensor pair_dk = Tensor::empty(chunk_kv_shape, s.dtype);
-  const Tensor pair_dv = Tensor::empty(chunk_kv_shape, s.dtype);
+  const Tensor pair_dq = Tensor::empty(chunk_q_shape, s.dtype, allocator_of(q));
+  const Tensor pair_dk = Tensor::empty(chunk_kv_shape, s.dtype, allocator_of(q));
+  const Tensor pair_dv = Tensor::empty(chunk_kv_shape, s.dtype, allocator_of(q));
 
   Tensor block = pack_block(k, v, c);  // [4, batch, c, n_kv_heads, head_dim]: k0, k1, v0, v1
-  Tensor incoming = sp > 1 ? Tensor::empty(block.shape(), s.dtype) : Tensor();
+  Tensor incoming = sp > 1 ? Tensor::empty(block.shape(), s.dtype, allocator_of(q)) : Tensor();
   // Gradient buffers of the same layout (dk0, dk1, dv0, dv1): this step's own share, the sum sent
   // on (or, at sp = 1, kept), and the sum arriving from the previous rank.
-  Tensor grad_step = Tensor::empty(block.shape(), s.dtype);
-  Tensor grad_out = Tensor::empty(block.shape(), s.dtype);
-  Tensor grad_in = sp > 1 ? Tensor::empty(block.shape(), s.dtype) : Tensor();
+  Tensor grad_step = Tensor::empty(block.shape(), s.dtype, allocator_of(q));
+  Tensor grad_out = Tensor::empty(block.shape(), s.dtype, allocator_of(q));
+  Tensor grad_in = sp > 1 ? Tensor::empty(block.shape(), s.dtype, allocator_of(q)) : Tensor();
   CommHandle grad_transfer;
 
   for (int step = 0; step < sp; ++step) {

@@ -116,13 +116,12 @@ void check_layout(const Config& config) {
 
 std::shared_ptr<Allocator> training_device(const Config& config, int world) {
   // What training on CUDA does not cover yet: of the layouts over several ranks, data, tensor,
-  // pipeline and expert parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
+  // pipeline, sequence (ring) and expert parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
   // others, and the host-memory optimizer of offload, do not.
   const ParallelConfig& par = config.parallel;
   std::string missing;
   if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  else if (world > 1 && par.sp > 1) missing = "parallel.sp > 1 (of the multi-rank layouts, CUDA runs dp, tp, pp and ep so far)";
-  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp, pp and ep so far)";
+  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp, pp, sp and ep so far)";
   return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 
@@ -399,7 +398,7 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
   // experts]: replicated gradients are identical over dp and tp; the sharded ones (1, 2) sum over
   // tp; experts split over ep (2, 3) sum over ep; all four over the pipeline's stages (each holds
   // its own layers; a tied head's mirror is left out, its owner counts it). The overflow flag and
-  // the loss agree over the layout (the losses are the dp mean), so every rank takes the same
+  // the loss agree over the layout (the losses are the dp x sp mean), so every rank takes the same
   // decision. Under a pipeline the loss is the engine's, on the host: a non-finite one comes with
   // non-finite gradients on the last stage, which the flag carries to every stage.
   std::array<std::vector<const Tensor*>, 4> parts;
@@ -428,7 +427,7 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
   }
   const Tensor no_loss;
   const Tensor& loss = pipeline_ ? no_loss : loss_sum_;
-  if (!pipeline_ && groups_ && groups_->dp().size() > 1) groups_->dp().all_reduce(loss_sum_, ReduceOp::avg);
+  if (!pipeline_ && groups_ && groups_->dp_sp().size() > 1) groups_->dp_sp().all_reduce(loss_sum_, ReduceOp::avg);
   ops::clip_factor(step_sum_squares_, step_nonfinite_, loss,
                    {.max_norm = config_.train.grad_clip, .loss_scale = loss_scale}, step_grad_scale_,
                    step_skip_, step_norm_);

@@ -525,7 +525,7 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
 // within 5e-2, each tensor within 0.5. Looser than the 2e-2 asked for; the losses hold 2e-2.
 #if STRATA_GPUSIM
 // On the simulated GPU, over MPI with host staging (each rank its own simulated GPU): the layouts
-// CUDA runs so far (dp, tp, pp with its three schedules, ep, their combinations), against the one-process CPU run with the CPU table's tolerances. f32: the
+// CUDA runs so far (dp, tp, pp with its three schedules, ring sp, ep, their combinations), against the one-process CPU run with the CPU table's tolerances. f32: the
 // kernels sum in other orders than the CPU's loops, ~1e-7 relative per step, inside 1e-5; bf16
 // as the CPU's bf16 cases.
 INSTANTIATE_TEST_SUITE_P(
@@ -545,7 +545,10 @@ INSTANTIATE_TEST_SUITE_P(
                       on_cuda(pipeline("pp2dp2_llama_m2", 2, 2, 1, "llama", "1f1b", 1, 2)),
                       on_cuda(with_ep(Layout{"ep2_llama", 2, 1}, 2)),
                       on_cuda(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0)),
-                      on_cuda(with_ep(Layout{"ep2tp2_llama", 2, 2}, 2))),
+                      on_cuda(with_ep(Layout{"ep2tp2_llama", 2, 2}, 2)),
+                      on_cuda(ring("sp2_llama", 2, 1, 1, "llama")), on_cuda(ring("sp2_gpt2", 2, 1, 1, "gpt2")),
+                      on_cuda(ring("sp2tp2_llama", 2, 1, 2, "llama")),
+                      on_cuda(ring("sp2dp2_gpt2", 2, 2, 1, "gpt2"))),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 #else
 INSTANTIATE_TEST_SUITE_P(
