@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstring>
+
 #include "collective_checks.h"
 
 #if STRATA_CUDA
@@ -50,7 +52,9 @@ int device_for_this_rank(bool one_gpu_per_rank) {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
   const LaunchEnv env = read_launch_env();
-  const bool can = count > 0 && (!one_gpu_per_rank || count >= env.local_size);
+  // Each process of the simulated GPU has a GPU of its own, whatever the node's rank count.
+  const bool own_gpu = STRATA_GPUSIM || count >= env.local_size;
+  const bool can = count > 0 && (!one_gpu_per_rank || own_gpu);
   Tensor cannot = Tensor::from_vector(std::vector<int32_t>{can ? 0 : 1}, {1});
   world().all_reduce(cannot, ReduceOp::max);
   if (cannot.data<int32_t>()[0] != 0) return -1;
@@ -156,16 +160,12 @@ TEST(MpiStaged, CollectiveTable) {
   run_table(world(), gpu, {DType::f32, DType::bf16, DType::f16, DType::i64, DType::u16});
 }
 
-// Tensors of a CudaDevice, whose ops run on its non-blocking compute stream: the staging copies
+// Tensors of a CudaDevice, whose ops run on its non-blocking compute stream: the communication
 // must come after the work queued there (the input is written by an op just before), and the
-// ops queued after the collective must see its result (read by an op just after), with no
-// synchronisation by the caller. On the simulated GPU a copy that is not ordered so reads or
-// leaves stale values, since stream work runs only when something waits for it.
-TEST(MpiStaged, OrderedWithTheComputeStream) {
-  const int device = device_for_this_rank(/*one_gpu_per_rank=*/false);
-  if (device < 0) GTEST_SKIP() << "needs a GPU";
-  CudaDevice gpu(device);
-  Communicator& comm = world();
+// ops queued after it must see its result (read by an op just after), with no synchronisation by
+// the caller. On the simulated GPU a copy or a collective that is not so ordered reads or leaves
+// stale values, since stream work runs only when something waits for it.
+static void expect_ordered_with_compute(Communicator& comm, CudaDevice& gpu) {
   const int p = comm.size(), r = comm.rank();
   const int64_t n = 1000;
   for (int round = 0; round < 3; ++round) {
@@ -180,16 +180,76 @@ TEST(MpiStaged, OrderedWithTheComputeStream) {
     const double want = 2.0 * (p * (p + 1) / 2.0 + p * round);
     const Tensor got = x.to_cpu();
     for (int64_t i = 0; i < n; i += 111)
-      ASSERT_EQ(got.data<float>()[i], want) << "round " << round << " element " << i;
+      ASSERT_EQ(got.data<float>()[i], want) << comm.backend() << " round " << round << " element " << i;
     // Out of place, and a gather whose input is written just before.
     Tensor part = Tensor::empty({7}, DType::f32, gpu), all = Tensor::empty({7 * p}, DType::f32, gpu);
     ops::fill(part, 10 * r + round);
     comm.all_gather(part, all);
     const Tensor gathered = all.to_cpu();
     for (int q = 0; q < p; ++q)
-      ASSERT_EQ(gathered.data<float>()[q * 7 + 3], 10 * q + round) << "round " << round << " from rank " << q;
+      ASSERT_EQ(gathered.data<float>()[q * 7 + 3], 10 * q + round)
+          << comm.backend() << " round " << round << " from rank " << q;
   }
 }
+
+TEST(MpiStaged, OrderedWithTheComputeStream) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/false);
+  if (device < 0) GTEST_SKIP() << "needs a GPU";
+  CudaDevice gpu(device);
+  expect_ordered_with_compute(world(), gpu);
+}
+
+#if STRATA_HAVE_NCCL
+TEST(Nccl, OrderedWithTheComputeStream) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
+  if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
+  CudaDevice gpu(device);
+  NcclCommunicator comm("world", MPI_COMM_WORLD, device);
+  expect_ordered_with_compute(comm, gpu);
+}
+
+#if STRATA_GPUSIM
+// The instrument itself: an all-reduce queued on a communication stream that does not wait for
+// the compute stream's fill reads the value from before the fill (the zeros), which is how a
+// missing event shows up in the tests above. On a GPU the result would depend on timing.
+TEST(Nccl, APlantedMissingEventReadsStaleInputs) {
+  const int device = device_for_this_rank(/*one_gpu_per_rank=*/true);
+  if (device < 0) GTEST_SKIP() << "needs one GPU per rank";
+  CudaDevice gpu(device);
+  const int p = world().size();
+  ncclUniqueId id;
+  std::memset(&id, 0, sizeof(id));
+  if (world().rank() == 0) {
+    ASSERT_EQ(ncclGetUniqueId(&id), ncclSuccess);
+  }
+  MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD);
+  ncclComm_t comm = nullptr;
+  ASSERT_EQ(ncclCommInitRank(&comm, p, id, world().rank()), ncclSuccess);
+  cudaStream_t side = nullptr;
+  STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+  Tensor x = Tensor::zeros({16}, DType::f32, gpu);
+  gpu.synchronize();  // the zeros are there
+  ops::fill(x, 1.0);  // queued on the compute stream, which `side` does not wait for
+  ASSERT_EQ(ncclAllReduce(x.raw(), x.raw(), 16, ncclFloat32, ncclSum, comm, side), ncclSuccess);
+  STRATA_CUDA_CHECK(cudaStreamSynchronize(side));
+  gpu.synchronize();  // now the fill runs, after the all-reduce read its input
+  const Tensor got = x.to_cpu();
+  EXPECT_EQ(got.data<float>()[0], 1.0f) << "the fill ran last, over the sum";
+  // With the event (what NcclCommunicator::begin records), the sum of the fills arrives.
+  ops::fill(x, 1.0);
+  cudaEvent_t ready = nullptr;
+  STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+  STRATA_CUDA_CHECK(cudaEventRecord(ready, gpu.stream()));
+  STRATA_CUDA_CHECK(cudaStreamWaitEvent(side, ready, 0));
+  ASSERT_EQ(ncclAllReduce(x.raw(), x.raw(), 16, ncclFloat32, ncclSum, comm, side), ncclSuccess);
+  STRATA_CUDA_CHECK(cudaStreamSynchronize(side));
+  EXPECT_EQ(x.to_cpu().data<float>()[0], static_cast<float>(p));
+  cudaEventDestroy(ready);
+  cudaStreamDestroy(side);
+  ncclCommDestroy(comm);
+}
+#endif
+#endif  // STRATA_HAVE_NCCL
 
 #else
 

@@ -4,6 +4,7 @@
 
 #include "comm/mpi_types.h"
 #include "core/cuda/cuda_check.h"
+#include "core/cuda/cuda_device.h"
 #include "core/log.h"
 
 namespace strata {
@@ -161,7 +162,15 @@ void NcclCommunicator::begin(std::initializer_list<const Tensor*> tensors) {
                  " (CPU tensors go through the mpi backend)");
   }
   STRATA_CUDA_CHECK(cudaSetDevice(device_));
-  STRATA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute_stream_));
+  // After the work queued where the tensors are computed: their CudaDevice's compute stream, or
+  // for memory from a bare allocator the stream set_compute_stream names.
+  cudaStream_t compute = compute_stream_;
+  for (const Tensor* t : tensors)
+    if (const CudaDevice* d = cuda_device_of(*t)) {
+      compute = d->stream();
+      break;
+    }
+  STRATA_CUDA_CHECK(cudaEventRecord(compute_ready_, compute));
   STRATA_CUDA_CHECK(cudaStreamWaitEvent(stream_, compute_ready_, 0));
 }
 

@@ -4,7 +4,8 @@
 //
 // Streams: every operation runs on this communicator's own stream (non-blocking w.r.t. the legacy
 // default stream), after the work already queued on the compute stream (an event recorded there,
-// waited for on the communication stream). The blocking calls return when the operation finished
+// waited for on the communication stream): the compute stream of the tensors' CudaDevice, or for
+// memory from a bare allocator the one set_compute_stream names. The blocking calls return when the operation finished
 // on the device; the *_async handles hold an event: is_done() queries it, wait() synchronises on
 // it. NCCL errors that surface asynchronously are checked in wait() (ncclCommGetAsyncError).
 //
@@ -14,7 +15,8 @@
 // no 16-bit integer type); every dtype can be moved (gathers, broadcast, send/recv, all-to-all go
 // as bytes). On NCCL, a blocking send or recv to oneself is refused (use send_recv).
 //
-// Compiled only with CUDA (src/comm/nccl/ is outside the CPU build).
+// Compiled only with CUDA (src/comm/nccl/ is outside the CPU build); the simulated GPU brings an
+// NCCL emulated over MPI (tests/gpusim/src/nccl.cpp), so this code runs under mpirun in CI.
 #pragma once
 
 #include <cuda_runtime.h>
