@@ -51,12 +51,8 @@ Command add_train(CLI::App& app) {
                   mpi->world_size(), mpi->world_rank(),
                   GridSizes{static_cast<int>(p.dp), static_cast<int>(p.pp), static_cast<int>(p.sp),
                             static_cast<int>(p.tp), static_cast<int>(p.ep)});
-              // CUDA tensors go over MPI with host staging (auto picks it too); NCCL's
-              // communicators are not yet ordered with the training streams.
-              STRATA_CHECK(config.parallel.backend != "nccl", "parallel.backend: nccl is not yet "
-                           "wired into training (CUDA tensors go over MPI with host staging); use "
-                           "mpi or auto");
-              groups = std::make_unique<ProcessGroups>(*grid, Backend::mpi);
+              const TrainingBackend b = training_backend(config, read_launch_env());
+              groups = std::make_unique<ProcessGroups>(*grid, b.backend, MPI_COMM_WORLD, b.cuda_device);
             }
             install_preemption_handlers();
             auto train = [&] {

@@ -184,7 +184,7 @@ std::vector<ConfigField> make_schema() {
       field<B>("parallel.offload.params", [](Config& c) -> B& { return c.parallel.offload.params; },
                "Keep the parameter shards in host memory between uses; needs parallel.zero 3."),
       field<S>("parallel.backend", [](Config& c) -> S& { return c.parallel.backend; },
-               "Communication backend; auto: nccl for CUDA tensors, mpi otherwise.",
+               "Communication backend; auto: nccl when training on CUDA with a GPU for each rank, mpi otherwise (CUDA tensors staged through host memory).",
                {"auto", "nccl", "mpi"}),
       field<F>("parallel.timeout_s", [](Config& c) -> F& { return c.parallel.timeout_s; },
                "Seconds a rank may wait in one communication before the run ends, naming it (0: never)."),

@@ -125,6 +125,28 @@ std::shared_ptr<Allocator> training_device(const Config& config, int world) {
   return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 
+TrainingBackend training_backend(const Config& config, const LaunchEnv& env) {
+  const std::string& want = config.parallel.backend;
+  STRATA_CHECK(want == "auto" || want == "mpi" || want == "nccl", "key 'parallel.backend': '", want,
+               "' is not a backend (auto, mpi or nccl)");
+  if (want == "mpi") return {};
+  const int gpus = cuda_device_count();
+  // The simulated GPU gives every process a GPU of its own.
+  const bool gpu_each = gpus > 0 && (STRATA_GPUSIM || gpus >= env.local_size);
+  const bool can = STRATA_HAVE_NCCL && config.train.device == "cuda" && gpu_each;
+  if (want == "nccl") {
+    STRATA_CHECK(STRATA_HAVE_NCCL, "parallel.backend: nccl needs the CUDA backend, which this build "
+                 "does not have; use mpi or auto");
+    STRATA_CHECK(config.train.device == "cuda", "parallel.backend: nccl carries CUDA tensors: it "
+                 "needs train.device: cuda (got '", config.train.device, "'); use mpi or auto");
+    STRATA_CHECK(gpu_each, "parallel.backend: nccl needs a GPU for each rank: ", env.local_size,
+                 " ranks on this node see ", gpus, " GPUs (NCCL refuses two ranks on one GPU); use "
+                 "mpi or auto, which stage through host memory");
+  }
+  if (!can) return {};
+  return {Backend::nccl, env.local_rank % gpus};
+}
+
 Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups* groups)
     : config_(config),
       options_(std::move(options)),

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "comm/launch_env.h"
 #include "comm/process_groups.h"
 #include "data/loader.h"
 #include "io/checkpoint.h"
@@ -146,6 +147,16 @@ DType precision_dtype(const std::string& precision);
 // cuda, or for auto when a GPU is visible and the run is one CUDA training covers; null for the
 // CPU. cuda on a run it does not cover, or without a GPU, is an error naming the reason.
 std::shared_ptr<Allocator> training_device(const Config& config, int world);
+
+// The communication backend of a multi-rank run and this rank's GPU for it (-1 for none), from
+// parallel.backend: mpi; nccl (needs train.device: cuda, a build with NCCL and a GPU for each
+// rank of the node); auto: nccl where those hold, else mpi (CUDA tensors then go through host
+// staging). The GPU is local_rank % GPUs, the one training_device takes.
+struct TrainingBackend {
+  Backend backend = Backend::mpi;
+  int cuda_device = -1;
+};
+TrainingBackend training_backend(const Config& config, const LaunchEnv& env);
 
 // Whether this rank writes its copy of `p` into a checkpoint: of the ranks holding the same
 // values (dp replicas, sp peers, tp ranks of a replicated tensor) one writes; `each_dp`: the dp

@@ -71,6 +71,7 @@ struct Layout {
   int zero = 0;  // ZeRO stage over dp
   bool offload_optimizer = false, offload_params = false;
   std::string device = "cpu";  // the layout run's train.device (the reference runs on the CPU)
+  std::string backend = "mpi";  // its parallel.backend
   int world() const { return dp * tp * pp * sp; }
 };
 
@@ -78,6 +79,14 @@ struct Layout {
 [[maybe_unused]] Layout on_cuda(Layout l) {
   l.name += "_cuda";
   l.device = "cuda";
+  return l;
+}
+
+// The same over NCCL (on the simulated GPU, its emulation over MPI).
+[[maybe_unused]] Layout on_nccl(Layout l) {
+  l = on_cuda(l);
+  l.name += "_nccl";
+  l.backend = "nccl";
   return l;
 }
 
@@ -438,8 +447,11 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   layout.parallel.zero = l.zero;
   layout.parallel.offload.optimizer = l.offload_optimizer;
   layout.parallel.offload.params = l.offload_params;
+  layout.parallel.backend = l.backend;
   ProcessGrid grid(world_size(), rank, GridSizes{l.dp, l.pp, l.sp, l.tp, l.ep});
-  ProcessGroups groups(grid, Backend::mpi);
+  const TrainingBackend backend = training_backend(layout, read_launch_env());
+  ASSERT_EQ(backend_name(backend.backend), l.backend) << l.name;
+  ProcessGroups groups(grid, backend.backend, MPI_COMM_WORLD, backend.cuda_device);
   const RunResult many = run(layout, &groups);
 
   // The model states each rank holds, as the allocator counted them by kind and place, against
@@ -548,7 +560,13 @@ INSTANTIATE_TEST_SUITE_P(
                       on_cuda(with_ep(Layout{"ep2tp2_llama", 2, 2}, 2)),
                       on_cuda(ring("sp2_llama", 2, 1, 1, "llama")), on_cuda(ring("sp2_gpt2", 2, 1, 1, "gpt2")),
                       on_cuda(ring("sp2tp2_llama", 2, 1, 2, "llama")),
-                      on_cuda(ring("sp2dp2_gpt2", 2, 2, 1, "gpt2"))),
+                      on_cuda(ring("sp2dp2_gpt2", 2, 2, 1, "gpt2")),
+                      // Over NCCL: every kind of communication the layouts use.
+                      on_nccl(Layout{"dp2_llama", 2, 1}), on_nccl(Layout{"tp2_gpt2", 1, 2, "gpt2"}),
+                      on_nccl(pipeline("pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
+                      on_nccl(ring("sp2_llama", 2, 1, 1, "llama")),
+                      on_nccl(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0)),
+                      on_nccl(Layout{"dp2tp2_llama", 2, 2})),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 #else
 INSTANTIATE_TEST_SUITE_P(

@@ -128,6 +128,8 @@ NcclCommunicator::NcclCommunicator(std::string name, MPI_Comm comm, int device)
     STRATA_CHECK(bootstrap.ok, "rank 0 could not make the NCCL unique id",
                  failure.empty() ? "" : ": ", failure);
     STRATA_NCCL_CHECK(ncclCommInitRank(&comm_, size(), bootstrap.id, rank()));
+    host_ = std::make_unique<MpiCommunicator>(this->name(), mpi_comm_);
+    host_->set_check_sizes(false);  // checked already, by the call that reaches this one
     STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
   } catch (const Error& e) {
@@ -137,6 +139,7 @@ NcclCommunicator::NcclCommunicator(std::string name, MPI_Comm comm, int device)
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  host_.reset();  // before its MPI communicator goes
   cudaSetDevice(device_);
   if (comm_ && !aborted_) {
     ncclResult_t rc = ncclCommDestroy(comm_);
@@ -154,12 +157,21 @@ void NcclCommunicator::abort() {
   aborted_ = true;
 }
 
+template <typename Start>
+CommHandle NcclCommunicator::on_host(Mode mode, Start&& start) {
+  CommHandle handle = start();
+  if (mode == Mode::blocking) {
+    handle.wait();
+    return {};
+  }
+  return handle;
+}
+
 void NcclCommunicator::begin(std::initializer_list<const Tensor*> tensors) {
   STRATA_CHECK(!aborted_, "the NCCL communicator was aborted");
   for (const Tensor* t : tensors) {
     STRATA_CHECK(t->device() == Device::cuda(device_), "tensor ", t->describe(),
-                 " is not on this NCCL communicator's device cuda:", device_,
-                 " (CPU tensors go through the mpi backend)");
+                 " is not on this NCCL communicator's device cuda:", device_);
   }
   STRATA_CUDA_CHECK(cudaSetDevice(device_));
   // After the work queued where the tensors are computed: their CudaDevice's compute stream, or
@@ -196,6 +208,10 @@ CommHandle NcclCommunicator::end(Mode mode, std::string_view op, std::vector<Ten
 }
 
 CommHandle NcclCommunicator::start_all_reduce(const Tensor& x, ReduceOp op, Mode mode) {
+  if (x.device().is_cpu()) {
+    Tensor t = x;
+    return on_host(mode, [&] { return host_->all_reduce_async(t, op); });
+  }
   begin({&x});
   STRATA_NCCL_CHECK(ncclAllReduce(x.raw(), x.raw(), static_cast<size_t>(x.numel()),
                                   nccl_reduce_type(x.dtype()), nccl_op(op), comm_, stream_));
@@ -204,6 +220,10 @@ CommHandle NcclCommunicator::start_all_reduce(const Tensor& x, ReduceOp op, Mode
 
 CommHandle NcclCommunicator::start_reduce_scatter(const Tensor& in, const Tensor& out, ReduceOp op,
                                                   Mode mode) {
+  if (in.device().is_cpu()) {
+    Tensor o = out;
+    return on_host(mode, [&] { return host_->reduce_scatter_async(in, o, op); });
+  }
   begin({&in, &out});
   // In place when out is this rank's slot of in, which NCCL accepts as is.
   STRATA_NCCL_CHECK(ncclReduceScatter(in.raw(), out.raw(), static_cast<size_t>(out.numel()),
@@ -212,18 +232,27 @@ CommHandle NcclCommunicator::start_reduce_scatter(const Tensor& in, const Tensor
 }
 
 CommHandle NcclCommunicator::start_all_gather(const Tensor& in, const Tensor& out, Mode mode) {
+  if (in.device().is_cpu()) {
+    Tensor o = out;
+    return on_host(mode, [&] { return host_->all_gather_async(in, o); });
+  }
   begin({&in, &out});
   STRATA_NCCL_CHECK(ncclAllGather(in.raw(), out.raw(), bytes_of(in), ncclUint8, comm_, stream_));
   return end(mode, "all_gather", {in, out});
 }
 
 CommHandle NcclCommunicator::start_broadcast(const Tensor& x, int root, Mode mode) {
+  if (x.device().is_cpu()) {
+    Tensor t = x;
+    return on_host(mode, [&] { return host_->broadcast_async(t, root); });
+  }
   begin({&x});
   STRATA_NCCL_CHECK(ncclBroadcast(x.raw(), x.raw(), bytes_of(x), ncclUint8, root, comm_, stream_));
   return end(mode, "broadcast", {x});
 }
 
 CommHandle NcclCommunicator::start_send(const Tensor& x, int peer, Mode mode) {
+  if (x.device().is_cpu()) return on_host(mode, [&] { return host_->send_async(x, peer); });
   STRATA_CHECK(peer != rank(),
                "NCCL send to oneself waits for a recv that cannot be posted; use "
                "send_recv");
@@ -233,6 +262,10 @@ CommHandle NcclCommunicator::start_send(const Tensor& x, int peer, Mode mode) {
 }
 
 CommHandle NcclCommunicator::start_recv(const Tensor& x, int peer, Mode mode) {
+  if (x.device().is_cpu()) {
+    Tensor t = x;
+    return on_host(mode, [&] { return host_->recv_async(t, peer); });
+  }
   STRATA_CHECK(peer != rank(),
                "NCCL recv from oneself waits for a send that cannot be posted; use "
                "send_recv");
@@ -243,6 +276,10 @@ CommHandle NcclCommunicator::start_recv(const Tensor& x, int peer, Mode mode) {
 
 CommHandle NcclCommunicator::start_send_recv(const Tensor& send, int to, const Tensor& recv,
                                              int from, Mode mode) {
+  if (send.device().is_cpu()) {
+    Tensor r = recv;
+    return on_host(mode, [&] { return host_->send_recv_async(send, to, r, from); });
+  }
   begin({&send, &recv});
   STRATA_NCCL_CHECK(ncclGroupStart());
   ncclResult_t send_rc = ncclSend(send.raw(), bytes_of(send), ncclUint8, to, comm_, stream_);
@@ -257,6 +294,10 @@ CommHandle NcclCommunicator::start_all_to_all(const Tensor& in,
                                               std::span<const int64_t> send_counts,
                                               const Tensor& out,
                                               std::span<const int64_t> recv_counts, Mode mode) {
+  if (in.device().is_cpu()) {
+    Tensor o = out;
+    return on_host(mode, [&] { return host_->all_to_all_async(in, send_counts, o, recv_counts); });
+  }
   begin({&in, &out});
   const size_t element = in.element_size();
   const char* send_base = static_cast<const char*>(in.raw());

@@ -15,6 +15,9 @@
 // no 16-bit integer type); every dtype can be moved (gathers, broadcast, send/recv, all-to-all go
 // as bytes). On NCCL, a blocking send or recv to oneself is refused (use send_recv).
 //
+// CPU tensors (the small host-side exchanges of a run: losses, counts, flags) go over MPI, through
+// an MpiCommunicator on the same ranks, so one group object serves both.
+//
 // Compiled only with CUDA (src/comm/nccl/ is outside the CPU build); the simulated GPU brings an
 // NCCL emulated over MPI (tests/gpusim/src/nccl.cpp), so this code runs under mpirun in CI.
 #pragma once
@@ -23,7 +26,10 @@
 #include <mpi.h>
 #include <nccl.h>
 
+#include <memory>
+
 #include "comm/communicator.h"
+#include "comm/mpi_communicator.h"
 
 namespace strata {
 
@@ -74,6 +80,11 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t compute_stream_ = cudaStreamLegacy;
   cudaEvent_t compute_ready_ = nullptr;
   bool aborted_ = false;
+  std::unique_ptr<MpiCommunicator> host_;  // CPU tensors
+  // An operation on CPU tensors, through host_: `start` begins it there (async), blocking mode
+  // waits for it.
+  template <typename Start>
+  CommHandle on_host(Mode mode, Start&& start);
 };
 
 }  // namespace strata
