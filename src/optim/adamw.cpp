@@ -41,10 +41,12 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
 }
 
 void AdamW::step_on_device(double lr, const Tensor& grad_scale, const Tensor& skip) {
-  STRATA_CHECK(!offload_ && !zero_.active(), "AdamW::step_on_device: not under ZeRO or offload");
+  STRATA_CHECK(!offload_ && (!zero_.active() || zero_.stage == 1),
+               "AdamW::step_on_device: not under ZeRO stages 2 and 3 or offload");
   std::vector<ops::AdamWGroup> tensors;
   for (Slot& s : slots_) {
     Parameter& p = *s.param;
+    if (p.zero.end == p.zero.begin) continue;  // ZeRO: no rows of this parameter here
     ops::AdamWGroup g;
     g.grad = grad_rows(p);
     g.m = as_rows(s.m);
@@ -63,6 +65,7 @@ void AdamW::step_on_device(double lr, const Tensor& grad_scale, const Tensor& sk
   args.weight_decay = hyper_.weight_decay;
   args.step = step_ + 1;
   ops::adamw_multi(tensors, args, grad_scale, skip);
+  if (zero_.active()) gather_updated_rows();
 }
 
 void AdamW::step(double lr, double grad_scale) {
@@ -97,22 +100,23 @@ void AdamW::step(double lr, double grad_scale) {
       ops::adamw(value, grad, m, v, args);
     }
   }
-  // Stages 1 and 2: every rank's updated rows to every rank, in gathers of about bucket_mb each.
-  if (zero_.active() && zero_.stage <= 2) {
-    const double limit = zero_.bucket_mb * 1024 * 1024;
-    std::vector<Parameter*> batch;
-    double bytes = 0;
-    for (size_t i = 0; i < slots_.size(); ++i) {
-      Parameter& p = *slots_[i].param;
-      batch.push_back(&p);
-      bytes += static_cast<double>(zero_.size * p.zero.run) *
-               static_cast<double>(shape_numel(p.local) / std::max<int64_t>(1, row_count(p.local))) *
-               static_cast<double>(dtype_size(p.dtype));
-      if (bytes >= limit || i + 1 == slots_.size()) {
-        RowGather(zero_, batch, [](Parameter& q) { return value_rows(q); }).wait();
-        batch.clear();
-        bytes = 0;
-      }
+  if (zero_.active() && zero_.stage <= 2) gather_updated_rows();
+}
+
+void AdamW::gather_updated_rows() {
+  const double limit = zero_.bucket_mb * 1024 * 1024;
+  std::vector<Parameter*> batch;
+  double bytes = 0;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Parameter& p = *slots_[i].param;
+    batch.push_back(&p);
+    bytes += static_cast<double>(zero_.size * p.zero.run) *
+             static_cast<double>(shape_numel(p.local) / std::max<int64_t>(1, row_count(p.local))) *
+             static_cast<double>(dtype_size(p.dtype));
+    if (bytes >= limit || i + 1 == slots_.size()) {
+      RowGather(zero_, batch, [](Parameter& q) { return value_rows(q); }).wait();
+      batch.clear();
+      bytes = 0;
     }
   }
 }

@@ -66,7 +66,9 @@ RowGather::RowGather(const ZeroShard& zero, std::vector<Parameter*> params,
     for (const Parameter* p : group) part += p->zero.run * cols_of(*p);
     Part out;
     out.params = group;
-    Tensor send = Tensor::zeros({part}, dtype);
+    // Where the rows are (a GPU's memory for a run on one).
+    Allocator& where = allocator_of(mine(*group.front()));
+    Tensor send = Tensor::zeros({part}, dtype, where);
     int64_t at = 0;
     for (Parameter* p : group) {
       const int64_t n = (p->zero.end - p->zero.begin) * cols_of(*p);
@@ -76,7 +78,7 @@ RowGather::RowGather(const ZeroShard& zero, std::vector<Parameter*> params,
       }
       at += p->zero.run * cols_of(*p);
     }
-    out.all = Tensor::empty({part * zero.size}, dtype);
+    out.all = Tensor::empty({part * zero.size}, dtype, where);
     out.handle = zero.group->all_gather_async(send, out.all);
     parts_.push_back(std::move(out));
   }

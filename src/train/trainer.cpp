@@ -121,7 +121,7 @@ std::shared_ptr<Allocator> training_device(const Config& config, int world) {
   const ParallelConfig& par = config.parallel;
   std::string missing;
   if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  else if (world > 1 && par.zero > 0) missing = "parallel.zero > 0 (of the multi-rank layouts, CUDA runs dp, tp, pp, sp and ep so far)";
+  else if (world > 1 && par.zero > 1) missing = "parallel.zero > 1 (of ZeRO's stages, CUDA runs stage 1 so far)";
   return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 

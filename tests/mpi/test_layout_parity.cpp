@@ -460,6 +460,14 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   // (On CUDA the states are in device memory, which the CPU allocator's tallies do not see.)
   expect_state_bytes(one, Layout{"one process"}, layout.train.precision);
   if (l.device == "cpu") expect_state_bytes(many, l, layout.train.precision);
+  // On CUDA, the optimizer's own count: per element of this rank's parameters, ZeRO's 1/dp of
+  // the one-process run's bytes (within 1%: whole rows per rank).
+  if (l.device == "cuda") {
+    const double per_param = static_cast<double>(many.optimizer_bytes) / static_cast<double>(many.local_params);
+    const double expected = static_cast<double>(one.optimizer_bytes) / static_cast<double>(one.local_params) /
+                            (l.zero >= 1 ? l.dp : 1);
+    EXPECT_NEAR(per_param / expected, 1.0, 0.01) << l.name << ": optimizer bytes per parameter element";
+  }
   // Each rank holds 1/ep of the experts (of all layers, without a pipeline).
   if (l.pp == 1) {
     EXPECT_EQ(many.expert_params * l.ep, one.expert_params) << l.name;
@@ -561,6 +569,9 @@ INSTANTIATE_TEST_SUITE_P(
                       on_cuda(ring("sp2_llama", 2, 1, 1, "llama")), on_cuda(ring("sp2_gpt2", 2, 1, 1, "gpt2")),
                       on_cuda(ring("sp2tp2_llama", 2, 1, 2, "llama")),
                       on_cuda(ring("sp2dp2_gpt2", 2, 2, 1, "gpt2")),
+                      on_cuda(with_zero(Layout{"zero1_dp2_llama", 2, 1}, 1)),
+                      on_cuda(with_zero(Layout{"zero1_dp2tp2_gpt2", 2, 2, "gpt2"}, 1)),
+                      on_cuda(with_zero(Layout{"zero1_dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}, 1)),
                       // Over NCCL: every kind of communication the layouts use.
                       on_nccl(Layout{"dp2_llama", 2, 1}), on_nccl(Layout{"tp2_gpt2", 1, 2, "gpt2"}),
                       on_nccl(pipeline("pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
