@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -34,6 +35,10 @@ struct State {
   const std::string* what = nullptr;
   Clock::time_point since;
   int depth = 0;
+  // Abort hooks by id (their own mutex: a communicator comes and goes while the thread runs).
+  std::mutex hooks_mutex;
+  std::map<int, std::function<void()>> hooks;
+  int next_hook = 0;
 };
 
 State& state() {
@@ -97,6 +102,20 @@ void run(State& s) {
                  s.rank, s.world, mine.c_str(), s.timeout_s, static_cast<long long>(s.step.load()),
                  others.empty() ? "none recorded (a rank that died writes nothing)" : others.c_str());
     std::fflush(stderr);
+    // The NCCL communicators: their kernels would keep waiting for the peer on the GPU.
+    int aborted = 0;
+    {
+      std::lock_guard<std::mutex> hooks_lock(s.hooks_mutex);
+      for (auto& [id, hook] : s.hooks) {
+        hook();
+        ++aborted;
+      }
+    }
+    if (aborted > 0) {
+      std::fprintf(stderr, "strata: rank %d aborted its %d NCCL communicator%s (ncclCommAbort)\n",
+                   s.rank, aborted, aborted == 1 ? "" : "s");
+      std::fflush(stderr);
+    }
     std::_Exit(3);
   }
 }
@@ -129,6 +148,20 @@ void Watchdog::stop() {
 }
 
 void Watchdog::set_step(int64_t step) { state().step = step; }
+
+int Watchdog::add_abort_hook(std::function<void()> hook) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.hooks_mutex);
+  const int id = s.next_hook++;
+  s.hooks.emplace(id, std::move(hook));
+  return id;
+}
+
+void Watchdog::remove_abort_hook(int id) {
+  State& s = state();
+  std::lock_guard<std::mutex> lock(s.hooks_mutex);
+  s.hooks.erase(id);
+}
 
 WatchdogScope::WatchdogScope(const std::string& what) {
   State& s = state();

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace strata {
@@ -21,6 +22,12 @@ class Watchdog {
   static void start(double timeout_s, const std::string& state_dir, int rank, int world);
   static void stop();
   static void set_step(int64_t step);
+  // What to do when this rank times out, before the process ends: each NCCL communicator
+  // registers its ncclCommAbort, so the kernels that wait for a dead peer end and free the GPU.
+  // Hooks run on the watchdog's thread while the main thread is still blocked in the operation;
+  // a hook must not take locks the main thread may hold. Returns an id for remove_abort_hook.
+  static int add_abort_hook(std::function<void()> hook);
+  static void remove_abort_hook(int id);
 };
 
 // Marks the calling thread as inside a communication operation described by `what` (must

@@ -8,6 +8,22 @@
 
 namespace strata {
 
+namespace {
+
+// The master's values rounded into the parameter's rows, which may be on the GPU while an
+// offloaded master is on the host: then rounded on the host and copied up.
+void round_into(const Tensor& master, Tensor& value) {
+  if (master.device() == value.device()) {
+    ops::cast(master, value);
+    return;
+  }
+  Tensor rounded = Tensor::empty(value.shape(), value.dtype(), allocator_of(master));
+  ops::cast(master, rounded);
+  value.copy_from(rounded);
+}
+
+}  // namespace
+
 Tensor AdamW::value_rows(Parameter& p) {
   if (p.zero.value.defined()) return as_rows(p.zero.value);  // ZeRO-3: the rows are all there is
   return as_rows(p.value).slice(0, p.zero.begin, p.zero.end);
@@ -32,7 +48,7 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
       s.copied_master = p->dtype == master;
       s.master = Tensor::empty(shape, master, alloc);
       Tensor master_rows = as_rows(s.master);
-      if (master_rows.numel() > 0) ops::cast(value_rows(*p), master_rows);
+      if (master_rows.numel() > 0) ops::cast(value_rows(*p).placed(alloc), master_rows);
     }
     s.m = Tensor::zeros(shape, master, alloc);
     s.v = Tensor::zeros(shape, master, alloc);
@@ -41,8 +57,8 @@ AdamW::AdamW(ParameterRegistry& params, const AdamWHyper& hyper, const ZeroShard
 }
 
 void AdamW::step_on_device(double lr, const Tensor& grad_scale, const Tensor& skip) {
-  STRATA_CHECK(!offload_ && (!zero_.active() || zero_.stage == 1),
-               "AdamW::step_on_device: not under ZeRO stages 2 and 3 or offload");
+  STRATA_CHECK(!offload_, "AdamW::step_on_device: not with the optimizer offloaded (its state is "
+               "on the host)");
   std::vector<ops::AdamWGroup> tensors;
   for (Slot& s : slots_) {
     Parameter& p = *s.param;
@@ -65,7 +81,7 @@ void AdamW::step_on_device(double lr, const Tensor& grad_scale, const Tensor& sk
   args.weight_decay = hyper_.weight_decay;
   args.step = step_ + 1;
   ops::adamw_multi(tensors, args, grad_scale, skip);
-  if (zero_.active()) gather_updated_rows();
+  if (zero_.active() && zero_.stage <= 2) gather_updated_rows();
 }
 
 void AdamW::step(double lr, double grad_scale) {
@@ -95,7 +111,7 @@ void AdamW::step(double lr, double grad_scale) {
     if (s.master.defined()) {
       Tensor master = as_rows(s.master);
       ops::adamw(master, grad, m, v, args);
-      ops::cast(master, value);
+      round_into(master, value);
     } else {
       ops::adamw(value, grad, m, v, args);
     }
@@ -125,7 +141,7 @@ void AdamW::refresh_masters(bool copied_only) {
   for (Slot& s : slots_) {
     if (s.master.numel() == 0 || (copied_only && !s.copied_master)) continue;
     Tensor master = as_rows(s.master);
-    ops::cast(value_rows(*s.param), master);
+    ops::cast(value_rows(*s.param).placed(allocator_of(master)), master);
   }
 }
 

@@ -37,16 +37,10 @@ class AdamW {
   // multi-tensor pass (ops::adamw_multi): grad_scale (one f32) and skip (one i32; nonzero: no
   // update) are on the device, so the host need not wait for them. The step count used is
   // steps_taken() + 1, and count_step() advances it once the caller knows the update was made.
-  // ZeRO stage 1: each rank updates its rows, then the all-gathers as in step() (a skipped step
-  // gathers the unchanged rows). Not under ZeRO stages 2 and 3 or offload.
+  // Under ZeRO each rank updates its rows, then at stages 1 and 2 the all-gathers as in step() (a
+  // skipped step gathers the unchanged rows). Not with the optimizer offloaded.
   void step_on_device(double lr, const Tensor& grad_scale, const Tensor& skip);
   void count_step() { ++step_; }
-
- private:
-  // Stages 1 and 2: every rank's updated rows to every rank, in gathers of about bucket_mb each.
-  void gather_updated_rows();
-
- public:
   int64_t steps_taken() const { return step_; }
 
   // Optimizer state by name, for checkpoints: "<param>/master" (when kept), "<param>/exp_avg",
@@ -78,6 +72,8 @@ class AdamW {
   // This rank's rows of the parameter's value and gradient, [rows, cols].
   static Tensor value_rows(Parameter& p);
   static Tensor grad_rows(Parameter& p);
+  // Stages 1 and 2: every rank's updated rows to every rank, in gathers of about bucket_mb each.
+  void gather_updated_rows();
 
   AdamWHyper hyper_;
   ZeroShard zero_;

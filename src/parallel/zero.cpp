@@ -22,6 +22,7 @@ int64_t cols_of(const Parameter& p) {
 
 MemoryPlace place(bool offloaded) { return offloaded ? MemoryPlace::host : MemoryPlace::device; }
 
+
 }  // namespace
 
 // rows / size rows each, the first rows % size ranks one more.
@@ -105,7 +106,7 @@ void RowGather::wait() {
 
 ZeroEngine::ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, bool offload_grads,
                        bool offload_params)
-    : zero_(zero) {
+    : zero_(zero), device_(&params.allocator()) {
   STRATA_CHECK(zero.active() && zero.stage >= 2, "ZeroEngine: needs stage 2 or 3 over a group of "
                "more than one rank");
   bucket_limit_ = std::max<int64_t>(1, static_cast<int64_t>(zero.bucket_mb * 1024 * 1024 / 4));
@@ -114,14 +115,15 @@ ZeroEngine::ZeroEngine(ParameterRegistry& params, const ZeroShard& zero, bool of
     const Shape shape = rows_shape(p->local, p->zero.end - p->zero.begin);
     p->grad = Tensor();
     p->main_grad = Tensor();
+    // The shards on the parameters' device (a GPU on a CUDA run), or offloaded to host memory.
     {
       MemoryScope scope(MemoryKind::grads, place(offload_grads));
-      p->zero.grad = Tensor::zeros(shape, shard_dtype(p->dtype));
+      p->zero.grad = Tensor::zeros(shape, shard_dtype(p->dtype), offload_grads ? cpu_allocator() : *device_);
     }
     if (zero.stage == 3) {
       MemoryScope scope(MemoryKind::params, place(offload_params));
       p->value = Tensor();
-      p->zero.value = Tensor::zeros(shape, p->dtype);
+      p->zero.value = Tensor::zeros(shape, p->dtype, offload_params ? cpu_allocator() : *device_);
     }
   }
 }
@@ -137,7 +139,7 @@ std::vector<Parameter*> ZeroEngine::without_values(std::span<Parameter* const> g
 RowGather ZeroEngine::gather_values(const std::vector<Parameter*>& params) {
   {
     MemoryScope scope(MemoryKind::params);
-    for (Parameter* p : params) p->value = Tensor::empty(p->local, p->dtype);
+    for (Parameter* p : params) p->value = Tensor::empty(p->local, p->dtype, *device_);
   }
   return RowGather(zero_, params, [](Parameter& p) { return as_rows(p.zero.value); });
 }
@@ -170,7 +172,7 @@ void ZeroEngine::acquire(std::span<Parameter* const> group, bool backward) {
       }
     MemoryScope scope(MemoryKind::grads);
     for (Parameter* p : group)
-      if (!p->grad.defined()) p->grad = Tensor::zeros(p->local, p->dtype);
+      if (!p->grad.defined()) p->grad = Tensor::zeros(p->local, p->dtype, *device_);
   }
 }
 
@@ -218,8 +220,8 @@ void ZeroEngine::launch() {
   for (const Parameter* p : b.params) part += p->zero.run * cols_of(*p);
   {
     MemoryScope scope(MemoryKind::grads);
-    b.flat = Tensor::zeros({part * zero_.size}, dtype);
-    b.mine = Tensor::empty({part}, dtype);
+    b.flat = Tensor::zeros({part * zero_.size}, dtype, *device_);
+    b.mine = Tensor::empty({part}, dtype, *device_);
   }
   // Rank r's segment holds every parameter's run r, so the reduce-scatter leaves each rank the
   // reduced rows it owns.
@@ -253,7 +255,8 @@ void ZeroEngine::complete(Bucket& b) {
     const int64_t n = (p->zero.end - p->zero.begin) * cols_of(*p);
     if (n > 0) {
       Tensor shard = as_rows(p->zero.grad);
-      ops::axpy(1.0, b.mine.slice(0, at, at + n).view(shard.shape()), shard);
+      // (Through a copy where the shard is when it is offloaded to the host.)
+      ops::axpy(1.0, b.mine.slice(0, at, at + n).view(shard.shape()).placed(allocator_of(shard)), shard);
     }
     at += p->zero.run * cols_of(*p);
   }

@@ -120,6 +120,7 @@ class ZeroEngine final : public ParamGate {
 
   static constexpr size_t kMaxInFlight = 2;
   ZeroShard zero_;
+  Allocator* device_;  // where the parameters live: whole values and gradients, buckets
   int64_t bucket_limit_ = 0;  // elements
   std::vector<Parameter*> open_;
   int64_t open_elements_ = 0;

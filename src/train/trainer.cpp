@@ -114,14 +114,25 @@ void check_layout(const Config& config) {
                "parallel.zero = 3 (only stage 3 shards the parameters), got parallel.zero = ", par.zero);
 }
 
-std::shared_ptr<Allocator> training_device(const Config& config, int world) {
-  // What training on CUDA does not cover yet: of the layouts over several ranks, data, tensor,
-  // pipeline, sequence (ring) and expert parallelism run (over MPI with host staging, the ranks' GPUs by local rank); the
-  // others, and the host-memory optimizer of offload, do not.
+// The gradient norm's parts, which sum over different groups: 0 replicated, 1 tp-sharded,
+// 2 tp-sharded experts, 3 replicated experts (the tp-sharded parts 1-2 and the experts' 2-3 are
+// each contiguous, so one all-reduce takes them).
+namespace {
+size_t norm_part(const Parameter& p) {
+  return p.expert ? (p.shard.replicated() ? 3 : 2) : (p.shard.replicated() ? 0 : 1);
+}
+}  // namespace
+
+std::shared_ptr<Allocator> training_device(const Config& config) {
+  // What training on CUDA does not cover: every layout over several ranks runs (over NCCL or MPI
+  // with host staging, each rank on the GPU of its local rank), ZeRO's stages and offload included,
+  // except stage 3's parameter shards on the host with the optimizer on the GPU (the update of
+  // host-held rows runs in the host optimizer).
   const ParallelConfig& par = config.parallel;
   std::string missing;
-  if (par.offload.optimizer || par.offload.params) missing = "parallel.offload (the host optimizer)";
-  else if (world > 1 && par.zero > 1) missing = "parallel.zero > 1 (of ZeRO's stages, CUDA runs stage 1 so far)";
+  if (par.offload.params && !par.offload.optimizer)
+    missing = "parallel.offload.params without parallel.offload.optimizer (the rows of host-held "
+              "parameters are updated by the host optimizer)";
   return select_device("key 'train.device'", config.train.device, missing, read_launch_env().local_rank);
 }
 
@@ -154,7 +165,7 @@ Trainer::Trainer(const Config& config, TrainOptions options, const ProcessGroups
       scaler_(config.train.precision == "fp16") {
   const ParallelConfig& par = config.parallel;
   const int world = groups ? groups->grid().world_size() : 1;
-  device_ = training_device(config, world);
+  device_ = training_device(config);
   STRATA_CHECK(par.dp * par.tp * par.pp * par.sp == world, "parallel layout dp*tp*pp*sp = ",
                par.dp * par.tp * par.pp * par.sp, " but ", world, " processes were launched",
                world == 1 ? " (launch the ranks with mpirun)" : "");
@@ -382,19 +393,19 @@ double Trainer::global_grad_norm() {
   // Experts split over ep add up over the ep group.
   // Under ZeRO stages 2 and 3 each dp rank holds its rows of every gradient: their sums add up
   // over dp.
-  double sums[4] = {0, 0, 0, 0};  // [expert?][tp-sharded?]
+  double sums[4] = {0, 0, 0, 0};  // by norm_part
   for (auto& p : model_->params().all())
-    if (!p->mirror) sums[2 * p->expert + !p->shard.replicated()] += ops::sum_squares(p->accum());
+    if (!p->mirror) sums[norm_part(*p)] += ops::sum_squares(p->accum());
   if (zero_) {
     Tensor x = Tensor::from_vector(std::vector<double>(std::begin(sums), std::end(sums)), {4});
     groups_->dp().all_reduce(x, ReduceOp::sum);
     std::copy_n(x.data<double>(), 4, sums);
   }
   if (groups_ && groups_->tp().size() > 1) {
-    Tensor x = Tensor::from_vector(std::vector<double>{sums[1], sums[3]}, {2});
+    Tensor x = Tensor::from_vector(std::vector<double>{sums[1], sums[2]}, {2});
     groups_->tp().all_reduce(x, ReduceOp::sum);
     sums[1] = x.data<double>()[0];
-    sums[3] = x.data<double>()[1];
+    sums[2] = x.data<double>()[1];
   }
   double experts = sums[2] + sums[3];
   if (groups_ && config_.parallel.ep > 1) {
@@ -416,22 +427,27 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
     step_skip_ = Tensor::empty({1}, DType::i32, device);
     step_norm_ = Tensor::empty({1}, DType::f64, device);
   }
-  // Sums of squares in four parts, [replicated, tp-sharded, tp-sharded experts, replicated
-  // experts]: replicated gradients are identical over dp and tp; the sharded ones (1, 2) sum over
-  // tp; experts split over ep (2, 3) sum over ep; all four over the pipeline's stages (each holds
-  // its own layers; a tied head's mirror is left out, its owner counts it). The overflow flag and
-  // the loss agree over the layout (the losses are the dp x sp mean), so every rank takes the same
-  // decision. Under a pipeline the loss is the engine's, on the host: a non-finite one comes with
-  // non-finite gradients on the last stage, which the flag carries to every stage.
+  // Sums of squares in the four norm_part parts: replicated gradients are identical over dp and
+  // tp; the sharded ones (1, 2) sum over tp; experts split over ep (2, 3) sum over ep; all four
+  // over the pipeline's stages (each holds its own layers; a tied head's mirror is left out, its
+  // owner counts it). The overflow flag and the loss agree over the layout (the losses are the
+  // dp x sp mean), so every rank takes the same decision. Under a pipeline the loss is the
+  // engine's, on the host: a non-finite one comes with non-finite gradients on the last stage,
+  // which the flag carries to every stage.
   std::array<std::vector<const Tensor*>, 4> parts;
   for (auto& p : model_->params().all())
-    if (!p->mirror) parts[p->expert ? (p->shard.replicated() ? 3 : 2) : (p->shard.replicated() ? 0 : 1)].push_back(&p->accum());
+    if (!p->mirror) parts[norm_part(*p)].push_back(&p->accum());
   // The first part sets the flag; the others accumulate (the flag ORs in, each sum adds to its
   // part, cleared first).
   ops::fill(step_sum_squares_, 0.0);
   for (size_t i = 0; i < parts.size(); ++i) {
     Tensor part = step_sum_squares_.slice(0, static_cast<int64_t>(i), static_cast<int64_t>(i) + 1);
     ops::grad_norm_and_check(parts[i], part, step_nonfinite_, /*accumulate=*/i > 0);
+  }
+  if (zero_) {
+    // ZeRO stages 2 and 3: each dp rank holds its rows of every gradient.
+    groups_->dp().all_reduce(step_sum_squares_, ReduceOp::sum);
+    groups_->dp().all_reduce(step_nonfinite_, ReduceOp::max);
   }
   if (groups_ && groups_->tp().size() > 1) {
     Tensor sharded = step_sum_squares_.slice(0, 1, 3);
@@ -455,9 +471,7 @@ Trainer::DeviceDecision Trainer::decide_and_update_on_device(double lr, double l
                    step_skip_, step_norm_);
   optimizer_->step_on_device(lr, step_grad_scale_, step_skip_);
   // The step's one wait: its decision and (MoE) the routing sums the metrics log.
-  const Tensor none;
-  const Tensor& routing = model_->routing_sums();
-  const std::vector<Tensor> read = to_cpu_together({&loss, &step_norm_, &step_skip_, routing.defined() ? &routing : &none});
+  const std::vector<Tensor> read = to_cpu_together({&loss, &step_norm_, &step_skip_, &model_->routing_sums()});
   DeviceDecision d;
   d.loss_sum = read[0].defined() ? read[0].data<double>()[0] : 0.0;
   d.norm = read[1].data<double>()[0];
@@ -595,8 +609,10 @@ TrainSummary Trainer::run() {
              static_cast<double>(accumulation);
       loss = pp_sum(loss);  // only the last stage has it
     } else {
-      // On a GPU the micro-batches' losses add up on the device, read once below.
-      if (device_) {
+      // On a GPU the micro-batches' losses add up on the device, read once below (with the
+      // optimizer on the host, each is read as it comes: the host step waits for the gradients
+      // anyway).
+      if (device_step()) {
         if (!loss_sum_.defined()) loss_sum_ = Tensor::empty({1}, DType::f64, *device_);
         ops::fill(loss_sum_, 0.0);
         model_->set_loss_sink(&loss_sum_);
@@ -609,7 +625,7 @@ TrainSummary Trainer::run() {
         loss += model_->forward(micro.input, micro.target, recompute_) / static_cast<double>(accumulation);
         model_->backward(scale / static_cast<double>(accumulation));
       }
-      if (device_) model_->set_loss_sink(nullptr);  // read with the step's decision below
+      if (device_step()) model_->set_loss_sink(nullptr);  // read with the step's decision below
     }
     if (reducer_) reducer_->finish();
     if (expert_reducer_) expert_reducer_->finish();
@@ -624,7 +640,7 @@ TrainSummary Trainer::run() {
     double norm = 0;
     bool apply = false;
     std::map<int64_t, MoeRouting> routing;  // what the MoE layers routed over the step
-    if (device_) {
+    if (device_step()) {
       const DeviceDecision d = decide_and_update_on_device(lr, scale);
       if (!pipeline_) loss = d.loss_sum / static_cast<double>(accumulation);
       norm = d.norm;
@@ -654,7 +670,7 @@ TrainSummary Trainer::run() {
     } else {
       bad_steps_ = 0;
     }
-    if (apply && !device_) {
+    if (apply && !device_step()) {
       const double clip = t.grad_clip > 0 && norm > t.grad_clip ? t.grad_clip / (norm + 1e-6) : 1.0;
       optimizer_->step(lr, clip / scale);
     }
@@ -688,12 +704,13 @@ TrainSummary Trainer::run() {
       m.peak_mb = static_cast<double>(cpu_memory_stats().peak_allocated_bytes) / kMiB;
 #if STRATA_CUDA
       if (auto* gpu = dynamic_cast<CudaDevice*>(device_.get())) {
-        // On a GPU: what the run's tensors hold there (the CPU's tallies see only the host).
+        // On a GPU: what the run's tensors hold there (the CPU's tallies see only the host); under
+        // ZeRO stages 2 and 3 the row shards (a stage 3 value is whole only while a layer runs).
         double values = 0, grads = 0;
+        auto bytes = [](const Tensor& x) { return x.defined() ? static_cast<double>(x.nbytes()) : 0.0; };
         for (const auto& p : params.all()) {
-          values += static_cast<double>(p->value.nbytes());
-          grads += static_cast<double>(p->grad.defined() ? p->grad.nbytes() : 0) +
-                   static_cast<double>(p->main_grad.defined() ? p->main_grad.nbytes() : 0);
+          values += bytes(p->value) + bytes(p->zero.value);
+          grads += bytes(p->grad) + bytes(p->main_grad) + bytes(p->zero.grad);
         }
         m.params_mb = values / kMiB;
         m.grads_mb = grads / kMiB;

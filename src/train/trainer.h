@@ -114,6 +114,9 @@ class Trainer {
     Tensor routing_sums;  // the MoE routing sums (Transformer::routing_sums), on the CPU
   };
   DeviceDecision decide_and_update_on_device(double lr, double loss_scale);
+  // Whether the step's decision and update run on the GPU (a CUDA run whose optimizer is not
+  // offloaded to the host); else on the host, from the gradients where they are.
+  bool device_step() const { return device_ && !config_.parallel.offload.optimizer; }
   CheckpointGroup checkpoint_group() const;
 
   Config config_;
@@ -143,10 +146,10 @@ class Trainer {
 
 // The parameters' dtype of a run in train.precision `precision` (fp32, bf16, fp16).
 DType precision_dtype(const std::string& precision);
-// train.device resolved for a run of `world` processes: a CUDA device (GPU 0 of this process) for
-// cuda, or for auto when a GPU is visible and the run is one CUDA training covers; null for the
-// CPU. cuda on a run it does not cover, or without a GPU, is an error naming the reason.
-std::shared_ptr<Allocator> training_device(const Config& config, int world);
+// train.device resolved for a run: a CUDA device (the GPU of this process's local rank) for cuda,
+// or for auto when a GPU is visible and the run is one CUDA training covers; null for the CPU.
+// cuda on a run it does not cover, or without a GPU, is an error naming the reason.
+std::shared_ptr<Allocator> training_device(const Config& config);
 
 // The communication backend of a multi-rank run and this rank's GPU for it (-1 for none), from
 // parallel.backend: mpi; nccl (needs train.device: cuda, a build with NCCL and a GPU for each

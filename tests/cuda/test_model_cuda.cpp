@@ -104,10 +104,13 @@ TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
     m->backward(1.0);
   }
   // f32 on both sides; the kernels sum in other orders than the CPU loops (tiles, warp trees):
-  // the 1e-5 relative bound, on the loss and on each gradient relative to its own scale.
-  // A gradient that is zero by symmetry (GPT-2's key bias: softmax ignores a shift of all of a
-  // query's scores) holds only f32 rounding on both sides, so the scale it is measured against is
-  // at least 1e-3 of the model's largest gradient.
+  // the 1e-5 relative bound, on the loss and on each gradient relative to its own scale
+  // (at least 1e-3 of the model's largest gradient). A gradient that is zero by symmetry (GPT-2's
+  // key bias: softmax ignores a shift of all of a query's scores) holds only f32 rounding on both
+  // sides, which two orders of summation need not share: it is checked to be that small instead,
+  // within 1e-7 of the largest gradient (measured at most 1.2e-8 on either side; f32's epsilon is
+  // 6e-8). The relative comparison it had before failed on a CPU whose OpenBLAS kernels sum in
+  // another order (1.5e-5 against 1e-5, noise against noise).
   EXPECT_NEAR(loss[1], loss[0], 1e-5 * std::abs(loss[0]));
   // The auxiliary losses and the routing itself (loads, drops) of the mixture-of-experts layers.
   EXPECT_NEAR(gpu->aux_loss(), cpu->aux_loss(), 1e-5 * std::abs(cpu->aux_loss()));
@@ -128,6 +131,12 @@ TEST_P(ModelGradientsOnCuda, LossAndEveryGradientEqualTheCpus) {
   for (size_t p = 0; p < cpu->params().all().size(); ++p) {
     Parameter& want = *cpu->params().all()[p];
     Parameter& got = *gpu->params().all()[p];
+    if (want.name.find("attn.wk.bias") != std::string::npos) {
+      for (const Tensor& g : {want.accum().contiguous(), got.accum().to_cpu()})
+        for (int64_t e = 0; e < g.numel(); ++e)
+          EXPECT_LE(std::abs(double{g.data<float>()[e]}), 1e-7 * largest) << want.name << " element " << e;
+      continue;
+    }
     EXPECT_LE(max_relative_error(got.accum(), want.accum(), 1e-3 * largest), 1e-5) << want.name;
   }
 }

@@ -119,6 +119,17 @@ struct Layout {
   return l;
 }
 
+// On the simulated GPU, MoE layouts against the CPU reference: the one-process run's products go
+// through OpenBLAS, whose kernel (chosen by the CPU it runs on) sets their summation order, and the
+// experts' small per-expert products carry it into the parameters more than a dense model does.
+// Measured on moe_dp2_llama (all parameters, relative L2): 1.85e-5 with OpenBLAS's Haswell kernels
+// (an AMD EPYC without AVX-512), under 1e-5 with its Prescott ones on the same machine; ep2 x tp2
+// 1.02e-5. So they take 3e-5 (per tensor 3e-4), as pp x tp does; their losses still hold 1e-5.
+[[maybe_unused]] Layout with_kernel_noise(Layout l) {
+  l.param_tolerance = 3e-5;
+  return l;
+}
+
 // Mixture-of-experts FFNs in every second layer (4 experts, top-2, capacity 1.0: some tokens
 // dropped), or dropless.
 [[maybe_unused]] Layout with_moe(Layout l, double capacity_factor = 1.0) {
@@ -212,7 +223,7 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
   RunResult r;
   r.losses = t.run().losses;
   r.held = cpu_memory_by_kind();
-  r.on_cuda = t.model().params().all().front()->value.device().is_cuda();
+  r.on_cuda = t.model().params().allocator().device().is_cuda();
   if (const PipelineStats* stats = t.pipeline_stats()) r.max_live_by_chunk = stats->max_live_by_chunk;
   r.val_loss = t.evaluate();
   r.sp_size = t.model().sequence_parallel().size;
@@ -240,8 +251,10 @@ RunResult run(const Config& config, const ProcessGroups* groups) {
 //   optimizer   8Ψ of moments, plus a 4Ψ f32 master for 16-bit w or under offload (on the host);
 //               /N from stage 1
 // Each within 1% of the allocator's count: runs are whole rows, so a rank's share of a tensor is
-// not exactly 1/N of it (measured at most 0.6% off on these models).
-void expect_state_bytes(const RunResult& r, const Layout& l, const std::string& precision) {
+// not exactly 1/N of it (measured at most 0.6% off on these models). `host_only`: only the states
+// in host memory (a CUDA run's device memory is not in the CPU allocator's count).
+void expect_state_bytes(const RunResult& r, const Layout& l, const std::string& precision,
+                        bool host_only = false) {
   const double psi = static_cast<double>(r.local_params);
   const double w = precision == "fp32" ? 4 : 2, n = l.zero >= 1 ? l.dp : 1;
   const bool sixteen = w == 2;
@@ -260,6 +273,7 @@ void expect_state_bytes(const RunResult& r, const Layout& l, const std::string& 
   };
   int64_t accounted = 0;
   for (const Expected& e : expected) {
+    if (host_only && e.place == MemoryPlace::device) continue;
     const auto held = static_cast<double>(r.held.at(e.place, e.kind));
     EXPECT_NEAR(held / e.bytes, 1.0, 0.01)
         << l.name << ": " << held << " bytes of kind " << static_cast<int>(e.kind) << " in place "
@@ -269,8 +283,9 @@ void expect_state_bytes(const RunResult& r, const Layout& l, const std::string& 
   // Nothing else is held as a model state anywhere.
   int64_t states = 0;
   for (MemoryPlace place : {MemoryPlace::device, MemoryPlace::host})
-    for (MemoryKind kind : {MemoryKind::params, MemoryKind::grads, MemoryKind::optimizer})
-      states += r.held.at(place, kind);
+    if (!host_only || place == MemoryPlace::host)
+      for (MemoryKind kind : {MemoryKind::params, MemoryKind::grads, MemoryKind::optimizer})
+        states += r.held.at(place, kind);
   EXPECT_EQ(states, accounted) << l.name << ": model states held outside the formula's places";
 }
 
@@ -462,7 +477,9 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
   if (l.device == "cpu") expect_state_bytes(many, l, layout.train.precision);
   // On CUDA, the optimizer's own count: per element of this rank's parameters, ZeRO's 1/dp of
   // the one-process run's bytes (within 1%: whole rows per rank).
-  if (l.device == "cuda") {
+  // With the optimizer offloaded, what the host holds is the CPU's formula's host part.
+  if (l.device == "cuda" && l.offload_optimizer) expect_state_bytes(many, l, layout.train.precision, true);
+  if (l.device == "cuda" && !l.offload_optimizer) {
     const double per_param = static_cast<double>(many.optimizer_bytes) / static_cast<double>(many.local_params);
     const double expected = static_cast<double>(one.optimizer_bytes) / static_cast<double>(one.local_params) /
                             (l.zero >= 1 ? l.dp : 1);
@@ -544,8 +561,9 @@ TEST_P(LayoutParity, FollowsTheOneProcessRun) {
 // zero-initialised biases (whose small norm after 10 steps is all such updates): all parameters
 // within 5e-2, each tensor within 0.5. Looser than the 2e-2 asked for; the losses hold 2e-2.
 #if STRATA_GPUSIM
-// On the simulated GPU, over MPI with host staging (each rank its own simulated GPU): the layouts
-// CUDA runs so far (dp, tp, pp with its three schedules, ring sp, ep, their combinations), against the one-process CPU run with the CPU table's tolerances. f32: the
+// On the simulated GPU, over MPI with host staging (each rank its own simulated GPU) and over the
+// simulated NCCL: dp, tp, pp with its three schedules, ring sp, ep, ZeRO's three stages and their
+// combinations, against the one-process CPU run with the CPU table's tolerances. f32: the
 // kernels sum in other orders than the CPU's loops, ~1e-7 relative per step, inside 1e-5; bf16
 // as the CPU's bf16 cases.
 INSTANTIATE_TEST_SUITE_P(
@@ -554,8 +572,8 @@ INSTANTIATE_TEST_SUITE_P(
                       on_cuda(Layout{"tp2_llama", 1, 2}), on_cuda(Layout{"tp2_gpt2", 1, 2, "gpt2"}),
                       on_cuda(Layout{"tp2sp_gpt2", 1, 2, "gpt2", "fp32", 1e-5, 1e-5, true}),
                       on_cuda(Layout{"dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}),
-                      on_cuda(with_moe(Layout{"moe_dp2_llama", 2, 1})),
-                      on_cuda(with_moe(Layout{"moe_tp2_gpt2", 1, 2, "gpt2"}, 0.0)),
+                      on_cuda(with_kernel_noise(with_moe(Layout{"moe_dp2_llama", 2, 1}))),
+                      on_cuda(with_kernel_noise(with_moe(Layout{"moe_tp2_gpt2", 1, 2, "gpt2"}, 0.0))),
                       on_cuda(Layout{"dp2tp2_llama", 2, 2}),
                       on_cuda(pipeline("pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
                       on_cuda(pipeline("pp2_gpt2_m2", 2, 1, 1, "gpt2", "1f1b", 1, 2)),
@@ -563,21 +581,35 @@ INSTANTIATE_TEST_SUITE_P(
                       on_cuda(pipeline("pp2_gpipe_llama_m4", 2, 1, 1, "llama", "gpipe", 1, 4)),
                       on_cuda(with_tp_noise(pipeline("pp2tp2_gpt2_m2", 2, 1, 2, "gpt2", "1f1b", 1, 2))),
                       on_cuda(pipeline("pp2dp2_llama_m2", 2, 2, 1, "llama", "1f1b", 1, 2)),
-                      on_cuda(with_ep(Layout{"ep2_llama", 2, 1}, 2)),
-                      on_cuda(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0)),
-                      on_cuda(with_ep(Layout{"ep2tp2_llama", 2, 2}, 2)),
+                      on_cuda(with_kernel_noise(with_ep(Layout{"ep2_llama", 2, 1}, 2))),
+                      on_cuda(with_kernel_noise(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0))),
+                      on_cuda(with_kernel_noise(with_ep(Layout{"ep2tp2_llama", 2, 2}, 2))),
                       on_cuda(ring("sp2_llama", 2, 1, 1, "llama")), on_cuda(ring("sp2_gpt2", 2, 1, 1, "gpt2")),
                       on_cuda(ring("sp2tp2_llama", 2, 1, 2, "llama")),
                       on_cuda(ring("sp2dp2_gpt2", 2, 2, 1, "gpt2")),
                       on_cuda(with_zero(Layout{"zero1_dp2_llama", 2, 1}, 1)),
                       on_cuda(with_zero(Layout{"zero1_dp2tp2_gpt2", 2, 2, "gpt2"}, 1)),
                       on_cuda(with_zero(Layout{"zero1_dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}, 1)),
+                      on_cuda(with_zero(Layout{"zero2_dp2_llama", 2, 1}, 2)),
+                      on_cuda(with_zero(Layout{"zero2_dp2tp2_gpt2", 2, 2, "gpt2"}, 2)),
+                      on_cuda(with_zero(Layout{"zero3_dp2_gpt2", 2, 1, "gpt2"}, 3)),
+                      on_cuda(with_zero(Layout{"zero3_dp2tp2_llama", 2, 2}, 3)),
+                      on_cuda(with_zero(pipeline("zero3_pp2dp2_gpt2_m4", 2, 2, 1, "gpt2", "1f1b", 1, 4), 3)),
+                      on_cuda(with_zero(Layout{"zero3_dp2_gpt2_bf16", 2, 1, "gpt2", "bf16", 2e-2, 5e-2}, 3)),
+                      // Offload: the optimizer in host memory, at stages 1-3, and with stage 3's
+                      // parameter shards there too.
+                      on_cuda(with_offload(with_zero(Layout{"zero1_dp2_llama", 2, 1}, 1))),
+                      on_cuda(with_offload(with_zero(Layout{"zero2_dp2tp2_gpt2", 2, 2, "gpt2"}, 2))),
+                      on_cuda(with_offload(with_zero(Layout{"zero3_dp2_gpt2", 2, 1, "gpt2"}, 3))),
+                      on_cuda(with_offload(with_zero(Layout{"zero3_dp2_llama_bf16", 2, 1, "llama", "bf16", 2e-2, 5e-2}, 3), true)),
                       // Over NCCL: every kind of communication the layouts use.
                       on_nccl(Layout{"dp2_llama", 2, 1}), on_nccl(Layout{"tp2_gpt2", 1, 2, "gpt2"}),
                       on_nccl(pipeline("pp2_llama_m4", 2, 1, 1, "llama", "1f1b", 1, 4)),
                       on_nccl(ring("sp2_llama", 2, 1, 1, "llama")),
-                      on_nccl(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0)),
-                      on_nccl(Layout{"dp2tp2_llama", 2, 2})),
+                      on_nccl(with_kernel_noise(with_ep(Layout{"ep2_gpt2_dropless", 2, 1, "gpt2"}, 2, 0.0))),
+                      on_nccl(Layout{"dp2tp2_llama", 2, 2}),
+                      on_nccl(with_zero(Layout{"zero2_dp2_llama", 2, 1}, 2)),
+                      on_nccl(with_zero(Layout{"zero3_dp2_gpt2", 2, 1, "gpt2"}, 3))),
     [](const ::testing::TestParamInfo<Layout>& param_info) { return param_info.param.name; });
 #else
 INSTANTIATE_TEST_SUITE_P(

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "comm/mpi_types.h"
+#include "comm/watchdog.h"
 #include "core/cuda/cuda_check.h"
 #include "core/cuda/cuda_device.h"
 #include "core/log.h"
@@ -132,6 +133,9 @@ NcclCommunicator::NcclCommunicator(std::string name, MPI_Comm comm, int device)
     host_->set_check_sizes(false);  // checked already, by the call that reaches this one
     STRATA_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
     STRATA_CUDA_CHECK(cudaEventCreateWithFlags(&compute_ready_, cudaEventDisableTiming));
+    // A timeout ends the process; first this communicator's kernels (ncclCommAbort is meant to be
+    // called from another thread while one is blocked in the communicator).
+    watchdog_hook_ = Watchdog::add_abort_hook([comm = comm_] { ncclCommAbort(comm); });
   } catch (const Error& e) {
     throw Error(detail::concat("creating the NCCL communicator on ", where(), " (cuda:", device_,
                                "): ", e.what()));
@@ -139,6 +143,7 @@ NcclCommunicator::NcclCommunicator(std::string name, MPI_Comm comm, int device)
 }
 
 NcclCommunicator::~NcclCommunicator() {
+  if (watchdog_hook_ >= 0) Watchdog::remove_abort_hook(watchdog_hook_);
   host_.reset();  // before its MPI communicator goes
   cudaSetDevice(device_);
   if (comm_ && !aborted_) {

@@ -7,7 +7,9 @@
 // waited for on the communication stream): the compute stream of the tensors' CudaDevice, or for
 // memory from a bare allocator the one set_compute_stream names. The blocking calls return when the operation finished
 // on the device; the *_async handles hold an event: is_done() queries it, wait() synchronises on
-// it. NCCL errors that surface asynchronously are checked in wait() (ncclCommGetAsyncError).
+// it. NCCL errors that surface asynchronously are checked in wait() (ncclCommGetAsyncError). When
+// the watchdog times out (a peer died or hangs), it calls ncclCommAbort on every live
+// communicator before it ends the process, so no kernel keeps waiting on the GPU.
 //
 // Reductions: sum and max as NCCL does them (bf16/f16 reduced in f32, rounded at each step), avg
 // as ncclAvg (NCCL scales by 1/size as it reduces, so for group sizes that are not powers of two
@@ -80,6 +82,7 @@ class NcclCommunicator final : public Communicator {
   cudaStream_t compute_stream_ = cudaStreamLegacy;
   cudaEvent_t compute_ready_ = nullptr;
   bool aborted_ = false;
+  int watchdog_hook_ = -1;  // this communicator's abort on a watchdog timeout
   std::unique_ptr<MpiCommunicator> host_;  // CPU tensors
   // An operation on CPU tensors, through host_: `start` begins it there (async), blocking mode
   // waits for it.

@@ -25,6 +25,7 @@
 // rank 0 (which must be that caller) collects every member's world rank over MPI_COMM_WORLD
 // point-to-point messages with that tag, sends the list back, and the members make their
 // communicator with MPI_Comm_create_group, which involves them alone.
+#include <atomic>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <mpi.h>
@@ -45,7 +46,8 @@ struct Transfer;
 struct ncclComm {
   MPI_Comm comm = MPI_COMM_NULL;
   int rank = 0, size = 1;
-  bool aborted = false;
+  // Set by ncclCommAbort, which may come from another thread (the watchdog's).
+  std::atomic<bool> aborted{false};
   // Sends whose stream work is done (their data was copied when they posted) but whose MPI
   // request may still wait for the receiver: tested at every call, waited for at destroy.
   std::vector<std::shared_ptr<Transfer>> sending;
