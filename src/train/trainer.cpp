@@ -704,17 +704,21 @@ TrainSummary Trainer::run() {
       m.peak_mb = static_cast<double>(cpu_memory_stats().peak_allocated_bytes) / kMiB;
 #if STRATA_CUDA
       if (auto* gpu = dynamic_cast<CudaDevice*>(device_.get())) {
-        // On a GPU: what the run's tensors hold there (the CPU's tallies see only the host); under
-        // ZeRO stages 2 and 3 the row shards (a stage 3 value is whole only while a layer runs).
+        // On a GPU: what the run's tensors hold there (the CPU's tallies see only the host, and
+        // keep what offload put there in offload_mb); under ZeRO stages 2 and 3 the row shards (a
+        // stage 3 value is whole only while a layer runs).
         double values = 0, grads = 0;
-        auto bytes = [](const Tensor& x) { return x.defined() ? static_cast<double>(x.nbytes()) : 0.0; };
+        auto bytes = [](const Tensor& x) {
+          return x.defined() && x.device().is_cuda() ? static_cast<double>(x.nbytes()) : 0.0;
+        };
         for (const auto& p : params.all()) {
           values += bytes(p->value) + bytes(p->zero.value);
           grads += bytes(p->grad) + bytes(p->main_grad) + bytes(p->zero.grad);
         }
         m.params_mb = values / kMiB;
         m.grads_mb = grads / kMiB;
-        m.optimizer_mb = static_cast<double>(optimizer_->state_bytes()) / kMiB;
+        const bool host_optimizer = config_.parallel.offload.optimizer;
+        m.optimizer_mb = host_optimizer ? 0.0 : static_cast<double>(optimizer_->state_bytes()) / kMiB;
         m.peak_mb = static_cast<double>(gpu->memory_stats().peak_allocated_bytes) / kMiB;
       }
 #endif
